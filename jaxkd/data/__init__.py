@@ -1,0 +1,25 @@
+"""Image classification data: named datasets, deterministic order, on-device augmentation.
+
+``load(name, split)`` gives an in-memory ``ArrayDataset`` (uint8 images, int32
+labels, ids = positions); ``batch_indices`` fixes the order from (seed, epoch);
+``device_augment`` and ``normalize`` run inside the jitted step.
+"""
+from jaxkd.data._augment import AugmentParams, device_augment, normalize
+from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
+from jaxkd.data._order import batch_indices, partner_indices
+from jaxkd.data._registry import DatasetSpec, load, names, spec
+
+__all__ = [
+    "ArrayDataset",
+    "AugmentParams",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "batch_indices",
+    "device_augment",
+    "load",
+    "mock",
+    "names",
+    "normalize",
+    "partner_indices",
+    "spec",
+]

@@ -1,0 +1,114 @@
+"""Datasets by name: ``names()`` and ``load(name, split, data_dir)``."""
+from typing import NamedTuple, Optional
+
+from jaxkd.data import _offline
+from jaxkd.data import _tfds
+from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
+
+__all__ = ["DatasetSpec", "names", "spec", "load", "SPLITS"]
+
+SPLITS = ("train", "test")
+
+
+class DatasetSpec(NamedTuple):
+  """Where a named dataset comes from and how it is normalised.
+
+  Attributes:
+    tfds_name: the tensorflow-datasets builder (None for purely offline sets).
+    test_split: the tfds split that plays "test" (ImageNet's is "validation").
+    mean: per-channel mean in [0, 1] units, of the training split.
+    std: per-channel standard deviation in [0, 1] units.
+    in_memory: whether ``load`` may hold it in memory (else ``streaming``).
+  """
+  tfds_name: Optional[str]
+  test_split: str
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  in_memory: bool = True
+
+
+# mean/std: the constants the reference code bases use (CIFAR-10: kuangliu and
+# Tf-KD; CIFAR-100: Tf-KD; ImageNet: torchvision), so normalised inputs match.
+_SPECS = {
+    "digits": DatasetSpec(None, "test", (), ()),
+    "mnist": DatasetSpec("mnist", "test", (0.1307,), (0.3081,)),
+    "fashion_mnist": DatasetSpec("fashion_mnist", "test", (0.2860,), (0.3530,)),
+    "svhn_cropped": DatasetSpec("svhn_cropped", "test", (0.4377, 0.4438, 0.4728),
+                                (0.1980, 0.2010, 0.1970)),
+    "cifar10": DatasetSpec("cifar10", "test", (0.4914, 0.4822, 0.4465),
+                           (0.2023, 0.1994, 0.2010)),
+    "cifar100": DatasetSpec("cifar100", "test", (0.5071, 0.4865, 0.4409),
+                            (0.2673, 0.2564, 0.2762)),
+    "imagenet2012": DatasetSpec("imagenet2012", "validation", (0.485, 0.456, 0.406),
+                                (0.229, 0.224, 0.225), in_memory=False),
+    "mock": DatasetSpec(None, "test", (), ()),
+}
+# load("mock", ...): a small learnable set (8x8x3, 10 classes).
+_MOCK_SIZES = {"train": 256, "test": 64}
+
+
+def names() -> tuple[str, ...]:
+  """Names accepted by ``load`` (and ``streaming`` for tfds-backed ones)."""
+  return tuple(_SPECS)
+
+
+def spec(name: str) -> DatasetSpec:
+  """The ``DatasetSpec`` of ``name``; ValueError listing the names when unknown."""
+  if name not in _SPECS:
+    raise ValueError(f"Unknown dataset name {name!r}; known: {', '.join(_SPECS)}.")
+  return _SPECS[name]
+
+
+def _load_fashion_mnist(split: str, data_dir: Optional[str]) -> ArrayDataset:
+  """IDX files first (Debian's directory, or data_dir); a tfds copy in data_dir second."""
+  try:
+    return _offline.load_fashion_mnist(data_dir, split)
+  except DatasetNotFoundError as idx_error:
+    if data_dir is None:
+      raise
+    try:
+      return _load_tfds("fashion_mnist", split, data_dir)
+    except DatasetNotFoundError as tfds_error:
+      raise DatasetNotFoundError(f"{idx_error} Alternatively: {tfds_error}") from None
+
+
+def _load_tfds(name: str, split: str, data_dir: Optional[str]) -> ArrayDataset:
+  s = _SPECS[name]
+  tfds_split = s.test_split if split == "test" else "train"
+  return _tfds.load_in_memory(name, split, s.tfds_name, tfds_split, data_dir,
+                              s.mean, s.std)
+
+
+def load(name: str, split: str = "train", data_dir: Optional[str] = None) -> ArrayDataset:
+  """Loads one split of a named dataset into memory.
+
+  ``digits`` (scikit-learn) and ``mock`` need no files. ``fashion_mnist`` reads
+  IDX files (Debian's package directory, or ``data_dir``). The others read a
+  tensorflow-datasets copy prepared in array_record format under ``data_dir``
+  (default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); nothing downloads.
+
+  Args:
+    name: one of ``names()``.
+    split: ``"train"`` or ``"test"`` (ImageNet's "test" is its validation set).
+    data_dir: directory holding the data, or None for the default.
+
+  Returns:
+    An ``ArrayDataset``; ``ids`` are positions in the split.
+
+  Raises:
+    ValueError: unknown name or split, or a dataset too large for memory.
+    DatasetNotFoundError: the data is absent; the message says how to prepare it.
+  """
+  s = spec(name)
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}; got {split!r}.")
+  if not s.in_memory:
+    raise ValueError(f"{name!r} is too large to hold in memory; read it with "
+                     "jaxkd.data.streaming(...) instead.")
+  if name == "mock":
+    return mock(_MOCK_SIZES[split], seed=0, split=split)
+  if name == "digits":
+    return _offline.load_digits(split)
+  if name == "fashion_mnist":
+    return _load_fashion_mnist(split, data_dir)
+  return _load_tfds(name, split, data_dir)
