@@ -1,0 +1,88 @@
+"""orbax checkpoints of a run: save every N steps, keep the last K, resume, load teachers.
+
+A checkpoint holds the whole `TrainState` (method state and MrKD ring included) and a small
+JSON with the loop's position and best-so-far metrics. orbax writes each step into a temporary
+directory and renames it when complete, so a run killed mid-write never leaves a checkpoint
+that `latest_step` would pick up; a checkpoint that fails to restore anyway (a corrupted disk)
+is skipped with a warning and the previous one is used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+__all__ = ["CheckpointStore", "load_variables"]
+
+_log = logging.getLogger(__name__)
+
+
+class CheckpointStore:
+  """The ``<workdir>/checkpoints`` directory of one run."""
+
+  def __init__(self, workdir: str, *, max_to_keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    """Starts writing ``state`` at ``step`` (asynchronously; `wait` finishes it)."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore_latest(self, target: Any) -> tuple[Any, dict] | None:
+    """Restores the newest readable checkpoint onto ``target``'s structure and shardings.
+
+    Returns:
+      ``(state, meta)``, or ``None`` when the directory holds no checkpoint.
+    """
+    for step in reversed(self.steps()):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+      except Exception as err:  # orbax raises many types for unreadable files
+        _log.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one",
+                     step, self.directory, type(err).__name__, err)
+        continue
+      return restored.state, dict(restored.meta)
+    return None
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def load_variables(workdir: str, *, step: int | None = None) -> tuple[dict, int]:
+  """A finished run's model variables (``params``, ``batch_stats``) for use as a frozen teacher.
+
+  Args:
+    workdir: the teacher run's workdir (the one holding ``checkpoints/``).
+    step: which checkpoint; ``None`` takes the latest (De-KD uses an early one).
+
+  Returns:
+    ``({"params": ..., "batch_stats": ...}, step)`` as host arrays.
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f"teacher.workdir={workdir!r} holds no checkpoint under {directory}; "
+                            "train the teacher there first (jaxkd train --workdir ...)")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise ValueError(f"teacher.step={step} is not among the checkpoints of {workdir!r}: {steps}")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  state = restored.state
+  variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
+  return jax.device_get(variables), step
