@@ -1,4 +1,6 @@
 """Tests for jaxkd.analysis against independent numpy references and hand examples."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,3 +120,147 @@ def test_metrics_reject_bad_input():
   with pytest.raises(ValueError, match="count"):
     analysis.finalize_metrics(analysis.classification_metrics(
         np.zeros((2, 3)), np.zeros((2,), np.int32), mask=np.zeros(2, bool)))
+
+
+def _reference_stability(features, labels, normalize=True):
+  """Two-pass float64 numpy: centres first, then mean squared distances to them."""
+  h = np.asarray(features, np.float64)
+  if normalize:
+    h = h / np.linalg.norm(h, axis=1, keepdims=True)
+  spreads = []
+  for k in np.unique(labels):
+    members = h[labels == k]
+    spreads.append(np.mean(np.sum((members - members.mean(axis=0)) ** 2, axis=1)))
+  return 1.0 - np.mean(spreads)
+
+
+def test_stability_hand_examples():
+  # Each class collapsed to one direction (norms differ, directions agree): S = 1.
+  collapsed = np.asarray([[1, 0], [3, 0], [0, 2], [0, 0.5]], np.float32)
+  assert float(analysis.stability(collapsed, np.asarray([0, 0, 1, 1]), num_classes=2)) == \
+      pytest.approx(1.0, abs=1e-6)
+  # Class 0 at angles +-60 degrees: centre (1/2, 0), spread sin^2(60) = 3/4; class 1
+  # collapsed (spread 0); class 2 absent, so left out: S = 1 - (3/4 + 0) / 2 = 0.625.
+  spread = np.asarray([[0.5, np.sqrt(3) / 2], [0.5, -np.sqrt(3) / 2], [0, 1], [0, 1]])
+  got = jax.jit(analysis.stability, static_argnames="num_classes")(
+      spread.astype(np.float32), np.asarray([0, 0, 1, 1]), num_classes=3)
+  np.testing.assert_allclose(float(got), 0.625, atol=1e-6)
+  # Probabilities as they are: centre (1/2, 1/2), each at squared distance 1/2: S = 1/2.
+  probs = np.asarray([[1.0, 0.0], [0.0, 1.0]], np.float32)
+  got = analysis.stability(probs, np.asarray([0, 0]), num_classes=2, normalize=False)
+  np.testing.assert_allclose(float(got), 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_stability_matches_reference_and_accumulates(normalize):
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 6, size=200)
+  features = (rng.normal(size=(200, 16)) + 2.0 * np.eye(16)[labels]).astype(np.float32)
+  want = _reference_stability(features, labels, normalize)
+  got = analysis.stability(features, labels, num_classes=8, normalize=normalize)
+  np.testing.assert_allclose(float(got), want, atol=1e-5)
+  total = None
+  for start in range(0, 200, 48):
+    chunk = np.full((48, 16), np.nan, np.float32)
+    chunk_labels = np.full((48,), 7)
+    real = min(48, 200 - start)
+    chunk[:real], chunk_labels[:real] = features[start:start + real], labels[start:start + real]
+    stats = analysis.stability_statistics(chunk, chunk_labels, num_classes=8,
+                                          normalize=normalize, mask=np.arange(48) < real)
+    total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+  np.testing.assert_allclose(float(analysis.finalize_stability(total)), want, atol=1e-5)
+  if normalize:  # for unit vectors S is the mean squared norm of the class centres
+    centres = total["feature_sum"][:6] / total["count"][:6, None]
+    np.testing.assert_allclose(want, np.mean(np.sum(centres ** 2, axis=1)), atol=1e-5)
+
+
+def test_projection_of_templates_and_features():
+  rng = np.random.default_rng(6)
+  templates = rng.normal(size=(5, 8))
+  classes = (3, 0, 4)
+  labels = rng.integers(0, 5, size=60)
+  features = rng.normal(size=(60, 8))
+  proj = analysis.project_three_classes(features, labels, templates, classes)
+  assert set(proj.labels.tolist()) <= set(classes) and len(proj.points) == np.isin(
+      labels, classes).sum()
+  # The templates, fed as features (rows in class order 0, 3, 4 = classes[1], [0], [2]),
+  # land exactly on the triangle's vertices, which form a
+  # triangle congruent to the templates' own, centred at the origin.
+  on_templates = analysis.project_three_classes(templates, np.arange(5), templates, classes)
+  np.testing.assert_allclose(on_templates.points, proj.vertices[[1, 0, 2]], atol=1e-12)
+  w = templates[list(classes)]
+  for i, j in [(0, 1), (0, 2), (1, 2)]:
+    np.testing.assert_allclose(np.linalg.norm(proj.vertices[i] - proj.vertices[j]),
+                               np.linalg.norm(w[i] - w[j]), rtol=1e-12)
+  np.testing.assert_allclose(proj.vertices.mean(axis=0), 0.0, atol=1e-12)
+  # u_1 points from w_a to w_b: their vertices share the second coordinate.
+  np.testing.assert_allclose(proj.vertices[1, 1], proj.vertices[0, 1], atol=1e-12)
+  assert proj.vertices[1, 0] > proj.vertices[0, 0]
+  # Independent check: distances between projected points equal distances between the
+  # orthogonal projections onto the affine plane, found by least squares.
+  kept = features[np.isin(labels, classes)]
+  edges = (w[1:] - w[0]).T
+  coefficients = np.linalg.lstsq(edges, (kept - w[0]).T, rcond=None)[0]
+  on_plane = (edges @ coefficients).T
+  np.testing.assert_allclose(
+      np.linalg.norm(on_plane[:, None] - on_plane[None], axis=-1),
+      np.linalg.norm(proj.points[:, None] - proj.points[None], axis=-1), atol=1e-10)
+  with pytest.raises(ValueError, match="collinear"):
+    analysis.project_three_classes(features, labels, np.asarray(
+        [[0.0] * 8, [1.0] * 8, [2.0] * 8]), (0, 1, 2))
+  with pytest.raises(ValueError, match="classes must be 3 distinct"):
+    analysis.project_three_classes(features, labels, templates, (1, 1, 2))
+  with pytest.raises(ValueError, match="templates must have shape"):
+    analysis.project_three_classes(features, labels, templates.T, classes)
+
+
+def _write_metrics(workdir, lines):
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "metrics.jsonl").write_text(lines)
+
+
+def test_load_metrics_resumed_run(tmp_path):
+  # A run killed mid-write, resumed from step 2: the torn line is skipped, re-logged steps
+  # take the resumed run's values.
+  _write_metrics(tmp_path / "run", (
+      '{"step": 1, "epoch": 0, "train/loss": 2.0}\n'
+      '{"step": 2, "epoch": 0, "train/loss": 1.5}\n'
+      '{"step": 3, "epoch": 1, "train/lo'
+      '{"step": 3, "epoch": 1, "train/loss": 1.25}\n'
+      '{"step": 3, "epoch": 1, "eval/top1": 0.5}\n'
+      '{"step": 4, "epoch": 1, "train/lo'))
+  with pytest.warns(UserWarning, match="line 3"):
+    records = analysis.load_metrics(tmp_path / "run")
+  assert len(records) == 4
+  xs, ys = analysis.metric_series(records, "train/loss")
+  np.testing.assert_array_equal(xs, [1, 2, 3])
+  np.testing.assert_array_equal(ys, [2.0, 1.5, 1.25])
+  xs, ys = analysis.metric_series(records, "eval/top1", x="epoch")
+  np.testing.assert_array_equal(xs, [1]) and np.testing.assert_array_equal(ys, [0.5])
+
+
+def test_plots_write_png(tmp_path):
+  logits, labels = _random_problem(7)
+  sums = analysis.classification_metrics(logits, labels)
+  rng = np.random.default_rng(8)
+  proj = analysis.project_three_classes(rng.normal(size=(30, 4)), rng.integers(0, 3, 30),
+                                        rng.normal(size=(3, 4)), (0, 1, 2))
+  for run, loss in [("ce", 2.0), ("ls", 2.5)]:
+    _write_metrics(tmp_path / run, "".join(
+        f'{{"step": {s}, "epoch": {s // 2}, "train/loss": {loss / s}, "eval/top1": '
+        f'{0.1 * s}}}\n' for s in range(1, 6)))
+  paths = [
+      analysis.reliability_diagram(sums, tmp_path / "reliability.png"),
+      analysis.reliability_diagram({"CE": sums, "LS": sums}, tmp_path / "two.png",
+                                   title="teachers"),
+      analysis.plot_projection({"CE": proj, "LS": proj}, tmp_path / "proj.png",
+                               class_names=["a", "b", "c"]),
+      analysis.plot_training_curves({"ce": tmp_path / "ce", "ls": tmp_path / "ls"},
+                                    tmp_path / "figs" / "curves.png"),
+  ]
+  for path in paths:
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(path) > 5000
+  with pytest.raises(ValueError, match="eval/nll"):
+    analysis.plot_training_curves(tmp_path / "ce", tmp_path / "x.png", keys=["eval/nll"])
