@@ -1,0 +1,104 @@
+"""Hyperparameter specifications: a default and a check that names field, value and range."""
+import numbers
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+__all__ = ["Spec", "boolean", "choice", "integer", "real", "validate"]
+
+
+class Spec(NamedTuple):
+  """One hyperparameter of a method.
+
+  Attributes:
+    default: the default value (None: must be set before ``init``, by the engine or config).
+    check: ``check(field, value)`` raising ValueError for a value that is not allowed.
+    doc: what the value means (used in error messages for missing values).
+  """
+  default: Any
+  check: Callable[[str, Any], None]
+  doc: str = ""
+
+
+def _fail(field, value, allowed):
+  raise ValueError(f"{field}={value!r} is not allowed; allowed: {allowed}.")
+
+
+def real(lo: Optional[float] = None, hi: Optional[float] = None, *,
+         lo_open: bool = False) -> Callable[[str, Any], None]:
+  """A float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), or a schedule ``step -> value``."""
+  left = "(" if lo_open else "["
+  span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+  allowed = f"a float in {span} or a schedule step -> value"
+
+  def check(field, value):
+    if callable(value):
+      return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+      _fail(field, value, allowed)
+    too_low = lo is not None and (value <= lo if lo_open else value < lo)
+    if too_low or (hi is not None and value > hi):
+      _fail(field, value, allowed)
+
+  return check
+
+
+def integer(lo: int = 1, *, optional: bool = False) -> Callable[[str, Any], None]:
+  """An int >= ``lo`` (static: it shapes the computation), or None if ``optional``."""
+  allowed = f"an int >= {lo}" + (" or None" if optional else "")
+
+  def check(field, value):
+    if value is None and optional:
+      return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+      _fail(field, value, allowed)
+
+  return check
+
+
+def boolean() -> Callable[[str, Any], None]:
+  """True or False."""
+
+  def check(field, value):
+    if not isinstance(value, bool):
+      _fail(field, value, "True or False")
+
+  return check
+
+
+def choice(options: Sequence[str]) -> Callable[[str, Any], None]:
+  """One of ``options``."""
+  allowed = "one of " + ", ".join(repr(o) for o in options)
+
+  def check(field, value):
+    if value not in options:
+      _fail(field, value, allowed)
+
+  return check
+
+
+def validate(method: str, specs: dict, hparams: dict) -> dict:
+  """Checks ``hparams`` against ``specs`` and fills in the defaults.
+
+  Args:
+    method: the method name (for messages).
+    specs: hparam name -> `Spec`.
+    hparams: the given values.
+
+  Returns:
+    Every hparam of the method, defaults filled in, ints normalised to Python ints.
+
+  Raises:
+    ValueError: an unknown hparam, or a value that is not allowed.
+  """
+  unknown = sorted(set(hparams) - set(specs))
+  if unknown:
+    allowed = ", ".join(sorted(specs)) or "none"
+    raise ValueError(f"{method}: unknown hparam {unknown[0]!r}; allowed: {allowed}.")
+  resolved = {}
+  for field, spec in specs.items():
+    value = hparams.get(field, spec.default)
+    spec.check(f"{method}.{field}", value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+      # A float field given as an int stays a number; int fields become plain Python ints.
+      value = int(value)
+    resolved[field] = value
+  return resolved

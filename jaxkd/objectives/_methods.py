@@ -1,0 +1,212 @@
+"""The seed methods as recipes of target transforms and loss terms.
+
+Every method is a `Method`: its hyperparameters (`Spec` with default and allowed range) and a
+``build(hp) -> terms`` recipe. The distillation family shares one recipe, `_distillation`,
+``(1 - a) CE(z, y) + a m KL(teacher || softmax(z / T_s))``, and differs only in its teacher
+transform and conventions. Defaults marked "ours" are not the papers' numbers.
+"""
+from typing import Any, Callable, NamedTuple, Optional
+
+from jaxkd import losses
+from jaxkd import targets as T
+from jaxkd.objectives import _hparams as H
+from jaxkd.objectives._core import Term
+
+__all__ = ["METHODS", "Method"]
+
+
+class Method(NamedTuple):
+  """A method's recipe.
+
+  Attributes:
+    specs: hparam name -> `Spec`.
+    build: ``hp -> tuple[Term, ...]`` (hp: the validated hparams).
+    teacher: where teacher logits come from (None, "model", "replay", "partner").
+    requires: optional `Objective.loss` inputs the method needs.
+    replay: True for the MrKD family (the engine keeps a replay ring).
+    aux_classifier: True for RAS-KD (a trainable linear head in the objective's state).
+    doc: one line naming the paper and the formula, with provenance.
+  """
+  specs: dict
+  build: Callable[[dict], tuple]
+  teacher: Optional[str] = None
+  requires: tuple = ()
+  replay: bool = False
+  aux_classifier: bool = False
+  doc: str = ""
+
+
+def _one(h, on):
+  del h, on
+  return 1.0
+
+
+def _const(name):
+  return lambda h, on: h[name]
+
+
+def _ce(weight=_one) -> Term:
+  return Term("ce", T.one_hot(), weight)
+
+
+def _distillation(teacher: T.TargetTransform, hp: dict, *, student_temperature: Any,
+                  temperature_squared: bool, kl_reduction: str) -> tuple:
+  """``(1 - a on) CE(z, y) + a m on KL(teacher || softmax(z / T_s))``; ``on`` gates the teacher."""
+  return (
+      _ce(lambda h, on: 1.0 - h["alpha"] * on),
+      Term("kd", teacher, lambda h, on: h["alpha"] * h.get("multiplier", 1.0) * on, kind="kl",
+           temperature=student_temperature, temperature_squared=temperature_squared,
+           kl_reduction=kl_reduction),
+  )
+
+
+def _kd(hp):
+  return _distillation(T.teacher_softmax(hp["temperature"]), hp,
+                       student_temperature=hp["temperature"],
+                       temperature_squared=hp["temperature_squared"],
+                       kl_reduction=hp["kl_reduction"])
+
+
+def _tfkd_reg(hp):
+  teacher = T.chain(T.uniform_teacher(hp["correct_prob"]), T.soften(hp["temperature"]))
+  paper = hp["form"] == "paper"
+  return _distillation(teacher, hp, student_temperature=hp["temperature"] if paper else 1.0,
+                       temperature_squared=paper, kl_reduction=hp["kl_reduction"])
+
+
+def _lsrkd(correct_prob_key):
+  def build(hp):
+    prob = None if correct_prob_key is None else hp[correct_prob_key]
+    return _distillation(T.uniform_teacher(prob), hp, student_temperature=hp["temperature"],
+                         temperature_squared=True, kl_reduction="batchmean")
+  return build
+
+
+def _mrkd_tc(hp):
+  if hp["correction"] == "swap":
+    teacher = T.teacher_softmax(hp["temperature"], adjust=True)
+  else:
+    teacher = T.chain(T.teacher_softmax(hp["temperature"]),
+                      T.teacher_correction(hp["correct_weight"]))
+  return _distillation(teacher, hp, student_temperature=hp["temperature"],
+                       temperature_squared=hp["temperature_squared"],
+                       kl_reduction=hp["kl_reduction"])
+
+
+def _cskd(hp):
+  return (_ce(), Term("kd", T.teacher_softmax(hp["temperature"]),
+                      lambda h, on: h["weight"] * on, kind="kl",
+                      temperature=hp["temperature"], temperature_squared=True))
+
+
+def _ras_kd(hp):
+  relation = T.class_relation(hp["smoothing"], hp["relation_temperature"],
+                              representatives=hp["representatives"],
+                              momentum=hp["ema_momentum"])
+  return (Term("soft_ce", relation, _one),
+          Term("kd", T.teacher_softmax(hp["temperature"]), lambda h, on: h["weight"] * on,
+               kind="kl", temperature=hp["temperature"], temperature_squared=True),
+          Term("aux_ce", T.one_hot(), _one, on_aux=True))
+
+
+_PROB = H.real(0.0, 1.0)
+_POS = H.real(0.0, lo_open=True)
+_NONNEG = H.real(0.0)
+_STEPS = H.Spec(None, H.integer(1, optional=True),
+                "optimizer steps per epoch, for the epoch-boundary update")
+_KL = H.choice(losses.KL_REDUCTIONS)
+
+
+def _kd_specs(alpha, temperature, multiplier, kl_reduction):
+  return {"alpha": H.Spec(alpha, _PROB), "temperature": H.Spec(temperature, _POS),
+          "multiplier": H.Spec(multiplier, _NONNEG),
+          "kl_reduction": H.Spec(kl_reduction, _KL),
+          "temperature_squared": H.Spec(True, H.boolean())}
+
+
+def _mrkd_specs(**extra):
+  return {"alpha": H.Spec(0.9, _PROB), "temperature": H.Spec(4.0, _POS),
+          "kl_reduction": H.Spec("batchmean", _KL),
+          "temperature_squared": H.Spec(True, H.boolean()),
+          "num_backups": H.Spec(1, H.integer(1)),
+          "refresh_every": H.Spec(None, H.integer(1, optional=True)),
+          "start_from_init": H.Spec(False, H.boolean()),
+          "train_mode": H.Spec(False, H.boolean()), **extra}
+
+
+METHODS = {
+    "ce": Method({}, lambda hp: (_ce(),), doc="Cross-entropy with the labels."),
+    "lsr": Method(
+        {"smoothing": H.Spec(0.1, _PROB),
+         "convention": H.Spec("uniform", H.choice(T.SMOOTHING_CONVENTIONS))},
+        lambda hp: (Term("lsr", T.label_smoothing(hp["smoothing"],
+                                                  convention=hp["convention"]), _one),),
+        doc="Label smoothing (Szegedy et al. 2016) [code]: CE(z, q_smooth)."),
+    "kd": Method(_kd_specs(0.9, 4.0, 1.0, "batchmean"), _kd, teacher="model",
+                 requires=("teacher_logits",),
+                 doc="Hinton KD [code: Tf-KD loss_kd]: (1-a) CE + a m T^2 KL(t_T || s_T)."),
+    "tfkd_self": Method(_kd_specs(0.95, 6.0, 50.0, "elementwise_mean"), _kd, teacher="model",
+                        requires=("teacher_logits",),
+                        doc="Tf-KD_self [code: loss_kd_self], official ResNet18 (0.95, 6, 50)."),
+    "tfkd_reg": Method(
+        {"alpha": H.Spec(0.1, _PROB), "temperature": H.Spec(20.0, _POS),
+         "multiplier": H.Spec(100.0, _NONNEG), "correct_prob": H.Spec(0.99, _PROB),
+         "form": H.Spec("code", H.choice(("code", "paper"))),
+         "kl_reduction": H.Spec("elementwise_mean", _KL)},
+        _tfkd_reg,
+        doc="Tf-KD_reg [code: loss_kd_regularization], official ResNet18 (T 20, a 0.1, m 100)."),
+    "lsrkd": Method({"alpha": H.Spec(0.9, _PROB), "temperature": H.Spec(4.0, _POS)},
+                    _lsrkd(None),
+                    doc="LsrKD [abs, reconstructed; defaults ours]: (1-a) CE + a tau^2 KL(u||s)."),
+    "lsrkd_tc": Method({"alpha": H.Spec(0.9, _PROB), "temperature": H.Spec(4.0, _POS),
+                        "correct_prob": H.Spec(0.5, _PROB)},
+                       _lsrkd("correct_prob"),
+                       doc="LsrKD + TC [abs, reconstructed; defaults ours]: teacher u_TC."),
+    "mrkd": Method(_mrkd_specs(), _kd, teacher="replay", requires=("teacher_logits",),
+                   replay=True,
+                   doc="MrKD [abs, reconstructed; defaults ours]: KD from replay backups."),
+    "mrkd_tc": Method(
+        _mrkd_specs(correction=H.Spec("mix", H.choice(("mix", "swap"))),
+                    correct_weight=H.Spec(0.5, _PROB)),
+        _mrkd_tc, teacher="replay", requires=("teacher_logits",), replay=True,
+        doc="MrKD + TC [abs, reconstructed; defaults ours]: corrected replay teacher."),
+    "alr": Method(
+        {"alpha": H.Spec(1.0, _NONNEG), "momentum": H.Spec(0.9, _PROB),
+         "steps_per_epoch": _STEPS},
+        lambda hp: (_ce(), Term("residual", T.adaptive_label_regularization(
+            hp["momentum"], steps_per_epoch=hp["steps_per_epoch"]), _const("alpha"))),
+        doc="ALR [abs, reconstructed; defaults ours]: CE + a CE(z, R[y])."),
+    "ols": Method(
+        {"hard_weight": H.Spec(0.5, _NONNEG), "soft_weight": H.Spec(0.5, _NONNEG),
+         "steps_per_epoch": _STEPS},
+        lambda hp: (_ce(_const("hard_weight")), Term(
+            "soft_ce", T.online_label_smoothing(steps_per_epoch=hp["steps_per_epoch"]),
+            _const("soft_weight"))),
+        doc="Online label smoothing [code: CIFAR script]: 0.5 CE + 0.5 CE(z, S[y])."),
+    "pskd": Method(
+        {"alpha_final": H.Spec(0.8, _PROB),
+         "total_epochs": H.Spec(None, H.integer(1, optional=True), "the run's length in epochs"),
+         "steps_per_epoch": _STEPS},
+        lambda hp: (Term("soft_ce", T.progressive_self_knowledge(
+            hp["alpha_final"], total_epochs=hp["total_epochs"],
+            steps_per_epoch=hp["steps_per_epoch"]), _one),),
+        requires=("example_ids",),
+        doc="PS-KD [code: lgcnsai/PS-KD-Pytorch main.py]: CE(z, (1-a_t) e_y + a_t P[id])."),
+    "cskd": Method({"weight": H.Spec(1.0, _NONNEG), "temperature": H.Spec(4.0, _POS)}, _cskd,
+                   teacher="partner", requires=("teacher_logits",),
+                   doc="CS-KD [code: alinlab/cs-kd]: CE + lam T^2 KL_batchmean(partner || s)."),
+    "zipf": Method(
+        {"weight": H.Spec(0.1, _NONNEG), "power": H.Spec(1.0, _NONNEG),
+         "upsample": H.Spec(2, H.integer(1))},
+        lambda hp: (_ce(), Term("zipf", T.zipf_targets(hp["power"], upsample=hp["upsample"]),
+                                _const("weight"), kind="kl", non_target=True)),
+        requires=("dense_logits",),
+        doc="Zipf's LS [code: megvii-research/zipfls]: CE + lam KL over non-target classes."),
+    "ras_kd": Method(
+        {"smoothing": H.Spec(0.1, _PROB), "relation_temperature": H.Spec(0.5, _POS),
+         "temperature": H.Spec(4.0, _POS), "weight": H.Spec(1.0, _NONNEG),
+         "representatives": H.Spec("classifier", H.choice(T.REPRESENTATIVES)),
+         "ema_momentum": H.Spec(0.9, _PROB), "seed": H.Spec(0, H.integer(0))},
+        _ras_kd, requires=("features",), aux_classifier=True,
+        doc="RAS-KD [abs, reconstructed; defaults ours]: relation targets + aux-head KD."),
+}

@@ -1,0 +1,58 @@
+"""Target transforms: pure, composable builders of the distributions a loss is trained towards.
+
+Each transform is a `TargetTransform(init, update)` pair modelled on optax's gradient
+transformations; `chain` composes them, every float hyperparameter may be a schedule
+``step -> value``, and stateful transforms (OLS/ALR class matrices, the PS-KD table, RAS-KD
+prototypes) update their state inside the compiled step.
+
+Example::
+
+  import jaxkd.targets as targets
+  tfkd_reg = targets.chain(targets.uniform_teacher(correct_prob=0.99), targets.soften(20.0))
+  ctx = targets.make_context(labels, logits, step=step)
+  q, state = targets.build_targets(tfkd_reg, tfkd_reg.init(num_classes=100), ctx)
+"""
+from jaxkd.targets._base import (EmptyState, Hyperparam, TargetContext, TargetTransform,
+                                 build_targets, chain, make_context, resolve, stateless)
+from jaxkd.targets._labels import (SMOOTHING_CONVENTIONS, label_smoothing, one_hot, soften,
+                                   teacher_correction, uniform_teacher)
+from jaxkd.targets._online import (ClassMatrixState, adaptive_label_regularization,
+                                   online_label_smoothing)
+from jaxkd.targets._progressive import ProgressiveState, progressive_self_knowledge
+from jaxkd.targets._relation import (REPRESENTATIVES, RelationState, class_relation,
+                                     class_relation_matrix)
+from jaxkd.targets._teacher import has_teacher, knowledge_adjustment, teacher_softmax
+from jaxkd.targets._zipf import dense_votes, min_rank, zipf_targets
+
+__all__ = [
+    "REPRESENTATIVES",
+    "SMOOTHING_CONVENTIONS",
+    "ClassMatrixState",
+    "EmptyState",
+    "Hyperparam",
+    "ProgressiveState",
+    "RelationState",
+    "TargetContext",
+    "TargetTransform",
+    "adaptive_label_regularization",
+    "build_targets",
+    "chain",
+    "class_relation",
+    "class_relation_matrix",
+    "dense_votes",
+    "has_teacher",
+    "knowledge_adjustment",
+    "label_smoothing",
+    "make_context",
+    "min_rank",
+    "one_hot",
+    "online_label_smoothing",
+    "progressive_self_knowledge",
+    "resolve",
+    "soften",
+    "stateless",
+    "teacher_correction",
+    "teacher_softmax",
+    "uniform_teacher",
+    "zipf_targets",
+]
