@@ -2,12 +2,14 @@
 
 ``load(name, split)`` gives an in-memory ``ArrayDataset`` (uint8 images, int32
 labels, ids = positions); ``batch_indices`` fixes the order from (seed, epoch);
-``device_augment`` and ``normalize`` run inside the jitted step.
+``device_augment`` and ``normalize`` run inside the jitted step; ``streaming``
+reads datasets too large for memory (ImageNet) through grain, in the same order.
 """
 from jaxkd.data._augment import AugmentParams, device_augment, normalize
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
 from jaxkd.data._order import batch_indices, partner_indices
 from jaxkd.data._registry import DatasetSpec, load, names, spec
+from jaxkd.data._streaming import StreamingDataset, streaming
 
 __all__ = [
     "ArrayDataset",
@@ -22,4 +24,6 @@ __all__ = [
     "normalize",
     "partner_indices",
     "spec",
+    "streaming",
+    "StreamingDataset",
 ]

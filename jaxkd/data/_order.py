@@ -63,12 +63,15 @@ def batch_indices(num_examples: int, batch_size: int, *, seed: int,
 
 
 def partner_indices(labels: np.ndarray, indices: np.ndarray, *, seed: int,
-                    epoch: int) -> np.ndarray:
+                    epoch: int, exclude_self: bool = True) -> np.ndarray:
   """For each index, a random other example of the same class (CS-KD's pairs).
 
   Class-wise self-knowledge distillation (Yun et al., CVPR 2020) pairs each
-  example with a random sample of its class. The partner is never the example
-  itself unless its class has a single member. Draws come from
+  example with a random sample of its class. With ``exclude_self`` the partner
+  is never the example itself unless its class has a single member; without it,
+  the draw is uniform over the whole class, itself included, as the reference
+  ``PairBatchSampler`` (``random.choice`` over the class, alinlab/cs-kd
+  datasets.py) does. Draws come from
   ``np.random.default_rng((seed, epoch, 1))``, a stream independent of the order.
 
   Args:
@@ -77,6 +80,7 @@ def partner_indices(labels: np.ndarray, indices: np.ndarray, *, seed: int,
       output of ``batch_indices``.
     seed: non-negative integer run seed.
     epoch: non-negative epoch number.
+    exclude_self: draw among the other members of the class (default).
 
   Returns:
     ``int32`` array shaped like ``indices``: partner example ids.
@@ -101,7 +105,10 @@ def partner_indices(labels: np.ndarray, indices: np.ndarray, *, seed: int,
   flat = indices.reshape(-1)
   group = np.searchsorted(classes, labels[flat])
   n, own = count[group], rank[flat]
-  # Uniform over the n - 1 others: draw from [0, n - 1) and skip over oneself.
-  draw = rng.integers(0, np.maximum(n - 1, 1))
-  partner_rank = np.where(n > 1, draw + (draw >= own), own)
+  if exclude_self:
+    # Uniform over the n - 1 others: draw from [0, n - 1) and skip over oneself.
+    draw = rng.integers(0, np.maximum(n - 1, 1))
+    partner_rank = np.where(n > 1, draw + (draw >= own), own)
+  else:
+    partner_rank = rng.integers(0, n)
   return by_class[start[group] + partner_rank].astype(np.int32).reshape(indices.shape)

@@ -27,8 +27,11 @@ class DatasetSpec(NamedTuple):
   in_memory: bool = True
 
 
-# mean/std: the constants the reference code bases use (CIFAR-10: kuangliu and
-# Tf-KD; CIFAR-100: Tf-KD; ImageNet: torchvision), so normalised inputs match.
+# mean/std: the constants of the reference code bases, so normalised inputs
+# match: CIFAR-10 as CS-KD (alinlab/cs-kd datasets.py); CIFAR-100 as Tf-KD
+# (yuanli2333/Teacher-free-Knowledge-Distillation data_loader.py, which applies
+# them to CIFAR-10 too); ImageNet as torchvision. A recipe that differs replaces
+# them with dataclasses.replace(dataset, mean=..., std=...).
 _SPECS = {
     "digits": DatasetSpec(None, "test", (), ()),
     "mnist": DatasetSpec("mnist", "test", (0.1307,), (0.3081,)),
@@ -37,8 +40,9 @@ _SPECS = {
                                 (0.1980, 0.2010, 0.1970)),
     "cifar10": DatasetSpec("cifar10", "test", (0.4914, 0.4822, 0.4465),
                            (0.2023, 0.1994, 0.2010)),
-    "cifar100": DatasetSpec("cifar100", "test", (0.5071, 0.4865, 0.4409),
-                            (0.2673, 0.2564, 0.2762)),
+    "cifar100": DatasetSpec("cifar100", "test",
+                            (0.5070751592371323, 0.48654887331495095, 0.4409178433670343),
+                            (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)),
     "imagenet2012": DatasetSpec("imagenet2012", "validation", (0.485, 0.456, 0.406),
                                 (0.229, 0.224, 0.225), in_memory=False),
     "mock": DatasetSpec(None, "test", (), ()),
