@@ -8,17 +8,43 @@ variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
 """
 from typing import Any, Callable
 
+from functools import partial
+
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.models import _small
+from jaxkd.models import (_densenet, _googlenet, _mobilenetv2, _preact, _resnet,
+                          _resnext, _shufflenet, _small, _vgg, _wrn)
 
 __all__ = ["get", "names"]
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    # Small nets: the offline digits default and tests.
     "small_cnn": _small.SmallCNN,
     "mlp": _small.MLP,
+    # Tf-KD zoo (CIFAR variants).
+    "resnet18": partial(_resnet.ResNet, depths=(2, 2, 2, 2)),
+    "resnet50": partial(_resnet.ResNet, depths=(3, 4, 6, 3), bottleneck=True),
+    "mobilenetv2": _mobilenetv2.MobileNetV2,
+    "shufflenetv2": _shufflenet.ShuffleNetV2TfKD,
+    "googlenet": _googlenet.GoogLeNet,
+    "densenet121": partial(_densenet.DenseNet, depths=(6, 12, 24, 16), growth=32),
+    "resnext29_8x64d": partial(_resnext.CifarResNeXt, cardinality=8, depth=29, widen=4),
+    # RepDistiller zoo.
+    **{f"resnet{d}": partial(_resnet.CifarResNet, depth=d, widths=(16, 16, 32, 64))
+       for d in (8, 14, 20, 32, 44, 56, 110)},
+    "resnet8x4": partial(_resnet.CifarResNet, depth=8, widths=(32, 64, 128, 256)),
+    "resnet32x4": partial(_resnet.CifarResNet, depth=32, widths=(32, 64, 128, 256)),
+    **{f"wrn_{d}_{k}": partial(_wrn.WideResNet, depth=d, widen=k)
+       for d in (16, 40) for k in (1, 2)},
+    "vgg8": partial(_vgg.VGG, blocks=_vgg.VGG8),
+    "vgg13": partial(_vgg.VGG, blocks=_vgg.VGG13),
+    "shufflev1": _shufflenet.ShuffleNetV1,
+    "shufflev2": _shufflenet.ShuffleNetV2,
+    "mobilenetv2_half": _mobilenetv2.MobileNetV2Half,
+    # PS-KD.
+    "preact_resnet18": partial(_preact.PreActResNet, depths=(2, 2, 2, 2)),
 }
 
 
