@@ -38,6 +38,8 @@ class Term:
     weight: ``weight(h, teacher_on) -> scalar``: ``h`` maps hparam names to their values at
       the current step (schedules evaluated); ``teacher_on`` is 1.0 when at least one teacher
       member is valid, else 0.0 (always 1.0 without teacher logits).
+    from_teacher: the targets come from the teacher logits: with no valid member the term's
+      weight and its metric are multiplied by ``teacher_on`` = 0.
     kind: ``"ce"`` (soft-target cross-entropy) or ``"kl"`` (`jaxkd.losses.kl_divergence`).
     temperature: the student temperature, a number or a schedule.
     temperature_squared: multiply a ``"kl"`` term by ``T^2``.
@@ -48,6 +50,7 @@ class Term:
   name: str
   targets: targets_lib.TargetTransform
   weight: Weight
+  from_teacher: bool = False
   kind: str = "ce"
   temperature: targets_lib.Hyperparam = 1.0
   temperature_squared: bool = False
@@ -262,7 +265,10 @@ class Objective:
       if term.name in old_states:
         new_states[term.name] = term_state
       value = term.value(aux_logits if term.on_aux else logits, q, step, ctx.labels)
-      total = total + jnp.asarray(term.weight(h, teacher_on), jnp.float32) * value
+      weight = jnp.asarray(term.weight(h, teacher_on), jnp.float32)
+      if term.from_teacher:
+        value, weight = value * teacher_on, weight * teacher_on
+      total = total + weight * value
       metrics[term.name] = value
     if "ce" not in metrics:
       metrics["ce"] = jnp.mean(losses.softmax_cross_entropy(

@@ -51,12 +51,16 @@ def _ce(weight=_one) -> Term:
 
 def _distillation(teacher: T.TargetTransform, hp: dict, *, student_temperature: Any,
                   temperature_squared: bool, kl_reduction: str) -> tuple:
-  """``(1 - a on) CE(z, y) + a m on KL(teacher || softmax(z / T_s))``; ``on`` gates the teacher."""
+  """``(1 - a on) CE(z, y) + a m on KL(teacher || softmax(z / T_s))``; ``on``: a teacher is valid.
+
+  Without a valid teacher member the loss is the plain ``CE(z, y)`` (MrKD before its first
+  backup), not ``(1 - a) CE``.
+  """
   return (
       _ce(lambda h, on: 1.0 - h["alpha"] * on),
-      Term("kd", teacher, lambda h, on: h["alpha"] * h.get("multiplier", 1.0) * on, kind="kl",
-           temperature=student_temperature, temperature_squared=temperature_squared,
-           kl_reduction=kl_reduction),
+      Term("kd", teacher, lambda h, on: h["alpha"] * h.get("multiplier", 1.0),
+           from_teacher=True, kind="kl", temperature=student_temperature,
+           temperature_squared=temperature_squared, kl_reduction=kl_reduction),
   )
 
 
@@ -94,9 +98,9 @@ def _mrkd_tc(hp):
 
 
 def _cskd(hp):
-  return (_ce(), Term("kd", T.teacher_softmax(hp["temperature"]),
-                      lambda h, on: h["weight"] * on, kind="kl",
-                      temperature=hp["temperature"], temperature_squared=True))
+  return (_ce(), Term("kd", T.teacher_softmax(hp["temperature"]), _const("weight"),
+                      from_teacher=True, kind="kl", temperature=hp["temperature"],
+                      temperature_squared=True))
 
 
 def _ras_kd(hp):
@@ -104,8 +108,9 @@ def _ras_kd(hp):
                               representatives=hp["representatives"],
                               momentum=hp["ema_momentum"])
   return (Term("soft_ce", relation, _one),
-          Term("kd", T.teacher_softmax(hp["temperature"]), lambda h, on: h["weight"] * on,
-               kind="kl", temperature=hp["temperature"], temperature_squared=True),
+          Term("kd", T.teacher_softmax(hp["temperature"]), _const("weight"),
+               from_teacher=True, kind="kl", temperature=hp["temperature"],
+               temperature_squared=True),
           Term("aux_ce", T.one_hot(), _one, on_aux=True))
 
 

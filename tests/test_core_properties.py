@@ -1,0 +1,189 @@
+"""Objective properties (METHODS.md), teacher gating, the RAS-KD head, the API and its errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkd import objectives
+
+
+def logits_and_labels(batch=8, classes=5, seed=0, scale=2.0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, classes, batch)
+  return (rng.normal(size=(batch, classes)) * scale).astype(np.float32), labels
+
+
+def loss_and_grad(obj, z, y, **kw):
+  state = obj.init(num_classes=z.shape[-1])
+  (loss, metrics), grad = jax.value_and_grad(
+      lambda z: obj.loss(z, y, state, step=0, **kw)[:2], has_aux=True)(z)
+  return loss, metrics, grad
+
+
+def entropy(p):
+  p = np.asarray(p, np.float64)
+  return -(p * np.log(p)).sum(-1)
+
+
+def test_lsrkd_at_temperature_one_is_label_smoothing():
+  """(1-a) CE + a KL(u || s) = CE(z, (1-a) e_y + a u) - a H(u): same gradient, loss - a log K."""
+  z, y = logits_and_labels()
+  kd_loss, _, kd_grad = loss_and_grad(objectives.get("lsrkd", alpha=0.3, temperature=1.0), z, y)
+  ls_loss, _, ls_grad = loss_and_grad(objectives.get("lsr", smoothing=0.3), z, y)
+  np.testing.assert_allclose(kd_grad, ls_grad, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(kd_loss + 0.3 * np.log(5), ls_loss, rtol=1e-6)
+
+
+def test_tfkd_reg_code_form_is_close_to_label_smoothing():
+  """T=20, K=100, a=0.1, m=100, elementwise mean: within 1% of lsr(others, 0.1).
+
+  The KL term differs from a cross-entropy by the target's entropy, a constant of the logits,
+  so the losses are compared with it added back; the gradients are compared directly.
+  """
+  z, y = logits_and_labels(batch=16, classes=100, seed=1)
+  obj = objectives.get("tfkd_reg")
+  assert (obj.hparams["temperature"], obj.hparams["alpha"], obj.hparams["multiplier"],
+          obj.hparams["form"]) == (20.0, 0.1, 100.0, "code")
+  tf_loss, _, tf_grad = loss_and_grad(obj, z, y)
+  ls_loss, _, ls_grad = loss_and_grad(objectives.get("lsr", smoothing=0.1, convention="others"),
+                                      z, y)
+  p_d = np.full(100, 0.01 / 99)
+  p_d[0] = 0.99
+  target = np.exp(p_d / 20) / np.exp(p_d / 20).sum()
+  constant = 0.1 * 100 / 100 * entropy(target)
+  np.testing.assert_allclose(tf_loss + constant, ls_loss, rtol=0.01)
+  assert np.linalg.norm(tf_grad - ls_grad) < 0.01 * np.linalg.norm(ls_grad)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("name", ["kd", "tfkd_self", "mrkd", "cskd"])
+def test_teacher_equal_to_student_gives_zero_kd_term(name, dtype):
+  z, y = logits_and_labels(seed=2)
+  z = jnp.asarray(z, dtype)
+  obj = objectives.get(name)
+  loss, metrics, _ = obj.loss(z, y, obj.init(num_classes=5), step=0, teacher_logits=z)
+  np.testing.assert_allclose(metrics["kd"], 0.0, atol=1e-6)
+  ce_weight = 1.0 if name == "cskd" else 1 - obj.hparams["alpha"]
+  # Float32 rounding of the zero KD term is amplified by a m (47.5 for tfkd_self).
+  np.testing.assert_allclose(loss, ce_weight * metrics["ce"], atol=1e-4)
+
+
+@pytest.mark.parametrize("name,extra", [("mrkd", {}), ("mrkd_tc", {}),
+                                        ("mrkd_tc", {"correction": "swap"})])
+def test_replay_teacher_uses_only_filled_backups(name, extra):
+  z, y = logits_and_labels(seed=3)
+  backups = np.random.default_rng(4).normal(size=(3, 8, 5)).astype(np.float32)
+  obj = objectives.get(name, num_backups=3, **extra)
+  state = obj.init(num_classes=5)
+  empty, metrics, _ = obj.loss(z, y, state, step=0, teacher_logits=backups,
+                               teacher_mask=np.zeros(3, bool))
+  np.testing.assert_allclose(empty, metrics["ce"], rtol=1e-6)  # plain CE, KD off
+  assert float(metrics["kd"]) == 0.0
+  grad_off = jax.grad(lambda z: obj.loss(z, y, state, step=0, teacher_logits=backups,
+                                         teacher_mask=np.zeros(3, bool))[0])(z)
+  grad_ce = jax.grad(lambda z: objectives.get("ce").loss(z, y, {}, step=0)[0])(z)
+  np.testing.assert_allclose(grad_off, grad_ce, rtol=1e-6, atol=1e-8)
+  partial, _, _ = obj.loss(z, y, state, step=0, teacher_logits=backups,
+                           teacher_mask=np.array([False, True, False]))
+  single, _, _ = obj.loss(z, y, state, step=0, teacher_logits=backups[1])
+  np.testing.assert_allclose(partial, single, rtol=1e-6)
+
+
+def test_ras_kd_head_is_trainable_and_returned_unchanged():
+  z, y = logits_and_labels(seed=5)
+  features = np.random.default_rng(6).normal(size=(8, 3)).astype(np.float32)
+  obj = objectives.get("ras_kd")
+  state = obj.init(num_classes=5, feature_dim=3)
+  again = obj.init(num_classes=5, feature_dim=3)
+  np.testing.assert_array_equal(state["params"]["kernel"], again["params"]["kernel"])
+  other = objectives.get("ras_kd", seed=1).init(num_classes=5, feature_dim=3)
+  assert not np.allclose(state["params"]["kernel"], other["params"]["kernel"])
+
+  def loss(params):
+    return obj.loss(z, y, {**state, "params": params}, step=0, features=features)
+
+  _, _, new_state = loss(state["params"])
+  assert new_state["params"] is state["params"]
+  grad = jax.grad(lambda p: loss(p)[0])(state["params"])
+  # Targets and the distillation teacher are stop-gradient: only CE(A f, y) reaches A.
+  kernel, bias = (np.asarray(a, np.float64) for a in (state["params"]["kernel"],
+                                                      state["params"]["bias"]))
+  aux = features @ kernel + bias
+  probs = np.exp(aux - aux.max(1, keepdims=True))
+  probs /= probs.sum(1, keepdims=True)
+  residual = (probs - np.eye(5)[y]) / len(y)
+  np.testing.assert_allclose(grad["kernel"], features.T @ residual, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(grad["bias"], residual.sum(0), rtol=1e-5, atol=1e-7)
+
+
+def test_api_table():
+  assert set(objectives.names()) == {
+      "ce", "lsr", "kd", "tfkd_self", "tfkd_reg", "lsrkd", "lsrkd_tc", "mrkd", "mrkd_tc",
+      "alr", "ols", "pskd", "cskd", "zipf", "ras_kd"}
+  expect = {"kd": ("model", {"teacher_logits"}), "tfkd_self": ("model", {"teacher_logits"}),
+            "mrkd": ("replay", {"teacher_logits"}), "mrkd_tc": ("replay", {"teacher_logits"}),
+            "cskd": ("partner", {"teacher_logits"}), "pskd": (None, {"example_ids"}),
+            "zipf": (None, {"dense_logits"}), "ras_kd": (None, {"features"})}
+  for name in objectives.names():
+    obj = objectives.get(name, **{k: 3 for k, v in objectives.defaults(name).items()
+                                  if v is None})
+    assert (obj.teacher, set(obj.requires)) == expect.get(name, (None, set())), name
+    assert obj.hparams.keys() == objectives.defaults(name).keys()
+    assert objectives.describe(name)
+    assert (obj.replay is not None) == name.startswith("mrkd")
+  assert objectives.defaults("tfkd_self") == {
+      "alpha": 0.95, "temperature": 6.0, "multiplier": 50.0,
+      "kl_reduction": "elementwise_mean", "temperature_squared": True}
+  assert objectives.get("mrkd", num_backups=2).replay == {
+      "num_backups": 2, "refresh_every": None, "start_from_init": False, "train_mode": False}
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: objectives.get("kdd"), "unknown method 'kdd'; allowed: ce, lsr, kd"),
+    (lambda: objectives.get("kd", alpah=0.5), "kd: unknown hparam 'alpah'; allowed: alpha"),
+    (lambda: objectives.get("kd", alpha=1.5), r"kd.alpha=1.5 .*allowed: a float in \[0.0, 1.0\]"),
+    (lambda: objectives.get("kd", temperature=0.0), r"kd.temperature=0.0 .*\(0.0, inf\]"),
+    (lambda: objectives.get("kd", kl_reduction="sum"), "kd.kl_reduction='sum'.*'batchmean'"),
+    (lambda: objectives.get("kd", temperature_squared=1), "temperature_squared=1 .*True or"),
+    (lambda: objectives.get("tfkd_reg", form="eq9"), "tfkd_reg.form='eq9'.*'code', 'paper'"),
+    (lambda: objectives.get("mrkd", num_backups=0), "mrkd.num_backups=0 .*int >= 1"),
+    (lambda: objectives.get("zipf", upsample=1.5), "zipf.upsample=1.5 .*int >= 1"),
+    (lambda: objectives.get("ols", steps_per_epoch=-2), "ols.steps_per_epoch=-2"),
+    (lambda: objectives.get("ols").init(num_classes=5),
+     "ols needs hparam steps_per_epoch .*engine or the config must set it"),
+    (lambda: objectives.get("pskd", steps_per_epoch=2).init(num_classes=5, num_examples=4),
+     "pskd needs hparam total_epochs"),
+    (lambda: objectives.get("pskd", steps_per_epoch=2, total_epochs=3).init(num_classes=5),
+     "needs num_examples"),
+    (lambda: objectives.get("ras_kd").init(num_classes=5), "ras_kd needs feature_dim"),
+    (lambda: objectives.get("ce").init(num_classes=1), "num_classes=1 .*int >= 2"),
+])
+def test_bad_configuration_is_rejected_by_name(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("kd", {}, "kd needs teacher_logits: the frozen teacher network's logits"),
+    ("mrkd", {}, "mrkd needs teacher_logits: the logits of the model's replay backups"),
+    ("cskd", {}, "cskd needs teacher_logits: the logits of each example's same-class partner"),
+    ("zipf", {}, "zipf needs dense_logits: per-position class scores"),
+    ("ras_kd", {}, "ras_kd needs features"),
+    ("kd", {"teacher_logits": np.zeros((8, 4))}, r"teacher_logits must be \[B, K\]"),
+    ("mrkd", {"teacher_logits": np.zeros((2, 8, 5)), "teacher_mask": np.ones(3, bool)},
+     r"teacher_mask must be bool \[2\]"),
+    ("zipf", {"dense_logits": np.zeros((8, 2, 2, 4))}, "dense_logits must have shape"),
+])
+def test_missing_or_misshapen_inputs_are_rejected(name, kw, match):
+  z, y = logits_and_labels()
+  obj = objectives.get(name)
+  state = obj.init(num_classes=5, feature_dim=3)
+  with pytest.raises(ValueError, match=match):
+    obj.loss(z, y, state, step=0, **kw)
+
+
+def test_pskd_needs_example_ids():
+  z, y = logits_and_labels()
+  obj = objectives.get("pskd", steps_per_epoch=2, total_epochs=3)
+  with pytest.raises(ValueError, match="pskd needs example_ids"):
+    obj.loss(z, y, obj.init(num_classes=5, num_examples=10), step=0)
