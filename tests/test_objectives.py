@@ -311,19 +311,22 @@ def ref_inputs(x, state, step):
 def test_matches_numpy_reference_and_finite_differences(case):
   obj = objectives.get(case.name, **case.hparams)
   hp = obj.hparams
-  loss_fn = jitted(obj)
+  def with_aux(z, y, state, step, x):
+    loss, metrics, new_state = jax_loss(obj, z, y, state, step, x)
+    return loss, (metrics, new_state)
+
+  loss_and_grad = jax.jit(jax.value_and_grad(with_aux, has_aux=True))
   state, rstate = init_state(obj), initial_ref_state(obj, case)
   for step in range(case.steps):
     z, y, x = step_inputs(obj, step)
     rx = ref_inputs(x, state, step)
     want, new_rstate = case.ref(z, y, rx, rstate, hp)
-    loss, metrics, new_state = loss_fn(z, y, state, step, x)
+    (loss, (metrics, new_state)), grad = loss_and_grad(z, y, state, step, x)
     np.testing.assert_allclose(loss, want, rtol=1e-6, atol=1e-6, err_msg=f"step {step}")
     np.testing.assert_allclose(metrics["loss"], loss)
     np.testing.assert_allclose(metrics["ce"], cross_entropy(z, y), rtol=1e-6)
     chex.assert_trees_all_equal_structs(new_state, state)
     if step == case.steps - 1:
-      grad = jax.grad(lambda z: loss_fn(z, y, state, step, x)[0])(z)
       fd, z64 = np.zeros((B, K)), z.astype(np.float64)
       for idx in np.ndindex(B, K):
         up, down = z64.copy(), z64.copy()

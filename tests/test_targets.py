@@ -31,28 +31,28 @@ def np_softmax(z, axis=-1):
 
 def test_label_smoothing_conventions():
   ctx = ctx_for([2, 0])
-  uniform, _ = run(T.label_smoothing(0.2), ctx)
-  others, _ = run(T.label_smoothing(0.2, convention="others"), ctx)
+  uniform, _ = run(T.label_smoothing(smoothing=0.2), ctx)
+  others, _ = run(T.label_smoothing(smoothing=0.2, convention="others"), ctx)
   np.testing.assert_allclose(uniform[0], [0.05, 0.05, 0.85, 0.05], rtol=1e-6)
   np.testing.assert_allclose(others[1], [0.8, 0.2 / 3, 0.2 / 3, 0.2 / 3], rtol=1e-6)
   with pytest.raises(ValueError, match="convention='hard'.*uniform, others"):
-    T.label_smoothing(0.1, convention="hard")
+    T.label_smoothing(smoothing=0.1, convention="hard")
 
 
 def test_uniform_teacher_and_correction():
   ctx = ctx_for([1, 3])
   plain, _ = run(T.uniform_teacher(), ctx)
-  tc, _ = run(T.uniform_teacher(0.5), ctx)
+  tc, _ = run(T.uniform_teacher(correct_prob=0.5), ctx)
   np.testing.assert_allclose(plain, np.full((2, 4), 0.25))
   np.testing.assert_allclose(tc[0], [1 / 6, 0.5, 1 / 6, 1 / 6], rtol=1e-6)
-  mixed, _ = run(T.chain(T.uniform_teacher(), T.teacher_correction(0.4)), ctx)
+  mixed, _ = run(T.chain(T.uniform_teacher(), T.teacher_correction(weight=0.4)), ctx)
   np.testing.assert_allclose(mixed[1], [0.15, 0.15, 0.15, 0.55], rtol=1e-6)
 
 
 def test_tfkd_double_softmax_is_almost_uniform():
   """METHODS.md: at T=20, K=100 the target is 0.0105 on the label vs 0.00999 elsewhere."""
   ctx = ctx_for([7], num_classes=100)
-  q, _ = run(T.chain(T.uniform_teacher(0.99), T.soften(20.0)), ctx)
+  q, _ = run(T.chain(T.uniform_teacher(correct_prob=0.99), T.soften(temperature=20.0)), ctx)
   p_d = np.full(100, 0.01 / 99)
   p_d[7] = 0.99
   want = np_softmax(p_d / 20.0)
@@ -65,15 +65,15 @@ def test_teacher_softmax_averages_valid_members():
   logits = rng.normal(size=(3, 2, 4)).astype(np.float32)
   mask = np.array([True, False, True])
   ctx = ctx_for([0, 1], teacher_logits=logits, teacher_mask=mask)
-  q, _ = run(T.teacher_softmax(2.0), ctx)
+  q, _ = run(T.teacher_softmax(temperature=2.0), ctx)
   want = (np_softmax(logits[0] / 2) + np_softmax(logits[2] / 2)) / 2
   np.testing.assert_allclose(q, want, rtol=1e-6)
   assert float(T.has_teacher(ctx)) == 1.0
   single = ctx_for([0, 1], teacher_logits=logits[1])
-  np.testing.assert_allclose(run(T.teacher_softmax(2.0), single)[0], np_softmax(logits[1] / 2),
-                             rtol=1e-6)
+  np.testing.assert_allclose(run(T.teacher_softmax(temperature=2.0), single)[0],
+                             np_softmax(logits[1] / 2), rtol=1e-6)
   empty = ctx_for([0, 1], teacher_logits=logits, teacher_mask=np.zeros(3, bool))
-  np.testing.assert_allclose(run(T.teacher_softmax(2.0), empty)[0], 0.0)
+  np.testing.assert_allclose(run(T.teacher_softmax(temperature=2.0), empty)[0], 0.0)
   assert float(T.has_teacher(empty)) == 0.0
 
 
@@ -112,7 +112,7 @@ def test_online_label_smoothing_hand_computed_epoch():
 
 
 def test_adaptive_label_regularization_hand_computed_epoch():
-  alr = T.adaptive_label_regularization(0.9, steps_per_epoch=1)
+  alr = T.adaptive_label_regularization(momentum=0.9, steps_per_epoch=1)
   state = alr.init(num_classes=4)
   third = 1 / 3
   np.testing.assert_allclose(state.matrix[0], [0, third, third, third], rtol=1e-6)
@@ -128,7 +128,7 @@ def test_adaptive_label_regularization_hand_computed_epoch():
 
 
 def test_progressive_self_knowledge_hand_computed():
-  pskd = T.progressive_self_knowledge(0.8, total_epochs=4, steps_per_epoch=1)
+  pskd = T.progressive_self_knowledge(alpha_final=0.8, total_epochs=4, steps_per_epoch=1)
   state = pskd.init(num_classes=4, num_examples=3)
   p_a, p_b = [.1, .6, .2, .1], [.25, .25, .25, .25]
   q, state = run(pskd, ctx_for([1, 3], np.log([p_a, p_b]), example_ids=np.array([2, 0])),
@@ -151,9 +151,9 @@ def test_epoch_transforms_need_steps_per_epoch():
   with pytest.raises(ValueError, match="needs steps_per_epoch.*engine or the config"):
     T.online_label_smoothing(steps_per_epoch=None)
   with pytest.raises(ValueError, match="steps_per_epoch=0 .*int >= 1"):
-    T.adaptive_label_regularization(0.9, steps_per_epoch=0)
+    T.adaptive_label_regularization(momentum=0.9, steps_per_epoch=0)
   with pytest.raises(ValueError, match="total_epochs"):
-    T.progressive_self_knowledge(0.8, total_epochs=None, steps_per_epoch=3)
+    T.progressive_self_knowledge(alpha_final=0.8, total_epochs=None, steps_per_epoch=3)
 
 
 def test_min_rank_matches_scipy():
@@ -192,7 +192,7 @@ def test_zipf_targets_match_official_gen_pdf():
   dense = rng.normal(size=(3, 2, 2, 6)).astype(np.float32)
   labels = np.array([0, 4, 5])
   for power in (1.0, 1.5):
-    q, _ = run(T.zipf_targets(power, upsample=1), ctx_for(labels, num_classes=6,
+    q, _ = run(T.zipf_targets(power=power, upsample=1), ctx_for(labels, num_classes=6,
                                                           dense_logits=dense))
     # gen_pdf(rank_zipf, dense, rank='hard'): votes, rankdata(-votes, 'min'), (1/rank)**power,
     # target column removed, renormalised.
@@ -215,14 +215,16 @@ def test_class_relation_matrix_and_targets():
   for k in range(4):
     others = [j for j in range(4) if j != k]
     want[k, others] = np_softmax(scores[k, others])
-  np.testing.assert_allclose(T.class_relation_matrix(reps, 0.5), want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(T.class_relation_matrix(reps, temperature=0.5), want, rtol=1e-5,
+                             atol=1e-7)
   ctx = ctx_for([2, 0], class_embeddings=reps)
-  q, _ = run(T.class_relation(0.1, 0.5), ctx)
+  q, _ = run(T.class_relation(smoothing=0.1, relation_temperature=0.5), ctx)
   np.testing.assert_allclose(q, 0.9 * np.eye(4)[[2, 0]] + 0.1 * want[[2, 0]], rtol=1e-5)
 
 
 def test_class_relation_ema_prototypes():
-  relation = T.class_relation(0.1, 0.5, representatives="ema", momentum=0.5)
+  relation = T.class_relation(smoothing=0.1, relation_temperature=0.5,
+                              representatives="ema", momentum=0.5)
   features = np.array([[1., 0.], [3., 2.], [0., 4.]], np.float32)
   ctx = ctx_for([1, 1, 3], features=features)
   q, state = run(relation, ctx, feature_dim=2)
@@ -232,12 +234,13 @@ def test_class_relation_ema_prototypes():
   with pytest.raises(ValueError, match="feature_dim"):
     relation.init(num_classes=4)
   with pytest.raises(ValueError, match="representatives='rows'"):
-    T.class_relation(0.1, 0.5, representatives="rows")
+    T.class_relation(smoothing=0.1, relation_temperature=0.5, representatives="rows")
 
 
 def test_chain_composes_left_to_right():
   ctx = ctx_for([1, 2])
-  both, state = run(T.chain(T.label_smoothing(0.2), T.teacher_correction(0.5)), ctx)
+  both, state = run(T.chain(T.label_smoothing(smoothing=0.2), T.teacher_correction(weight=0.5)),
+                    ctx)
   smooth = 0.8 * np.eye(4)[[1, 2]] + 0.05
   np.testing.assert_allclose(both, 0.5 * smooth + 0.5 * np.eye(4)[[1, 2]], rtol=1e-6)
   assert state == (T.EmptyState(), T.EmptyState())
@@ -245,7 +248,8 @@ def test_chain_composes_left_to_right():
 
 def test_schedules_compile_once_and_track_the_step():
   schedule = optax.linear_schedule(0.0, 0.4, transition_steps=4)
-  transform = T.chain(T.label_smoothing(schedule), T.soften(optax.constant_schedule(2.0)))
+  transform = T.chain(T.label_smoothing(smoothing=schedule),
+                      T.soften(temperature=optax.constant_schedule(2.0)))
   chex.clear_trace_counter()
 
   @jax.jit
@@ -254,6 +258,7 @@ def test_schedules_compile_once_and_track_the_step():
     return run(transform, ctx_for([0, 3], step=step))[0]
 
   for step in range(4):
-    want, _ = run(T.chain(T.label_smoothing(float(schedule(step))), T.soften(2.0)),
-                  ctx_for([0, 3]))
+    fixed = T.chain(T.label_smoothing(smoothing=float(schedule(step))),
+                    T.soften(temperature=2.0))
+    want, _ = run(fixed, ctx_for([0, 3]))
     np.testing.assert_allclose(targets_at(jnp.asarray(step)), want, rtol=1e-6)

@@ -159,6 +159,10 @@ class Objective:
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
       raise ValueError(f"num_classes={num_classes!r} is not allowed; allowed: an int >= 2.")
+    if self._aux_seed is not None and (
+        isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1):
+      raise ValueError(f"{self.name} needs feature_dim (the penultimate feature size, for its "
+                       f"auxiliary classifier) at init; got {feature_dim!r}.")
     sizes = dict(num_classes=num_classes, num_examples=num_examples, feature_dim=feature_dim)
     states = {}
     for term in self.terms:
@@ -167,46 +171,10 @@ class Objective:
         states[term.name] = state
     out = {"targets": states} if states else {}
     if self._aux_seed is not None:
-      if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
-        raise ValueError(f"{self.name} needs feature_dim (the penultimate feature size, for its "
-                         f"auxiliary classifier) at init; got {feature_dim!r}.")
       kernel = jax.nn.initializers.lecun_normal()(
           jax.random.PRNGKey(self._aux_seed), (feature_dim, num_classes), jnp.float32)
       out["params"] = {"kernel": kernel, "bias": jnp.zeros((num_classes,), jnp.float32)}
     return out
-
-  def _check_inputs(self, logits, labels, inputs, state):
-    if jnp.ndim(logits) != 2 or jnp.shape(labels) != jnp.shape(logits)[:1]:
-      raise ValueError(f"{self.name}: logits must be [B, K] and labels [B]; got logits "
-                       f"{jnp.shape(logits)} and labels {jnp.shape(labels)}.")
-    batch, classes = jnp.shape(logits)
-    for field in self.requires:
-      if inputs[field] is None:
-        why = _TEACHER_WHY.get(self.teacher, _WHY[field]) if field == "teacher_logits" else (
-            _WHY[field])
-        raise ValueError(f"{self.name} needs {field}: {why}; got None.")
-    expected = {"features": (batch, None), "dense_logits": (batch, None, None, classes),
-                "example_ids": (batch,)}
-    for field, shape in expected.items():
-      value = inputs[field]
-      if value is not None and (jnp.ndim(value) != len(shape) or any(
-          s is not None and s != v for s, v in zip(shape, jnp.shape(value)))):
-        raise ValueError(f"{self.name}: {field} must have shape {shape} (None: any); got "
-                         f"{jnp.shape(value)}.")
-    teacher = inputs["teacher_logits"]
-    if teacher is not None:
-      shape = jnp.shape(teacher)
-      if shape[-2:] != (batch, classes) or len(shape) not in (2, 3):
-        raise ValueError(f"{self.name}: teacher_logits must be [B, K] or [M, B, K] with "
-                         f"B, K = {batch}, {classes}; got {shape}.")
-      mask = inputs["teacher_mask"]
-      members = 1 if len(shape) == 2 else shape[0]
-      if mask is not None and jnp.shape(mask) != (members,):
-        raise ValueError(f"{self.name}: teacher_mask must be bool [{members}]; got "
-                         f"{jnp.shape(mask)}.")
-    if self._aux_seed is not None and "params" not in state:
-      raise ValueError(f"{self.name}: state has no 'params' (the auxiliary classifier); "
-                       "pass the state returned by init.")
 
   def loss(self, logits: chex.Array, labels: chex.Array, state: dict, *, step: chex.Numeric,
            teacher_logits: Optional[chex.Array] = None,
@@ -237,44 +205,95 @@ class Objective:
     """
     inputs = dict(teacher_logits=teacher_logits, teacher_mask=teacher_mask, features=features,
                   dense_logits=dense_logits, example_ids=example_ids)
-    self._check_inputs(logits, labels, inputs, state)
+    _check_inputs(self, logits, labels, inputs)
+    if self._aux_seed is not None and "params" not in state:
+      raise ValueError(f"{self.name}: state has no 'params' (the auxiliary classifier); "
+                       "pass the state returned by init.")
     terms = self.terms
     logits = jnp.asarray(logits, jnp.float32)
-    num_classes = logits.shape[-1]
     aux_logits = class_embeddings = None
     if self._aux_seed is not None:
-      params = state["params"]
-      aux_logits = jax.lax.stop_gradient(jnp.asarray(features, jnp.float32)) @ (
-          params["kernel"]) + params["bias"]
-      class_embeddings = params["kernel"].T
+      aux_logits, class_embeddings = _aux_head(state["params"], features)
+      # The auxiliary classifier is RAS-KD's teacher; its logits enter stop-gradient.
       teacher_logits, teacher_mask = aux_logits, None
     ctx = targets_lib.make_context(
         labels, logits, step=step, teacher_logits=teacher_logits, teacher_mask=teacher_mask,
         features=features, dense_logits=dense_logits, example_ids=example_ids,
         class_embeddings=class_embeddings)
-    teacher_on = (targets_lib.has_teacher(ctx) if ctx.teacher_logits is not None
-                  else jnp.float32(1.0))
     h = {k: targets_lib.resolve(v, step) for k, v in self.hparams.items()}
     old_states = state.get("targets", {})
-    new_states, metrics, total = {}, {}, jnp.float32(0.0)
-    for term in terms:
-      term_state = old_states.get(term.name)
-      if term_state is None:
-        term_state = term.targets.init(num_classes=num_classes)
-      q, term_state = targets_lib.build_targets(term.targets, term_state, ctx)
-      if term.name in old_states:
-        new_states[term.name] = term_state
-      value = term.value(aux_logits if term.on_aux else logits, q, step, ctx.labels)
-      weight = jnp.asarray(term.weight(h, teacher_on), jnp.float32)
-      if term.from_teacher:
-        value, weight = value * teacher_on, weight * teacher_on
-      total = total + weight * value
-      metrics[term.name] = value
-    if "ce" not in metrics:
-      metrics["ce"] = jnp.mean(losses.softmax_cross_entropy(
-          logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=jnp.float32)))
-    metrics["loss"] = total
+    total, metrics, new_states = _sum_terms(terms, logits, aux_logits, ctx, h, old_states)
     new_state = dict(state)
     if old_states:
       new_state["targets"] = new_states
     return total, metrics, new_state
+
+
+def _aux_head(params, features):
+  """Logits of the linear head on stop-gradient features, and its rows (stop-gradient)."""
+  features = jax.lax.stop_gradient(jnp.asarray(features, jnp.float32))
+  return features @ params["kernel"] + params["bias"], params["kernel"].T
+
+
+def _sum_terms(terms, logits, aux_logits, ctx, h, old_states):
+  """``sum_i w_i term_i``, the metrics, and the new states of the stateful transforms."""
+  num_classes = logits.shape[-1]
+  teacher_on = (targets_lib.has_teacher(ctx) if ctx.teacher_logits is not None
+                else jnp.float32(1.0))
+  new_states, metrics, total = {}, {}, jnp.float32(0.0)
+  for term in terms:
+    term_state = old_states.get(term.name)
+    if term_state is None:  # stateless transforms keep no entry in the objective's state
+      term_state = term.targets.init(num_classes=num_classes)
+    q, term_state = targets_lib.build_targets(term.targets, term_state, ctx)
+    if term.name in old_states:
+      new_states[term.name] = term_state
+    value = term.value(aux_logits if term.on_aux else logits, q, ctx.step, ctx.labels)
+    weight = jnp.asarray(term.weight(h, teacher_on), jnp.float32)
+    if term.from_teacher:
+      value, weight = value * teacher_on, weight * teacher_on
+    total = total + weight * value
+    metrics[term.name] = value
+  if "ce" not in metrics:
+    metrics["ce"] = jnp.mean(losses.softmax_cross_entropy(
+        logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=jnp.float32)))
+  metrics["loss"] = total
+  return total, metrics, new_states
+
+
+def _missing_input_message(obj, field):
+  why = _WHY[field]
+  if field == "teacher_logits":
+    why = _TEACHER_WHY.get(obj.teacher, why)
+  return f"{obj.name} needs {field}: {why}; got None."
+
+
+def _check_inputs(obj, logits, labels, inputs):
+  """Static checks of `Objective.loss` inputs (shapes only, at trace time)."""
+  if jnp.ndim(logits) != 2 or jnp.shape(labels) != jnp.shape(logits)[:1]:
+    raise ValueError(f"{obj.name}: logits must be [B, K] and labels [B]; got logits "
+                     f"{jnp.shape(logits)} and labels {jnp.shape(labels)}.")
+  batch, classes = jnp.shape(logits)
+  for field in sorted(obj.requires):
+    if inputs[field] is None:
+      raise ValueError(_missing_input_message(obj, field))
+  expected = {"features": (batch, None), "dense_logits": (batch, None, None, classes),
+              "example_ids": (batch,)}
+  for field, shape in expected.items():
+    value = inputs[field]
+    if value is not None and (jnp.ndim(value) != len(shape) or any(
+        s is not None and s != v for s, v in zip(shape, jnp.shape(value)))):
+      raise ValueError(f"{obj.name}: {field} must have shape {shape} (None: any); got "
+                       f"{jnp.shape(value)}.")
+  teacher = inputs["teacher_logits"]
+  if teacher is None:
+    return
+  shape = jnp.shape(teacher)
+  if shape[-2:] != (batch, classes) or len(shape) not in (2, 3):
+    raise ValueError(f"{obj.name}: teacher_logits must be [B, K] or [M, B, K] with "
+                     f"B, K = {batch}, {classes}; got {shape}.")
+  members = 1 if len(shape) == 2 else shape[0]
+  mask = inputs["teacher_mask"]
+  if mask is not None and jnp.shape(mask) != (members,):
+    raise ValueError(f"{obj.name}: teacher_mask must be bool [{members}]; got "
+                     f"{jnp.shape(mask)}.")

@@ -65,14 +65,15 @@ def _distillation(teacher: T.TargetTransform, hp: dict, *, student_temperature: 
 
 
 def _kd(hp):
-  return _distillation(T.teacher_softmax(hp["temperature"]), hp,
+  return _distillation(T.teacher_softmax(temperature=hp["temperature"]), hp,
                        student_temperature=hp["temperature"],
                        temperature_squared=hp["temperature_squared"],
                        kl_reduction=hp["kl_reduction"])
 
 
 def _tfkd_reg(hp):
-  teacher = T.chain(T.uniform_teacher(hp["correct_prob"]), T.soften(hp["temperature"]))
+  teacher = T.chain(T.uniform_teacher(correct_prob=hp["correct_prob"]),
+                    T.soften(temperature=hp["temperature"]))
   paper = hp["form"] == "paper"
   return _distillation(teacher, hp, student_temperature=hp["temperature"] if paper else 1.0,
                        temperature_squared=paper, kl_reduction=hp["kl_reduction"])
@@ -81,34 +82,36 @@ def _tfkd_reg(hp):
 def _lsrkd(correct_prob_key):
   def build(hp):
     prob = None if correct_prob_key is None else hp[correct_prob_key]
-    return _distillation(T.uniform_teacher(prob), hp, student_temperature=hp["temperature"],
-                         temperature_squared=True, kl_reduction="batchmean")
+    return _distillation(T.uniform_teacher(correct_prob=prob), hp,
+                         student_temperature=hp["temperature"], temperature_squared=True,
+                         kl_reduction="batchmean")
   return build
 
 
 def _mrkd_tc(hp):
   if hp["correction"] == "swap":
-    teacher = T.teacher_softmax(hp["temperature"], adjust=True)
+    teacher = T.teacher_softmax(temperature=hp["temperature"], adjust=True)
   else:
-    teacher = T.chain(T.teacher_softmax(hp["temperature"]),
-                      T.teacher_correction(hp["correct_weight"]))
+    teacher = T.chain(T.teacher_softmax(temperature=hp["temperature"]),
+                      T.teacher_correction(weight=hp["correct_weight"]))
   return _distillation(teacher, hp, student_temperature=hp["temperature"],
                        temperature_squared=hp["temperature_squared"],
                        kl_reduction=hp["kl_reduction"])
 
 
 def _cskd(hp):
-  return (_ce(), Term("kd", T.teacher_softmax(hp["temperature"]), _const("weight"),
+  return (_ce(), Term("kd", T.teacher_softmax(temperature=hp["temperature"]), _const("weight"),
                       from_teacher=True, kind="kl", temperature=hp["temperature"],
                       temperature_squared=True))
 
 
 def _ras_kd(hp):
-  relation = T.class_relation(hp["smoothing"], hp["relation_temperature"],
+  relation = T.class_relation(smoothing=hp["smoothing"],
+                              relation_temperature=hp["relation_temperature"],
                               representatives=hp["representatives"],
                               momentum=hp["ema_momentum"])
   return (Term("soft_ce", relation, _one),
-          Term("kd", T.teacher_softmax(hp["temperature"]), _const("weight"),
+          Term("kd", T.teacher_softmax(temperature=hp["temperature"]), _const("weight"),
                from_teacher=True, kind="kl", temperature=hp["temperature"],
                temperature_squared=True),
           Term("aux_ce", T.one_hot(), _one, on_aux=True))
@@ -144,7 +147,7 @@ METHODS = {
     "lsr": Method(
         {"smoothing": H.Spec(0.1, _PROB),
          "convention": H.Spec("uniform", H.choice(T.SMOOTHING_CONVENTIONS))},
-        lambda hp: (Term("lsr", T.label_smoothing(hp["smoothing"],
+        lambda hp: (Term("lsr", T.label_smoothing(smoothing=hp["smoothing"],
                                                   convention=hp["convention"]), _one),),
         doc="Label smoothing (Szegedy et al. 2016) [code]: CE(z, q_smooth)."),
     "kd": Method(_kd_specs(0.9, 4.0, 1.0, "batchmean"), _kd, teacher="model",
@@ -179,7 +182,7 @@ METHODS = {
         {"alpha": H.Spec(1.0, _NONNEG), "momentum": H.Spec(0.9, _PROB),
          "steps_per_epoch": _STEPS},
         lambda hp: (_ce(), Term("residual", T.adaptive_label_regularization(
-            hp["momentum"], steps_per_epoch=hp["steps_per_epoch"]), _const("alpha"))),
+            momentum=hp["momentum"], steps_per_epoch=hp["steps_per_epoch"]), _const("alpha"))),
         doc="ALR [abs, reconstructed; defaults ours]: CE + a CE(z, R[y])."),
     "ols": Method(
         {"hard_weight": H.Spec(0.5, _NONNEG), "soft_weight": H.Spec(0.5, _NONNEG),
@@ -193,7 +196,7 @@ METHODS = {
          "total_epochs": H.Spec(None, H.integer(1, optional=True), "the run's length in epochs"),
          "steps_per_epoch": _STEPS},
         lambda hp: (Term("soft_ce", T.progressive_self_knowledge(
-            hp["alpha_final"], total_epochs=hp["total_epochs"],
+            alpha_final=hp["alpha_final"], total_epochs=hp["total_epochs"],
             steps_per_epoch=hp["steps_per_epoch"]), _one),),
         requires=("example_ids",),
         doc="PS-KD [code: lgcnsai/PS-KD-Pytorch main.py]: CE(z, (1-a_t) e_y + a_t P[id])."),
@@ -203,7 +206,7 @@ METHODS = {
     "zipf": Method(
         {"weight": H.Spec(0.1, _NONNEG), "power": H.Spec(1.0, _NONNEG),
          "upsample": H.Spec(2, H.integer(1))},
-        lambda hp: (_ce(), Term("zipf", T.zipf_targets(hp["power"], upsample=hp["upsample"]),
+        lambda hp: (_ce(), Term("zipf", T.zipf_targets(power=hp["power"], upsample=hp["upsample"]),
                                 _const("weight"), kind="kl", non_target=True)),
         requires=("dense_logits",),
         doc="Zipf's LS [code: megvii-research/zipfls]: CE + lam KL over non-target classes."),

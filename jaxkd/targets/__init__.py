@@ -8,7 +8,8 @@ prototypes) update their state inside the compiled step.
 Example::
 
   import jaxkd.targets as targets
-  tfkd_reg = targets.chain(targets.uniform_teacher(correct_prob=0.99), targets.soften(20.0))
+  tfkd_reg = targets.chain(targets.uniform_teacher(correct_prob=0.99),
+                          targets.soften(temperature=20.0))
   ctx = targets.make_context(labels, logits, step=step)
   q, state = targets.build_targets(tfkd_reg, tfkd_reg.init(num_classes=100), ctx)
 """

@@ -37,7 +37,7 @@ def one_hot() -> _base.TargetTransform:
   return _base.stateless(lambda targets, ctx: _one_hot(ctx))
 
 
-def label_smoothing(smoothing: _base.Hyperparam, *,
+def label_smoothing(*, smoothing: _base.Hyperparam,
                     convention: str = "uniform") -> _base.TargetTransform:
   r"""Label smoothing regularization (LSR).
 
@@ -75,7 +75,7 @@ def label_smoothing(smoothing: _base.Hyperparam, *,
   return _base.stateless(fn)
 
 
-def uniform_teacher(correct_prob: Optional[_base.Hyperparam] = None) -> _base.TargetTransform:
+def uniform_teacher(*, correct_prob: Optional[_base.Hyperparam] = None) -> _base.TargetTransform:
   r"""The uniform teacher of LsrKD, optionally with Teacher Correction (TC).
 
   .. math::
@@ -105,7 +105,7 @@ def uniform_teacher(correct_prob: Optional[_base.Hyperparam] = None) -> _base.Ta
   return _base.stateless(fn)
 
 
-def teacher_correction(weight: _base.Hyperparam) -> _base.TargetTransform:
+def teacher_correction(*, weight: _base.Hyperparam) -> _base.TargetTransform:
   r"""Teacher Correction by mixing with the labels: ``t' = (1 - g) t + g e_y``.
 
   Args:
@@ -125,7 +125,7 @@ def teacher_correction(weight: _base.Hyperparam) -> _base.TargetTransform:
   return _base.stateless(fn)
 
 
-def soften(temperature: _base.Hyperparam) -> _base.TargetTransform:
+def soften(*, temperature: _base.Hyperparam) -> _base.TargetTransform:
   r"""Re-softmaxes the current targets at temperature T: ``t' = softmax(t / T)``.
 
   This treats a probability vector as logits, the double-softmax of Tf-KD_reg's official code

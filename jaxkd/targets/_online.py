@@ -125,7 +125,7 @@ def online_label_smoothing(*, steps_per_epoch: int) -> _base.TargetTransform:
                        steps_per_epoch)
 
 
-def adaptive_label_regularization(momentum: _base.Hyperparam, *,
+def adaptive_label_regularization(*, momentum: _base.Hyperparam,
                                   steps_per_epoch: int) -> _base.TargetTransform:
   r"""Residual labels of Adaptive Label Regularization (ALR), RECONSTRUCTED.
 

@@ -28,7 +28,7 @@ def _check_total_epochs(total_epochs):
     raise ValueError(f"total_epochs={total_epochs!r} is not allowed; allowed: an int >= 1.")
 
 
-def progressive_self_knowledge(alpha_final: _base.Hyperparam, *, total_epochs: int,
+def progressive_self_knowledge(*, alpha_final: _base.Hyperparam, total_epochs: int,
                                steps_per_epoch: int) -> _base.TargetTransform:
   r"""PS-KD targets: the labels mixed with last epoch's prediction for the same example.
 

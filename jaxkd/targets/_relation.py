@@ -21,7 +21,7 @@ class RelationState(NamedTuple):
   prototypes: chex.Array
 
 
-def class_relation_matrix(representatives: chex.Array,
+def class_relation_matrix(representatives: chex.Array, *,
                           temperature: chex.Numeric) -> chex.Array:
   r"""Inter-class relations: a softmax over the other classes of scaled cosine similarity.
 
@@ -45,7 +45,7 @@ def class_relation_matrix(representatives: chex.Array,
   return jax.nn.softmax(jnp.where(eye, -jnp.inf, scores), axis=-1)
 
 
-def class_relation(smoothing: _base.Hyperparam, relation_temperature: _base.Hyperparam, *,
+def class_relation(*, smoothing: _base.Hyperparam, relation_temperature: _base.Hyperparam,
                    representatives: str = "classifier",
                    momentum: _base.Hyperparam = 0.9) -> _base.TargetTransform:
   r"""RAS-KD targets: labels smoothed towards the relations of the true class.
@@ -93,7 +93,8 @@ def class_relation(smoothing: _base.Hyperparam, relation_temperature: _base.Hype
         raise ValueError("class_relation with representatives='ema' needs features; got None.")
       reps = state.prototypes
     eps = _base.resolve(smoothing, ctx.step)
-    relation = class_relation_matrix(reps, _base.resolve(relation_temperature, ctx.step))
+    relation = class_relation_matrix(
+        reps, temperature=_base.resolve(relation_temperature, ctx.step))
     one_hot = jax.nn.one_hot(ctx.labels, reps.shape[0], dtype=jnp.float32)
     new_targets = (1.0 - eps) * targets + eps * (one_hot @ relation)
     if representatives == "ema":

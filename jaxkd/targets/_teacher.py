@@ -42,7 +42,7 @@ def has_teacher(ctx: _base.TargetContext) -> chex.Array:
   return jnp.any(ctx.teacher_mask).astype(jnp.float32)
 
 
-def teacher_softmax(temperature: _base.Hyperparam, *,
+def teacher_softmax(*, temperature: _base.Hyperparam,
                     adjust: bool = False) -> _base.TargetTransform:
   r"""The teacher distribution: the mean tempered softmax over the valid members.
 

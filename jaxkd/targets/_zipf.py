@@ -48,7 +48,7 @@ def min_rank(scores: chex.Array) -> chex.Array:
   return (scores.shape[-1] - not_greater + 1).astype(jnp.float32)
 
 
-def zipf_targets(power: _base.Hyperparam = 1.0, *, upsample: int = 2) -> _base.TargetTransform:
+def zipf_targets(*, power: _base.Hyperparam = 1.0, upsample: int = 2) -> _base.TargetTransform:
   r"""Zipf's non-target distribution: probability proportional to ``rank^-power``.
 
   Classes are ranked over ALL classes by their dense vote counts (`dense_votes`, ties
