@@ -187,3 +187,20 @@ def test_pskd_needs_example_ids():
   obj = objectives.get("pskd", steps_per_epoch=2, total_epochs=3)
   with pytest.raises(ValueError, match="pskd needs example_ids"):
     obj.loss(z, y, obj.init(num_classes=5, num_examples=10), step=0)
+
+
+def test_hyperparameters_can_be_vmapped_over():
+  """Several settings in one compiled step: a traced alpha/temperature is accepted as is."""
+  z, y = logits_and_labels(seed=7)
+  teacher = np.random.default_rng(8).normal(size=z.shape).astype(np.float32)
+  alphas, temps = np.array([0.1, 0.5, 0.9], np.float32), np.array([1.0, 2.0, 4.0], np.float32)
+
+  def loss(alpha, temperature):
+    obj = objectives.get("kd", alpha=alpha, temperature=temperature)
+    return obj.loss(z, y, {}, step=0, teacher_logits=teacher)[0]
+
+  batched = jax.jit(jax.vmap(loss))(alphas, temps)
+  for i in range(3):
+    np.testing.assert_allclose(batched[i], loss(float(alphas[i]), float(temps[i])), rtol=1e-6)
+  with pytest.raises(ValueError, match="kd.alpha=1.5 is not allowed"):
+    objectives.get("kd", alpha=jnp.float32(1.5))

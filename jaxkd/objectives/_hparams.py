@@ -2,6 +2,10 @@
 import numbers
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 __all__ = ["Spec", "boolean", "choice", "integer", "real", "validate"]
 
 
@@ -24,14 +28,21 @@ def _fail(field, value, allowed):
 
 def real(lo: Optional[float] = None, hi: Optional[float] = None, *,
          lo_open: bool = False) -> Callable[[str, Any], None]:
-  """A float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), or a schedule ``step -> value``."""
+  """A float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), or a schedule ``step -> value``.
+
+  A scalar array is accepted too; a traced one (hyperparameters vmapped over) is not
+  range-checked, since its value is unknown.
+  """
   left = "(" if lo_open else "["
   span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-  allowed = f"a float in {span} or a schedule step -> value"
+  allowed = f"a float in {span}, a scalar array or a schedule step -> value"
 
   def check(field, value):
-    if callable(value):
+    if callable(value) or isinstance(value, jax.core.Tracer):
       return
+    if isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0 and (
+        jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+      value = float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
       _fail(field, value, allowed)
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
