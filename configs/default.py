@@ -78,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.batch_size = 16
     config.train.log_every_steps = 2
     config.train.checkpoint_every_steps = 2
+    config.train.optimizer.warmup_epochs = 0.0
   elif arg:
     raise ValueError(f"config argument {arg!r} is not known; allowed: 'smoke' or nothing")
   return config

@@ -81,8 +81,15 @@ def load_variables(workdir: str, *, step: int | None = None) -> tuple[dict, int]
     step = steps[-1]
   elif step not in steps:
     raise ValueError(f"teacher.step={step} is not among the checkpoints of {workdir!r}: {steps}")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   manager.close()
-  state = restored.state
+  # The teacher may have run on another topology (one GPU, a pod slice): restore onto this
+  # process's first device, with shapes and dtypes from the checkpoint's own metadata.
+  path = os.path.join(directory, str(step), "state")
+  with ocp.StandardCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    state = checkpointer.restore(path, target)
   variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
   return jax.device_get(variables), step

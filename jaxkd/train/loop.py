@@ -30,15 +30,21 @@ __all__ = ["init_state", "train_and_evaluate", "maybe_initialize_distributed"]
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """Joins a multi-process run (TPU pod, multi-node GPU) when asked to.
+  """Joins a multi-process run (TPU pod, multi-node GPU, CPU processes) when asked to.
 
-  ``config.distributed=True`` or a ``JAX_COORDINATOR_ADDRESS`` in the environment calls
-  `jax.distributed.initialize()`, which reads the coordinator, process count and id from the
-  environment (or the TPU/SLURM metadata).
+  ``config.distributed=True`` or ``JAX_COORDINATOR_ADDRESS`` in the environment calls
+  `jax.distributed.initialize`; ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
+  ``JAX_PROCESS_ID`` are passed on when set, otherwise JAX reads the cluster's own metadata
+  (TPU pods, SLURM). CPU processes talk through gloo collectives.
   """
-  if (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")) and \
-      not jax.distributed.is_initialized():
-    jax.distributed.initialize()
+  env = os.environ
+  if not (config.distributed or env.get("JAX_COORDINATOR_ADDRESS")) or \
+      jax.distributed.is_initialized():
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  number = lambda key: int(env[key]) if env.get(key) else None
+  jax.distributed.initialize(env.get("JAX_COORDINATOR_ADDRESS"), number("JAX_NUM_PROCESSES"),
+                             number("JAX_PROCESS_ID"))
 
 
 def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
@@ -90,6 +96,13 @@ def _augment(config, dataset) -> step_lib.Augment:
                           rotation_degrees=float(config.data.rotation_degrees))
 
 
+def _step_of(line: str) -> int | None:
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
 class _Logger:
   """Appends JSON lines to ``metrics.jsonl`` (process 0 only)."""
 
@@ -99,8 +112,9 @@ class _Logger:
     if self.active and os.path.exists(self.path):
       # Lines past the restored checkpoint were written by the interrupted run; the resumed
       # run writes them again.
+      # A line torn by a kill mid-write is dropped too.
       with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+        kept = [line for line in f if _step_of(line) is not None and _step_of(line) <= resume_step]
       with open(self.path + ".tmp", "w") as f:
         f.writelines(kept)
       os.replace(self.path + ".tmp", self.path)

@@ -129,7 +129,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
         loss_fn, has_aux=True)(trainable)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.replace(
         step=state.step + 1, params=trainable["model"], batch_stats=batch_stats,

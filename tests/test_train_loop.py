@@ -1,0 +1,126 @@
+"""The loop and the command line: resume after SIGKILL, two processes, every method."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxkd import cli, objectives
+from jaxkd.train import checkpoint
+from test_train_step import assert_relative_close
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "configs", "default.py") + ":smoke"
+
+
+def _env(devices: int) -> dict:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _jaxkd(workdir, *overrides, devices=1, extra_env=None):
+  env = {**_env(devices), **(extra_env or {})}
+  return subprocess.Popen(
+      [sys.executable, "-m", "jaxkd.cli", "train", "--config", SMOKE, "--workdir", str(workdir),
+       *overrides], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _params(workdir):
+  variables, step = checkpoint.load_variables(str(workdir))
+  return variables["params"], step
+
+
+def _assert_trees_equal(a, b):
+  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+LONG = ("--config.train.num_steps=40", "--config.train.checkpoint_every_steps=10",
+        "--config.method.refresh_every=3")
+
+
+def test_sigkill_after_checkpoint_then_resume_is_bit_exact(tmp_path):
+  reference = _jaxkd(tmp_path / "ref", *LONG)
+  killed = _jaxkd(tmp_path / "run", *LONG)
+  ckpt_dir = tmp_path / "run" / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and killed.poll() is None:
+    done = [p for p in ckpt_dir.glob("*") if p.name.isdigit() and (p / "state").exists()]
+    if done:
+      break
+    time.sleep(0.05)
+  assert killed.poll() is None, "the run finished before it could be killed: " + killed.stdout.read()
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  steps_at_kill = sorted(int(p.name) for p in ckpt_dir.glob("*") if p.name.isdigit())
+  assert steps_at_kill and steps_at_kill[-1] < 40
+  resumed = _jaxkd(tmp_path / "run", *LONG)
+  assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+  assert reference.wait(timeout=300) == 0, reference.stdout.read()
+  ref_params, ref_step = _params(tmp_path / "ref")
+  run_params, run_step = _params(tmp_path / "run")
+  assert ref_step == run_step == 40
+  _assert_trees_equal(ref_params, run_params)
+  steps = [json.loads(l)["step"] for l in open(tmp_path / "run" / "metrics.jsonl")]
+  assert steps == sorted(steps) and len(steps) == len(set(map(str, enumerate(steps))))
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+  args = ("--config.train.num_steps=5", "--config.train.batch_size=16",
+          "--config.method.refresh_every=2")
+  port = _free_port()
+  procs = [
+      _jaxkd(tmp_path / "two", *args, devices=2, extra_env={
+          "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+          "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+  single = _jaxkd(tmp_path / "one", *args, devices=4)
+  for p in procs + [single]:
+    assert p.wait(timeout=300) == 0, p.stdout.read()
+  two, _ = _params(tmp_path / "two")
+  one, _ = _params(tmp_path / "one")
+  assert_relative_close(one, two, 1e-5)
+  summary = json.load(open(tmp_path / "two" / "summary.json"))
+  assert summary["num_processes"] == 2 and len(summary["devices"]) == 4
+
+
+@pytest.fixture(scope="module")
+def teacher_workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("teacher")
+  assert cli.main(["train", "--config", SMOKE, "--workdir", str(workdir),
+                   "--config.method.name=ce", "--config.mesh.data=1"]) == 0
+  return workdir
+
+
+@pytest.mark.parametrize("method", objectives.names())
+def test_every_method_trains_from_the_command_line(method, teacher_workdir, tmp_path):
+  overrides = [f"--config.method.name={method}", "--config.mesh.data=1"]
+  if objectives.get(method, **_derived(method)).teacher == "model":
+    overrides.append(f"--config.teacher.workdir={teacher_workdir}")
+  assert cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path), *overrides]) == 0
+  records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  train = [r for r in records if "train/loss" in r]
+  assert train and all(np.isfinite(r["train/loss"]) for r in train)
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert summary["method"] == method and summary["steps"] == 4
+  assert 0.0 <= summary["last"]["top1"] <= 1.0
+
+
+def _derived(method):
+  values = {"steps_per_epoch": 10, "total_epochs": 1, "num_examples": 100, "refresh_every": 10}
+  return {k: v for k, v in values.items() if k in objectives.defaults(method)}
