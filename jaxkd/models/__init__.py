@@ -5,9 +5,23 @@ on an NHWC batch gives ``{"params", "batch_stats"}``; ``apply`` returns a dict w
 ``logits`` [N, K], ``features`` [N, D] (classifier input), ``feature_map`` [N, h, w, C]
 (last map before global pooling) and ``dense_logits`` [N, h, w, K] (the classifier at
 every position, Zipf's LS dense votes), all float32. Parameter counts equal the
-originals' for 3-channel inputs.
+originals' for 3-channel inputs. The classes are exported for custom variants.
 """
+from jaxkd.models._densenet import DenseNet
+from jaxkd.models._googlenet import GoogLeNet
+from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
+from jaxkd.models._preact import PreActResNet
 from jaxkd.models._registry import get, names
+from jaxkd.models._resnet import CifarResNet, ResNet
+from jaxkd.models._resnext import CifarResNeXt
+from jaxkd.models._shufflenet import ShuffleNetV1, ShuffleNetV2, ShuffleNetV2TfKD
 from jaxkd.models._small import MLP, SmallCNN
+from jaxkd.models._vgg import VGG
+from jaxkd.models._wrn import WideResNet
 
-__all__ = ["get", "names", "MLP", "SmallCNN"]
+__all__ = [
+    "get", "names",
+    "CifarResNet", "CifarResNeXt", "DenseNet", "GoogLeNet", "MLP", "MobileNetV2",
+    "MobileNetV2Half", "PreActResNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
+    "ShuffleNetV2TfKD", "SmallCNN", "VGG", "WideResNet",
+]

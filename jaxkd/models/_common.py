@@ -7,7 +7,9 @@ PyTorch for the results to transfer:
 * padding is explicit and symmetric (``padding=p`` in ``nn.Conv2d``); Flax's
   ``"SAME"`` pads a stride-2 convolution asymmetrically and would shift features;
 * BatchNorm uses PyTorch's defaults, ``momentum=0.1`` (Flax ``momentum=0.9``:
-  Flax keeps ``momentum`` of the old statistic) and ``eps=1e-5``;
+  Flax keeps ``momentum`` of the old statistic) and ``eps=1e-5``; Flax updates the
+  running variance with the biased batch variance where PyTorch uses the unbiased
+  one, a factor n/(n-1) with n = batch*h*w pixels (under 0.1% for CIFAR batches);
 * weights start from the same distributions: PyTorch's default layer init
   (``kaiming_uniform_(a=sqrt(5))``, i.e. U(+-1/sqrt(fan_in)) for weights and biases)
   unless the original overrides it (``KAIMING_OUT``, ``NORMAL_001``, ...).
