@@ -49,23 +49,27 @@ def _ce(weight=_one) -> Term:
   return Term("ce", T.one_hot(), weight)
 
 
-def _distillation(teacher: T.TargetTransform, hp: dict, *, student_temperature: Any,
+def _distillation(teacher: T.TargetTransform, *, from_teacher: bool, student_temperature: Any,
                   temperature_squared: bool, kl_reduction: str) -> tuple:
-  """``(1 - a on) CE(z, y) + a m on KL(teacher || softmax(z / T_s))``; ``on``: a teacher is valid.
+  """``(1 - a) CE(z, y) + a m KL(teacher || softmax(z / T_s))``.
 
-  Without a valid teacher member the loss is the plain ``CE(z, y)`` (MrKD before its first
-  backup), not ``(1 - a) CE``.
+  When the teacher is read from teacher logits (``from_teacher``) and no member is valid, the
+  loss is the plain ``CE(z, y)`` (MrKD before its first backup), not ``(1 - a) CE``.
   """
+
+  def ce_weight(h, on):
+    return 1.0 - h["alpha"] * (on if from_teacher else 1.0)
+
   return (
-      _ce(lambda h, on: 1.0 - h["alpha"] * on),
+      _ce(ce_weight),
       Term("kd", teacher, lambda h, on: h["alpha"] * h.get("multiplier", 1.0),
-           from_teacher=True, kind="kl", temperature=student_temperature,
+           from_teacher=from_teacher, kind="kl", temperature=student_temperature,
            temperature_squared=temperature_squared, kl_reduction=kl_reduction),
   )
 
 
 def _kd(hp):
-  return _distillation(T.teacher_softmax(temperature=hp["temperature"]), hp,
+  return _distillation(T.teacher_softmax(temperature=hp["temperature"]), from_teacher=True,
                        student_temperature=hp["temperature"],
                        temperature_squared=hp["temperature_squared"],
                        kl_reduction=hp["kl_reduction"])
@@ -75,14 +79,15 @@ def _tfkd_reg(hp):
   teacher = T.chain(T.uniform_teacher(correct_prob=hp["correct_prob"]),
                     T.soften(temperature=hp["temperature"]))
   paper = hp["form"] == "paper"
-  return _distillation(teacher, hp, student_temperature=hp["temperature"] if paper else 1.0,
+  return _distillation(teacher, from_teacher=False,
+                       student_temperature=hp["temperature"] if paper else 1.0,
                        temperature_squared=paper, kl_reduction=hp["kl_reduction"])
 
 
 def _lsrkd(correct_prob_key):
   def build(hp):
     prob = None if correct_prob_key is None else hp[correct_prob_key]
-    return _distillation(T.uniform_teacher(correct_prob=prob), hp,
+    return _distillation(T.uniform_teacher(correct_prob=prob), from_teacher=False,
                          student_temperature=hp["temperature"], temperature_squared=True,
                          kl_reduction="batchmean")
   return build
@@ -94,7 +99,7 @@ def _mrkd_tc(hp):
   else:
     teacher = T.chain(T.teacher_softmax(temperature=hp["temperature"]),
                       T.teacher_correction(weight=hp["correct_weight"]))
-  return _distillation(teacher, hp, student_temperature=hp["temperature"],
+  return _distillation(teacher, from_teacher=True, student_temperature=hp["temperature"],
                        temperature_squared=hp["temperature_squared"],
                        kl_reduction=hp["kl_reduction"])
 
