@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import importlib.util
 import os
 import sys
@@ -82,19 +83,37 @@ def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     raise UsageError(f"--config.{key}={text!r}: must be of type {type(old).__name__}") from None
 
 
-def _parser() -> argparse.ArgumentParser:
+# Further commands live in their own modules, each with `add_arguments(parser)`, a `HELP`
+# line and `main(args) -> int`; they are imported only when present.
+_COMMANDS = {"report": "jaxkd.report", "bench": "jaxkd.bench"}
+
+
+def _command_modules() -> dict:
+  modules = {}
+  for name, module_name in _COMMANDS.items():
+    if importlib.util.find_spec(module_name) is not None:
+      modules[name] = importlib.import_module(module_name)
+  return modules
+
+
+def _parser(modules: dict) -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxkd", description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   train = sub.add_parser("train", help="train and evaluate one config in a workdir (resumes)")
   train.add_argument("--config", default=None, help="config file[:arg] (default: configs/default.py)")
   train.add_argument("--workdir", required=True, help="output directory; resumed if it exists")
+  for name, module in modules.items():
+    module.add_arguments(sub.add_parser(name, help=module.HELP))
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   overrides = [a for a in argv if a.startswith("--config.")]
-  args = _parser().parse_args([a for a in argv if not a.startswith("--config.")])
+  modules = _command_modules()
+  args = _parser(modules).parse_args([a for a in argv if not a.startswith("--config.")])
+  if args.command != "train":
+    return modules[args.command].main(args)
   from jaxkd.train import loop, setup  # imported late: `jaxkd --help` stays instant
   try:
     config = load_config(args.config)

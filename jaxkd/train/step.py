@@ -45,17 +45,23 @@ def preprocess(rng: jax.Array | None, images: jax.Array, aug: Augment) -> jax.Ar
 
 @dataclasses.dataclass(frozen=True)
 class StepFns:
-  """The two jitted programs of a run."""
+  """The two jitted programs of a run, and the plain train step they compile.
+
+  ``train_fn`` is the same step before `jax.jit`, for composing it under other transforms
+  (``jax.vmap`` over stacked states packs several seeds into one program).
+  """
   train: Callable[..., tuple[state_lib.TrainState, dict]]
   eval: Callable[..., dict]
+  train_fn: Callable[..., tuple[state_lib.TrainState, dict]]
 
 
-def _apply(model, params, batch_stats, x, *, train):
-  """Forward pass; returns (outputs, new batch_stats)."""
+def _apply(model, params, batch_stats, x, *, train, rng=None):
+  """Forward pass; returns (outputs, new batch_stats). ``rng`` feeds dropout (GoogLeNet)."""
   variables = {"params": params, "batch_stats": batch_stats}
   if not train:
     return model.apply(variables, x, train=False), batch_stats
-  out, mutated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  out, mutated = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": rng} if rng is not None else {})
   return out, mutated.get("batch_stats", batch_stats)
 
 
@@ -95,7 +101,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
 
   def train_step(state, data, indices, partners, teacher_vars):
     rng = jax.random.fold_in(state.rng, state.step)
-    aug_rng, partner_rng = jax.random.split(rng)
+    aug_rng, partner_rng, dropout_rng = jax.random.split(rng, 3)
     x = preprocess(aug_rng, data["images"][indices], aug)
     labels = data["labels"][indices]
     teacher_logits = teacher_mask = None
@@ -107,14 +113,15 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
       teacher_mask = state.replay.filled()
 
     def loss_fn(tr):
-      out, batch_stats = _apply(model, tr["model"], state.batch_stats, x, train=True)
+      out, batch_stats = _apply(model, tr["model"], state.batch_stats, x, train=True,
+                                rng=dropout_rng)
       t_logits = teacher_logits
       if objective.teacher == "partner":
         # CS-KD: the partner pass runs in train mode without grad after the main pass, so the
         # running statistics see both halves in the official code's order (alinlab/cs-kd).
         x_partner = preprocess(partner_rng, data["images"][partners], aug)
         p_out, batch_stats = _apply(model, jax.lax.stop_gradient(tr["model"]), batch_stats,
-                                    x_partner, train=True)
+                                    x_partner, train=True, rng=partner_rng)
         t_logits = jax.lax.stop_gradient(p_out["logits"])
       loss, metrics, new_obj = objective.loss(
           out["logits"], labels, state_lib.with_trainable(state.objective, tr["objective"]),
@@ -152,4 +159,5 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
 
   return StepFns(
       train=jax.jit(train_step, donate_argnums=0, out_shardings=replicated),
-      eval=jax.jit(eval_step, out_shardings=replicated))
+      eval=jax.jit(eval_step, out_shardings=replicated),
+      train_fn=train_step)
