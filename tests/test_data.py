@@ -70,10 +70,10 @@ def test_mock_is_deterministic_and_balanced():
 
 
 def test_array_dataset_validates():
-  with pytest.raises(ValueError, match="labels must lie in"):
+  with pytest.raises(ValueError, match=r"dataset 'x' \(train\): example 1 has label 3; allowed: \[0, 3\)"):
     data.ArrayDataset("x", "train", np.zeros((2, 1, 1, 1), np.uint8),
                       np.array([0, 3], np.int32), 3, (0.5,), (0.2,))
-  with pytest.raises(ValueError, match="mean must have one entry per channel"):
+  with pytest.raises(ValueError, match=r"mean=\(0.5,\) must have one entry per channel"):
     data.ArrayDataset("x", "train", np.zeros((2, 1, 1, 3), np.uint8),
                       np.array([0, 1], np.int32), 3, (0.5,), (0.2,) * 3)
 

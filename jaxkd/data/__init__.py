@@ -6,7 +6,7 @@ labels, ids = positions); ``batch_indices`` fixes the order from (seed, epoch);
 reads datasets too large for memory (ImageNet) through grain, in the same order.
 """
 from jaxkd.data._augment import AugmentParams, device_augment, normalize
-from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
+from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, from_arrays, mock
 from jaxkd.data._order import batch_indices, partner_indices
 from jaxkd.data._registry import DatasetSpec, load, names, spec
 from jaxkd.data._streaming import StreamingDataset, streaming
@@ -18,6 +18,7 @@ __all__ = [
     "DatasetSpec",
     "batch_indices",
     "device_augment",
+    "from_arrays",
     "load",
     "mock",
     "names",

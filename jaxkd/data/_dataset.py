@@ -4,7 +4,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ArrayDataset", "DatasetNotFoundError", "mock", "channel_stats"]
+__all__ = ["ArrayDataset", "DatasetNotFoundError", "channel_stats", "from_arrays", "mock"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -41,25 +41,29 @@ class ArrayDataset:
 
   def __post_init__(self):
     images, labels = self.images, self.labels
+    where = f"dataset {self.name!r} ({self.split})"
     if images.dtype != np.uint8 or images.ndim != 4:
-      raise ValueError(f"images must be uint8 [N, H, W, C]; got {images.dtype} "
-                       f"with shape {images.shape}.")
+      raise ValueError(f"{where}: images must be uint8 [N, H, W, C]; got {images.dtype} "
+                       f"with shape {images.shape} (use jaxkd.data.from_arrays for floats)")
+    if images.shape[0] == 0:
+      raise ValueError(f"{where}: is empty (0 examples); allowed: at least 1 example")
     if labels.dtype != np.int32 or labels.shape != images.shape[:1]:
-      raise ValueError(f"labels must be int32 [{images.shape[0]}]; got "
-                       f"{labels.dtype} with shape {labels.shape}.")
+      raise ValueError(f"{where}: labels must be int32 [{images.shape[0]}]; got "
+                       f"{labels.dtype} with shape {labels.shape}")
     if self.num_classes < 1:
-      raise ValueError(f"num_classes must be >= 1; got {self.num_classes}.")
-    if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-      raise ValueError(f"labels must lie in [0, {self.num_classes}); got "
-                       f"[{labels.min()}, {labels.max()}].")
+      raise ValueError(f"{where}: num_classes={self.num_classes}; allowed: >= 1")
+    bad = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
+    if bad.size:
+      raise ValueError(f"{where}: example {bad[0]} has label {labels[bad[0]]}; allowed: "
+                       f"[0, {self.num_classes}) ({bad.size} bad labels in all)")
     channels = images.shape[-1]
     for field in ("mean", "std"):
       value = getattr(self, field)
       if len(value) != channels:
-        raise ValueError(f"{field} must have one entry per channel ({channels}); "
-                         f"got {value}.")
+        raise ValueError(f"{where}: {field}={value} must have one entry per channel "
+                         f"({channels})")
     if min(self.std) <= 0:
-      raise ValueError(f"std must be positive; got {self.std}.")
+      raise ValueError(f"{where}: std={self.std}; allowed: positive values")
 
   @property
   def ids(self) -> np.ndarray:
@@ -125,3 +129,44 @@ def mock(num_examples: int = 256,
   channels = image_shape[-1]
   return ArrayDataset("mock", split, images, labels, num_classes,
                       (0.5,) * channels, (0.2,) * channels)
+
+
+def from_arrays(name: str, split: str, images: np.ndarray, labels: np.ndarray, *,
+                num_classes: int, image_shape: Sequence[int] | None = None,
+                mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None) -> ArrayDataset:
+  """Your own arrays as an `ArrayDataset`, checked before anything compiles.
+
+  Args:
+    name: a name for messages and results.
+    split: ``"train"`` or ``"test"``.
+    images: ``[N, H, W, C]`` uint8 pixels, or floats in ``[0, 1]``.
+    labels: integer ``[N]`` in ``[0, num_classes)``.
+    num_classes: K.
+    image_shape: the expected ``(H, W, C)``; a mismatch is an error.
+    mean: per-channel mean in [0, 1] units; default: computed from ``images``.
+    std: per-channel standard deviation; default: computed from ``images``.
+
+  Returns:
+    The dataset. Errors name the dataset and the first bad example: NaN/Inf or
+    out-of-range pixels, labels outside ``[0, num_classes)``, an empty or wrongly
+    shaped array.
+  """
+  where = f"dataset {name!r} ({split})"
+  images, labels = np.asarray(images), np.asarray(labels)
+  if images.ndim != 4 or (image_shape is not None and images.shape[1:] != tuple(image_shape)):
+    expected = "[N, H, W, C]" if image_shape is None else f"[N, {', '.join(map(str, image_shape))}]"
+    raise ValueError(f"{where}: images have shape {images.shape}; allowed: {expected}")
+  if images.dtype != np.uint8:
+    flat = images.reshape(images.shape[0], -1).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(flat).all(1) | (np.nan_to_num(flat, nan=-1.0) < 0).any(1)
+                         | (np.nan_to_num(flat) > 1).any(1))
+    if bad.size:
+      raise ValueError(f"{where}: example {bad[0]} has NaN, Inf or pixels outside [0, 1] "
+                       f"({bad.size} bad examples in all); allowed: finite values in [0, 1]")
+    images = np.round(flat.reshape(images.shape) * 255).astype(np.uint8)
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{where}: labels have dtype {labels.dtype}; allowed: integers")
+  default_mean, default_std = channel_stats(images) if images.size else ((), ())
+  return ArrayDataset(name, split, images, labels.astype(np.int32), num_classes,
+                      tuple(mean or default_mean), tuple(std or default_std))
