@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"{item!r}: write overrides as --config.KEY=VALUE")
       override(config, key, text)
     summary = loop.train_and_evaluate(config, args.workdir)
-  except (UsageError, setup.ConfigError, FileNotFoundError) as err:
+  except (ValueError, FileNotFoundError) as err:  # UsageError, ConfigError, data errors
     print(f"jaxkd: error: {err}", file=sys.stderr)
     return 2
   except loop.NonFiniteError as err:

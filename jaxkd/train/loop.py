@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -199,12 +200,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   maybe_initialize_distributed(config)
   run = setup_lib.resolve(config)
-  _prepare_workdir(config, workdir)
   train_cfg = config.train
   aug = _augment(config, run.train_data)
   optimizer = setup_lib.make_optimizer(train_cfg.optimizer, steps_per_epoch=run.steps_per_epoch,
                                        total_steps=run.total_steps)
   teacher_model, teacher_vars = _load_teacher(run)
+  _prepare_workdir(config, workdir)  # only once every input is known to be good
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
                               aug=aug, mesh=run.mesh, teacher_model=teacher_model,
                               teacher_train_mode=config.teacher.train_mode,
@@ -221,7 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = _Batches(run, config)
   pending, last_log = [], (int(state.step), time.time())
   bar = tqdm.tqdm(total=run.total_steps, initial=int(state.step), unit="step", dynamic_ncols=True,
-                  disable=jax.process_index() != 0)
+                  disable=jax.process_index() != 0,
+                  mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs stay short
   for step in range(int(state.step), run.total_steps):
     indices, partners = batches.get(step)
     state, metrics = steps.train(state, train_data, indices, partners, teacher_vars)

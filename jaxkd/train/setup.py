@@ -6,6 +6,7 @@ line naming the key, the value and what is allowed (`ConfigError`).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 from typing import Any
@@ -102,8 +103,45 @@ def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: 
     raise ConfigError(f"method: {err}") from None
 
 
+def _schema() -> dict:
+  """The keys of the default config, which every config file extends."""
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "default.py")
+  spec = importlib.util.spec_from_file_location("_jaxkd_default_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config().to_dict()
+
+
+def _check_keys(config: dict, schema: dict, prefix: str = "") -> None:
+  for key, value in config.items():
+    if prefix == "method.":  # method hyperparameters are checked by jaxkd.objectives
+      continue
+    _require(key in schema, f"{prefix}{key}", value,
+             f"unknown key; allowed here: {', '.join(sorted(schema))}")
+    if isinstance(value, dict) and isinstance(schema[key], dict):
+      _check_keys(value, schema[key], f"{prefix}{key}.")
+
+
+def _check_train(config, mesh) -> None:
+  train = config.train
+  positive = ("num_epochs", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps")
+  for key in positive:
+    value = train[key]
+    _require(isinstance(value, int) and value >= 1, f"train.{key}", value, "must be an int >= 1")
+  _require(isinstance(train.eval_batch_size, int) and train.eval_batch_size > 0 and
+           train.eval_batch_size % mesh.size == 0, "train.eval_batch_size", train.eval_batch_size,
+           f"must be a positive multiple of the {mesh.size} devices of the mesh")
+  _require(isinstance(config.seed, int) and config.seed >= 0, "seed", config.seed,
+           "must be an int >= 0")
+  _require(isinstance(config.data.crop_padding, int) and config.data.crop_padding >= 0,
+           "data.crop_padding", config.data.crop_padding, "must be an int >= 0")
+  _require(0 <= config.data.rotation_degrees <= 180, "data.rotation_degrees",
+           config.data.rotation_degrees, "must be in [0, 180]")
+
+
 def resolve(config: ml_collections.ConfigDict) -> Run:
   """Validates ``config`` and loads data, model, objective and mesh (no compilation)."""
+  _check_keys(config.to_dict(), _schema())
   train_cfg = config.train
   _require(config.data.name in data_lib.names(), "data.name", config.data.name,
            f"allowed: {', '.join(data_lib.names())}")
@@ -112,12 +150,16 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
   _require(config.model.dtype in _DTYPES, "model.dtype", config.model.dtype,
            f"allowed: {', '.join(_DTYPES)}")
   mesh = make_mesh(config.mesh.data)
+  _check_train(config, mesh)
   batch = train_cfg.batch_size
   _require(isinstance(batch, int) and batch > 0 and batch % mesh.size == 0, "train.batch_size",
            batch, f"must be a positive multiple of the {mesh.size} devices of the mesh")
   data_dir = config.data.data_dir or None
   train_data = data_lib.load(config.data.name, split="train", data_dir=data_dir)
   eval_data = data_lib.load(config.data.name, split="test", data_dir=data_dir)
+  _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
+           f"test images {eval_data.image_shape} differ from train images "
+           f"{train_data.image_shape}")
   _require(batch <= train_data.num_examples, "train.batch_size", batch,
            f"must be at most the {train_data.num_examples} training examples")
   steps_per_epoch = train_data.num_examples // batch
@@ -137,6 +179,7 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
 
 
 def _check_teacher(config) -> None:
+  """The teacher run exists, was trained on the same data, and has a checkpoint."""
   workdir = config.teacher.workdir
   _require(bool(workdir), "teacher.workdir", workdir,
            f"method {config.method.name!r} needs a teacher: the workdir of a finished run")
@@ -146,8 +189,17 @@ def _check_teacher(config) -> None:
   with open(path) as f:
     teacher = json.load(f)
   _require(teacher["data"]["name"] == config.data.name, "teacher.workdir", workdir,
-           f"the teacher was trained on {teacher['data']['name']!r}, "
+           f"the teacher was trained on {teacher['data']['name']!r} (its classes), "
            f"the student on {config.data.name!r}")
+  _require(teacher["model"]["name"] in models.names(), "teacher.workdir", workdir,
+           f"its model {teacher['model']['name']!r} is not one of jaxkd.models.names()")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit()) \
+      if os.path.isdir(checkpoints) else []
+  _require(bool(steps), "teacher.workdir", workdir, "holds no checkpoint; train the teacher first")
+  step = config.teacher.step
+  _require(step < 0 or step in steps, "teacher.step", step,
+           f"allowed: -1 (latest) or one of the teacher's checkpoints {steps}")
 
 
 def teacher_model(config) -> Any:
