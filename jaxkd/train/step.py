@@ -137,7 +137,8 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A finite gradient times a huge learning rate can still overflow the parameters.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
     new_state = state.replace(
         step=state.step + 1, params=trainable["model"], batch_stats=batch_stats,
         opt_state=opt_state,
