@@ -204,3 +204,21 @@ def test_hyperparameters_can_be_vmapped_over():
     np.testing.assert_allclose(batched[i], loss(float(alphas[i]), float(temps[i])), rtol=1e-6)
   with pytest.raises(ValueError, match="kd.alpha=1.5 is not allowed"):
     objectives.get("kd", alpha=jnp.float32(1.5))
+
+
+def test_user_recipe_from_terms_equals_the_built_in():
+  from jaxkd import targets
+  z, y = logits_and_labels(seed=9)
+  teacher = np.random.default_rng(10).normal(size=z.shape).astype(np.float32)
+  custom = objectives.Objective("my_kd", [
+      objectives.Term("ce", targets.label_smoothing(smoothing=0.0), lambda h, on: 0.5),
+      objectives.Term("kd", targets.teacher_softmax(temperature=4.0), lambda h, on: 0.5,
+                      from_teacher=True, kind="kl", temperature=4.0, temperature_squared=True),
+  ], teacher="model", requires=["teacher_logits"])
+  built_in = objectives.get("kd", alpha=0.5, temperature=4.0)
+  got, metrics, _ = custom.loss(z, y, custom.init(num_classes=5), step=0, teacher_logits=teacher)
+  want, want_metrics, _ = built_in.loss(z, y, {}, step=0, teacher_logits=teacher)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(metrics["kd"], want_metrics["kd"], rtol=1e-6)
+  with pytest.raises(ValueError, match="my_kd needs teacher_logits"):
+    custom.loss(z, y, {}, step=0)

@@ -10,6 +10,15 @@ Example::
 
 Every float hyperparameter may be a schedule ``step -> value`` (optax schedules work as is);
 it is evaluated inside the loss at ``step``, so the step compiles once.
+
+A recipe of your own is a list of `Term` (target transform, weight, loss kind)::
+
+  from jaxkd import targets
+  smooth_kd = objectives.Objective("smooth_kd", [
+      objectives.Term("ce", targets.label_smoothing(smoothing=0.1), lambda h, on: 0.5),
+      objectives.Term("kd", targets.teacher_softmax(temperature=4.0), lambda h, on: 0.5,
+                      from_teacher=True, kind="kl", temperature=4.0, temperature_squared=True),
+  ], teacher="model", requires=["teacher_logits"])
 """
 from typing import Any
 
