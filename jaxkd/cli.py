@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser(modules).parse_args([a for a in argv if not a.startswith("--config.")])
   if args.command != "train":
     return modules[args.command].main(args)
-  from jaxkd.train import loop, setup  # imported late: `jaxkd --help` stays instant
+  from jaxkd.train import loop  # imported late: `jaxkd --help` stays instant
   try:
     config = load_config(args.config)
     for item in overrides:

@@ -1,11 +1,12 @@
-"""The loop and the command line: resume after SIGKILL, two processes, every method."""
+"""The loop and the command line: two processes, every method.
+
+SIGKILL-and-resume is tested by tests/test_faults.py (experiments/faults/kill_resume.py).
+"""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -43,36 +44,6 @@ def _assert_trees_equal(a, b):
   assert len(leaves_a) == len(leaves_b)
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-LONG = ("--config.train.num_steps=40", "--config.train.checkpoint_every_steps=10",
-        "--config.method.refresh_every=3")
-
-
-def test_sigkill_after_checkpoint_then_resume_is_bit_exact(tmp_path):
-  reference = _jaxkd(tmp_path / "ref", *LONG)
-  killed = _jaxkd(tmp_path / "run", *LONG)
-  ckpt_dir = tmp_path / "run" / "checkpoints"
-  deadline = time.time() + 240
-  while time.time() < deadline and killed.poll() is None:
-    done = [p for p in ckpt_dir.glob("*") if p.name.isdigit() and (p / "state").exists()]
-    if done:
-      break
-    time.sleep(0.05)
-  assert killed.poll() is None, "the run finished before it could be killed: " + killed.stdout.read()
-  killed.send_signal(signal.SIGKILL)
-  killed.wait()
-  steps_at_kill = sorted(int(p.name) for p in ckpt_dir.glob("*") if p.name.isdigit())
-  assert steps_at_kill and steps_at_kill[-1] < 40
-  resumed = _jaxkd(tmp_path / "run", *LONG)
-  assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
-  assert reference.wait(timeout=300) == 0, reference.stdout.read()
-  ref_params, ref_step = _params(tmp_path / "ref")
-  run_params, run_step = _params(tmp_path / "run")
-  assert ref_step == run_step == 40
-  _assert_trees_equal(ref_params, run_params)
-  steps = [json.loads(l)["step"] for l in open(tmp_path / "run" / "metrics.jsonl")]
-  assert steps == sorted(steps) and len(steps) == len(set(map(str, enumerate(steps))))
 
 
 def _free_port() -> int:

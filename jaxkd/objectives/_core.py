@@ -163,6 +163,11 @@ class Objective:
         isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1):
       raise ValueError(f"{self.name} needs feature_dim (the penultimate feature size, for its "
                        f"auxiliary classifier) at init; got {feature_dim!r}.")
+    share = self.hparams.get("correct_prob")
+    if isinstance(share, (int, float)) and not share > 1.0 / num_classes:
+      raise ValueError(f"{self.name}.correct_prob={share!r} is not allowed for "
+                       f"K={num_classes} classes; allowed: (1/K, 1) = "
+                       f"({1.0 / num_classes:.4g}, 1).")
     sizes = dict(num_classes=num_classes, num_examples=num_examples, feature_dim=feature_dim)
     states = {}
     for term in self.terms:

@@ -27,14 +27,15 @@ def _fail(field, value, allowed):
 
 
 def real(lo: Optional[float] = None, hi: Optional[float] = None, *,
-         lo_open: bool = False) -> Callable[[str, Any], None]:
-  """A float in ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), or a schedule ``step -> value``.
+         lo_open: bool = False, hi_open: bool = False) -> Callable[[str, Any], None]:
+  """A float in ``[lo, hi]`` (ends open if ``lo_open``/``hi_open``), or a schedule.
 
   A scalar array is accepted too; a traced one (hyperparameters vmapped over) is not
   range-checked, since its value is unknown.
   """
   left = "(" if lo_open else "["
-  span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+  right = ")" if hi_open else "]"
+  span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
   allowed = f"a float in {span}, a scalar array or a schedule step -> value"
 
   def check(field, value):
@@ -46,7 +47,8 @@ def real(lo: Optional[float] = None, hi: Optional[float] = None, *,
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
       _fail(field, value, allowed)
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
-    if too_low or (hi is not None and value > hi):
+    too_high = hi is not None and (value >= hi if hi_open else value > hi)
+    if too_low or too_high:
       _fail(field, value, allowed)
 
   return check

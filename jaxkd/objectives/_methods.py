@@ -123,6 +123,9 @@ def _ras_kd(hp):
 
 
 _PROB = H.real(0.0, 1.0)
+_SMOOTHING = H.real(0.0, 1.0, hi_open=True)  # e = 1 would erase the label entirely
+# A true-class share must beat the 1/K of the uniform teacher (checked at init, with K).
+_SHARE = H.real(0.0, 1.0, lo_open=True, hi_open=True)
 _POS = H.real(0.0, lo_open=True)
 _NONNEG = H.real(0.0)
 _STEPS = H.Spec(None, H.integer(1, optional=True),
@@ -150,7 +153,7 @@ def _mrkd_specs(**extra):
 METHODS = {
     "ce": Method({}, lambda hp: (_ce(),), doc="Cross-entropy with the labels."),
     "lsr": Method(
-        {"smoothing": H.Spec(0.1, _PROB),
+        {"smoothing": H.Spec(0.1, _SMOOTHING),
          "convention": H.Spec("uniform", H.choice(T.SMOOTHING_CONVENTIONS))},
         lambda hp: (Term("lsr", T.label_smoothing(smoothing=hp["smoothing"],
                                                   convention=hp["convention"]), _one),),
@@ -163,7 +166,7 @@ METHODS = {
                         doc="Tf-KD_self [code: loss_kd_self], official ResNet18 (0.95, 6, 50)."),
     "tfkd_reg": Method(
         {"alpha": H.Spec(0.1, _PROB), "temperature": H.Spec(20.0, _POS),
-         "multiplier": H.Spec(100.0, _NONNEG), "correct_prob": H.Spec(0.99, _PROB),
+         "multiplier": H.Spec(100.0, _NONNEG), "correct_prob": H.Spec(0.99, _SHARE),
          "form": H.Spec("code", H.choice(("code", "paper"))),
          "kl_reduction": H.Spec("elementwise_mean", _KL)},
         _tfkd_reg,
@@ -172,7 +175,7 @@ METHODS = {
                     _lsrkd(None),
                     doc="LsrKD [abs, reconstructed; defaults ours]: (1-a) CE + a tau^2 KL(u||s)."),
     "lsrkd_tc": Method({"alpha": H.Spec(0.9, _PROB), "temperature": H.Spec(4.0, _POS),
-                        "correct_prob": H.Spec(0.5, _PROB)},
+                        "correct_prob": H.Spec(0.5, _SHARE)},
                        _lsrkd("correct_prob"),
                        doc="LsrKD + TC [abs, reconstructed; defaults ours]: teacher u_TC."),
     "mrkd": Method(_mrkd_specs(), _kd, teacher="replay", requires=("teacher_logits",),
@@ -216,7 +219,7 @@ METHODS = {
         requires=("dense_logits",),
         doc="Zipf's LS [code: megvii-research/zipfls]: CE + lam KL over non-target classes."),
     "ras_kd": Method(
-        {"smoothing": H.Spec(0.1, _PROB), "relation_temperature": H.Spec(0.5, _POS),
+        {"smoothing": H.Spec(0.1, _SMOOTHING), "relation_temperature": H.Spec(0.5, _POS),
          "temperature": H.Spec(4.0, _POS), "weight": H.Spec(1.0, _NONNEG),
          "representatives": H.Spec("classifier", H.choice(T.REPRESENTATIVES)),
          "ema_momentum": H.Spec(0.9, _PROB), "seed": H.Spec(0, H.integer(0))},

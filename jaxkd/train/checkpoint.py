@@ -4,12 +4,13 @@ A checkpoint holds the whole `TrainState` (method state and MrKD ring included) 
 JSON with the loop's position and best-so-far metrics. orbax writes each step into a temporary
 directory and renames it when complete, so a run killed mid-write never leaves a checkpoint
 that `latest_step` would pick up; a checkpoint that fails to restore anyway (a corrupted disk)
-is skipped with a warning and the previous one is used.
+is moved to ``<workdir>/checkpoints_unreadable/`` with a warning and the previous one is used.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -50,11 +51,22 @@ class CheckpointStore:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
       except Exception as err:  # orbax raises many types for unreadable files
-        _log.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one",
-                     step, self.directory, type(err).__name__, err)
+        moved = self._quarantine(step)
+        _log.warning("checkpoint at step %d is unreadable (%s: %s); moved it to %s and "
+                     "trying the previous one", step, type(err).__name__, err, moved)
         continue
       return restored.state, dict(restored.meta)
     return None
+
+  def _quarantine(self, step: int) -> str:
+    """Moves an unreadable step aside (kept for inspection, never overwritten or reused)."""
+    target = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable",
+                          f"{step}-{int(time.time())}")
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.replace(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return target
 
   def close(self) -> None:
     self._manager.wait_until_finished()

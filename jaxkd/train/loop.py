@@ -205,13 +205,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   optimizer = setup_lib.make_optimizer(train_cfg.optimizer, steps_per_epoch=run.steps_per_epoch,
                                        total_steps=run.total_steps)
   teacher_model, teacher_vars = _load_teacher(run)
-  _prepare_workdir(config, workdir)  # only once every input is known to be good
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
                               aug=aug, mesh=run.mesh, teacher_model=teacher_model,
                               teacher_train_mode=config.teacher.train_mode,
                               skip_nonfinite=train_cfg.skip_nonfinite)
-  store = ckpt_lib.CheckpointStore(workdir, max_to_keep=train_cfg.keep_checkpoints)
   state = init_state(run, optimizer, aug)
+  _prepare_workdir(config, workdir)  # only once every input is known to be good
+  store = ckpt_lib.CheckpointStore(workdir, max_to_keep=train_cfg.keep_checkpoints)
   restored = store.restore_latest(state)
   state, meta = restored if restored else (state, {"history": [], "wall_time_s": 0.0})
   logger = _Logger(workdir, int(state.step))

@@ -10,7 +10,7 @@ the objective and the optimizer, updates method state and refreshes the replay r
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
