@@ -20,17 +20,15 @@ import ml_collections
 
 __all__ = ["load_config", "main", "override"]
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "default.py")
-
-
 class UsageError(ValueError):
   """Bad command-line input (exit status 2)."""
 
 
 def load_config(spec: str | None) -> ml_collections.ConfigDict:
-  """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``."""
-  spec = spec or _DEFAULT_CONFIG
+  """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``; None: the default."""
+  if not spec:
+    from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
+    return defaults.get_config()
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise UsageError(f"--config={spec!r}: no such file (give a path like configs/default.py)")

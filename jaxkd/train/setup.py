@@ -6,7 +6,6 @@ line naming the key, the value and what is allowed (`ConfigError`).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 from typing import Any
@@ -20,6 +19,7 @@ import optax
 from jaxkd import data as data_lib
 from jaxkd import models
 from jaxkd import objectives
+from jaxkd.train import defaults
 
 __all__ = ["ConfigError", "Run", "make_mesh", "make_optimizer", "resolve", "teacher_model"]
 
@@ -105,11 +105,7 @@ def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: 
 
 def _schema() -> dict:
   """The keys of the default config, which every config file extends."""
-  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "default.py")
-  spec = importlib.util.spec_from_file_location("_jaxkd_default_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config().to_dict()
+  return defaults.get_config().to_dict()
 
 
 def _check_keys(config: dict, schema: dict, prefix: str = "") -> None:

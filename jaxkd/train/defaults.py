@@ -1,0 +1,70 @@
+"""The default config and the schema every config extends (see configs/default.py).
+
+It lives in the package so that an installed jaxkd (not only a source checkout) has its
+defaults; ``configs/default.py`` re-exports it as the default config file.
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The default run (configs/default.py); ``arg`` may be ``"smoke"`` for a few-step run."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Method hyperparameters not given here take `jaxkd.objectives.defaults(name)`; keys that
+  # depend on the data (steps_per_epoch, total_epochs, num_examples, refresh_every) are filled
+  # in by the engine.
+  config.method = ml_collections.ConfigDict({"name": "mrkd"})
+
+  config.model = ml_collections.ConfigDict({"name": "small_cnn", "dtype": "float32"})
+
+  config.data = ml_collections.ConfigDict({
+      "name": "digits",
+      "data_dir": "",
+      # Tf-KD's CIFAR recipe: crop 32 pad 4, flip, rotation 15. Digits are not mirror
+      # symmetric, so the default run only crops and rotates.
+      "crop_padding": 1,
+      "flip": False,
+      "rotation_degrees": 10.0,
+  })
+
+  config.train = ml_collections.ConfigDict({
+      "batch_size": 64,
+      "eval_batch_size": 256,
+      "num_epochs": 30,
+      "num_steps": -1,  # > 0 wins over num_epochs
+      "optimizer": {
+          "name": "sgd",  # sgd | adamw
+          "learning_rate": 0.05,
+          "momentum": 0.9,
+          "nesterov": False,
+          "weight_decay": 5e-4,  # coupled, added to the gradient as in torch.optim.SGD
+          "schedule": "cosine",  # constant | cosine | multistep
+          "milestones": (),  # epochs, for multistep
+          "gamma": 0.1,
+          "warmup_epochs": 1.0,
+      },
+      "checkpoint_every_steps": 500,
+      "keep_checkpoints": 2,
+      "log_every_steps": 50,
+      "skip_nonfinite": False,
+  })
+
+  config.teacher = ml_collections.ConfigDict({
+      "workdir": "",  # a finished jaxkd run; needed by kd and tfkd_self
+      "step": -1,  # which checkpoint of it; -1 = latest
+      "train_mode": False,
+  })
+
+  config.mesh = ml_collections.ConfigDict({"data": -1})  # -1 = every device
+  config.distributed = False  # jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)
+
+  if arg == "smoke":
+    config.train.num_steps = 4
+    config.train.batch_size = 16
+    config.train.log_every_steps = 2
+    config.train.checkpoint_every_steps = 2
+    config.train.optimizer.warmup_epochs = 0.0
+  elif arg:
+    raise ValueError(f"config argument {arg!r} is not known; allowed: 'smoke' or nothing")
+  return config
