@@ -84,8 +84,9 @@ def load_variables(workdir: str, *, step: int | None = None) -> tuple[dict, int]
     ``({"params": ..., "batch_stats": ...}, step)`` as host arrays.
   """
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-  steps = sorted(manager.all_steps())
+  # orbax renames a step's temporary directory to its plain number only once it is complete.
+  steps = sorted(int(name) for name in os.listdir(directory) if name.isdigit()) \
+      if os.path.isdir(directory) else []
   if not steps:
     raise FileNotFoundError(f"teacher.workdir={workdir!r} holds no checkpoint under {directory}; "
                             "train the teacher there first (jaxkd train --workdir ...)")
@@ -93,7 +94,6 @@ def load_variables(workdir: str, *, step: int | None = None) -> tuple[dict, int]
     step = steps[-1]
   elif step not in steps:
     raise ValueError(f"teacher.step={step} is not among the checkpoints of {workdir!r}: {steps}")
-  manager.close()
   # The teacher may have run on another topology (one GPU, a pod slice): restore onto this
   # process's first device, with shapes and dtypes from the checkpoint's own metadata.
   path = os.path.join(directory, str(step), "state")
