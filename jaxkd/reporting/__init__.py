@@ -1,0 +1,10 @@
+"""Paper tables: their definition (rows, teacher stages, published values), the recipes the
+table configs share, the runner that trains them for several seeds and the report.
+
+Importing this package is cheap (no jax): table configs import it. The runner, the collection
+of per-run results and the report are imported by ``jaxkd report``.
+"""
+from jaxkd.reporting import recipes
+from jaxkd.reporting._table import Claim, Row, Table, parse_arg
+
+__all__ = ["Claim", "Row", "Table", "parse_arg", "recipes"]

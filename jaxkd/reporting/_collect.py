@@ -1,0 +1,135 @@
+"""From a finished run's workdir to the JSON record the report is built from.
+
+The record holds what the report and its figures need and nothing machine-specific beyond
+what the summary states: best/last metrics, per-epoch test curves, the training-loss curve,
+the final model's reliability statistics, its stability (METHODS.md s6, reconstructed) and,
+for chosen rows, the three-class projection of its penultimate features.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxkd import analysis
+from jaxkd import data as data_lib
+from jaxkd import models
+from jaxkd.train import checkpoint as ckpt_lib
+from jaxkd.train import setup as setup_lib
+from jaxkd.train import step as step_lib
+
+__all__ = ["collect", "machine"]
+
+_DIGITS = 6  # decimals kept in the JSON: far below seed noise, keeps files small and stable
+
+
+def _round(value):
+  if isinstance(value, dict):
+    return {k: _round(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_round(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return round(float(value), _DIGITS)
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def machine() -> str:
+  """The device kind and host this process computes on, in words."""
+  device = jax.devices()[0]
+  kind = getattr(device, "device_kind", device.platform)
+  return (f"{device.platform}: {kind} x{jax.device_count()}, "
+          f"host {platform.machine()} with {os.cpu_count()} cores")
+
+
+def _head_templates(params, feature_dim: int, num_classes: int) -> np.ndarray:
+  """The final linear layer's weight rows ``[K, C]`` (the classifier kernel, transposed)."""
+  found = []
+
+  def visit(path, leaf):
+    if path and getattr(path[-1], "key", None) == "kernel" and leaf.shape == (feature_dim,
+                                                                             num_classes):
+      found.append(np.asarray(leaf))
+
+  jax.tree_util.tree_map_with_path(visit, params)
+  if len(found) != 1:
+    raise ValueError(f"expected one classifier kernel of shape ({feature_dim}, {num_classes}), "
+                     f"found {len(found)}")
+  return found[0].T
+
+
+def _forward(config, variables, dataset, batch_size: int):
+  model = models.get(config.model.name, num_classes=dataset.num_classes,
+                     dtype=setup_lib._DTYPES[config.model.dtype])  # pylint: disable=protected-access
+  aug = step_lib.Augment(mean=tuple(dataset.mean), std=tuple(dataset.std))
+
+  @jax.jit
+  def apply(images):
+    out = model.apply(variables, step_lib.preprocess(None, images, aug), train=False)
+    return out["logits"], out["features"]
+
+  logits, features = [], []
+  for start in range(0, dataset.num_examples, batch_size):
+    z, h = apply(jnp.asarray(dataset.images[start:start + batch_size]))
+    logits.append(np.asarray(z))
+    features.append(np.asarray(h, np.float32))
+  return np.concatenate(logits), np.concatenate(features)
+
+
+def _curves(workdir: str) -> dict:
+  records = analysis.load_metrics(workdir)
+  curves = {}
+  for key in ("eval/top1", "eval/nll", "eval/ece", "train/loss"):
+    xs, ys = analysis.metric_series(records, key, x="epoch")
+    curves[key] = {"epoch": xs.tolist(), "value": ys.tolist()}
+  return curves
+
+
+def collect(config, workdir: str, summary: dict, *,
+            projection_classes: Optional[Sequence[int]] = None) -> dict:
+  """The result record of a finished run.
+
+  Args:
+    config: the run's config.
+    workdir: its workdir (``summary.json``, ``metrics.jsonl``, ``checkpoints/``).
+    summary: its summary (as returned by ``train_and_evaluate``).
+    projection_classes: three class ids to project the final features of, or None.
+
+  Returns:
+    A JSON-ready dict: ``summary``, ``curves``, ``final`` (test sums of
+    ``classification_metrics`` of the last checkpoint, rates included), ``stability``
+    (of L2-normalised penultimate features and of probabilities) and ``projection``.
+  """
+  variables, step = ckpt_lib.load_variables(workdir)
+  dataset = data_lib.load(config.data.name, split="test", data_dir=config.data.data_dir or None)
+  logits, features = _forward(config, variables, dataset, int(config.train.eval_batch_size))
+  labels = dataset.labels
+  sums = jax.device_get(analysis.classification_metrics(logits, labels))
+  num_classes = dataset.num_classes
+  probabilities = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+  record = {
+      "summary": summary,
+      "curves": _curves(workdir),
+      "final": {"step": int(step), **{k: np.asarray(v).tolist() for k, v in sums.items()},
+                **analysis.finalize_metrics(sums)},
+      "stability": {
+          "features": float(analysis.stability(features, labels, num_classes=num_classes)),
+          "probabilities": float(analysis.stability(probabilities, labels,
+                                                    num_classes=num_classes, normalize=False)),
+      },
+      "machine": machine(),
+  }
+  if projection_classes is not None:
+    templates = _head_templates(variables["params"], features.shape[1], num_classes)
+    projection = analysis.project_three_classes(features, labels, templates, projection_classes)
+    record["projection"] = {"classes": list(projection.classes),
+                            "points": np.round(projection.points, 4).tolist(),
+                            "labels": projection.labels.tolist(),
+                            "vertices": np.round(projection.vertices, 4).tolist()}
+  return _round(json.loads(json.dumps(record, default=float)))

@@ -1,0 +1,75 @@
+"""Seed statistics of a table's result records: mean, std, and the check of a claim."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["METRICS", "Summary", "check_claim", "metric_values", "summarize"]
+
+# metric name -> (how to read it from a record, scale for printing, decimals, label)
+METRICS = {
+    "best_top1": (lambda r: r["summary"]["best"]["top1"], 100.0, 2, "best top-1 (%)"),
+    "best_ece": (lambda r: r["summary"]["best"]["ece"], 100.0, 2, "best-epoch ECE (%)"),
+    "best_nll": (lambda r: r["summary"]["best"]["nll"], 1.0, 3, "best-epoch NLL"),
+    "last_top1": (lambda r: r["summary"]["last"]["top1"], 100.0, 2, "last top-1 (%)"),
+    "ece": (lambda r: r["summary"]["last"]["ece"], 100.0, 2, "last-epoch ECE (%)"),
+    "nll": (lambda r: r["summary"]["last"]["nll"], 1.0, 3, "last-epoch NLL"),
+    "stability": (lambda r: r["stability"]["features"], 1.0, 3, "stability (features)"),
+    "best_epoch": (lambda r: r["summary"]["best"]["epoch"], 1.0, 1, "best epoch"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+  """Mean and sample standard deviation (ddof 1; None for one seed) of a metric."""
+  mean: float
+  std: Optional[float]
+  n: int
+
+  def format(self, scale: float, decimals: int) -> str:
+    mean = f"{self.mean * scale:.{decimals}f}"
+    if self.std is None:
+      return mean
+    return f"{mean} ± {self.std * scale:.{decimals}f}"
+
+
+def metric_values(records: Sequence[dict], metric: str) -> np.ndarray:
+  """The metric of every record (one per seed)."""
+  if metric not in METRICS:
+    raise ValueError(f"metric={metric!r} is not known; allowed: {', '.join(METRICS)}")
+  return np.asarray([METRICS[metric][0](r) for r in records], np.float64)
+
+
+def summarize(values: np.ndarray) -> Summary:
+  values = np.asarray(values, np.float64)
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+  return Summary(float(np.mean(values)), std, len(values))
+
+
+def check_claim(better: np.ndarray, worse: np.ndarray) -> dict:
+  """Difference of means (better - worse) and Welch's t-test of it.
+
+  Returns:
+    ``diff``, ``se`` (standard error of the difference; None with one value on a side),
+    ``p`` (two-sided Welch p-value; None likewise) and ``verdict``: ``supported`` (diff > 0,
+    p < 0.05), ``contradicted`` (diff < 0, p < 0.05), ``not resolved`` (p >= 0.05: the
+    difference is within the seed spread) or ``single runs`` (no spread to judge by).
+  """
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  better, worse = np.asarray(better, np.float64), np.asarray(worse, np.float64)
+  diff = float(better.mean() - worse.mean())
+  if len(better) < 2 or len(worse) < 2:
+    return {"diff": diff, "se": None, "p": None, "verdict": "single runs"}
+  se = math.sqrt(better.var(ddof=1) / len(better) + worse.var(ddof=1) / len(worse))
+  if se == 0.0:
+    p = 0.0 if diff != 0.0 else 1.0
+  else:
+    p = float(stats.ttest_ind(better, worse, equal_var=False).pvalue)
+  if p < 0.05:
+    verdict = "supported" if diff > 0 else "contradicted"
+  else:
+    verdict = "not resolved"
+  return {"diff": diff, "se": se, "p": p, "verdict": verdict}

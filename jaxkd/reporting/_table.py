@@ -1,0 +1,136 @@
+"""What a paper table is: rows (config arguments), teacher stages, published values.
+
+A config file in ``configs/`` that reproduces a table defines ``get_config(arg)`` (one row per
+argument, ``"model=resnet18,method=tfkd_reg"``) and ``table()`` returning a `Table`; the
+runner trains the teacher stages first, then every row for several seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+__all__ = ["Claim", "Row", "Table", "parse_arg"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One line of a table (or one teacher stage).
+
+  Attributes:
+    name: the row's label, unique in its table and usable as a directory name.
+    arg: the config argument that builds the row, e.g. ``"model=resnet18,method=kd"``.
+    teacher: the name of the teacher stage whose run is this row's frozen teacher.
+    published: the published top-1 in percent (None where no number is published).
+    group: the report section the row belongs to.
+    note: a short remark printed beside the row (teacher, reconstructed method, ...).
+    seeds: the seeds of this row when they differ from the table's (e.g. one seed of a
+      longer convergence check); None: the seeds the runner is given.
+  """
+  name: str
+  arg: str
+  teacher: Optional[str] = None
+  published: Optional[float] = None
+  group: str = ""
+  note: str = ""
+  seeds: Optional[tuple[int, ...]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """A paper's claim, checked by comparing two rows (or two teacher stages) of a table.
+
+  Attributes:
+    text: the claim in words.
+    better: the row expected to be higher on ``metric``.
+    worse: the row it is compared with.
+    metric: ``"best_top1"``, ``"last_top1"``, ``"ece"``, ``"nll"`` or ``"stability"``.
+  """
+  text: str
+  better: str
+  worse: str
+  metric: str = "best_top1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """A paper table: teacher stages and rows, trained in that order.
+
+  Attributes:
+    name: directory name under ``experiments/results/``.
+    title: the report's heading (paper and table).
+    rows: the rows, in report order.
+    teachers: stages other rows distil from; each is trained once, with ``teacher_seed``.
+    teacher_seed: the seed of the teacher stages (apart from the rows' seeds).
+    claims: the papers' claims that the report checks against the numbers.
+    description: the setting in words (data, model, recipe), printed under the heading.
+    projection_classes: the three classes whose features the report projects (Mueller et
+      al. 2019), for the teacher stages and ``projection_rows``.
+    projection_rows: rows (besides the teacher stages) whose features are projected.
+  """
+  name: str
+  title: str
+  rows: tuple[Row, ...]
+  teachers: tuple[Row, ...] = ()
+  teacher_seed: int = 100
+  claims: tuple[Claim, ...] = ()
+  description: str = ""
+  projection_classes: tuple[int, int, int] = (0, 1, 2)
+  projection_rows: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    names = [r.name for r in self.teachers + self.rows]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+      raise ValueError(f"table {self.name!r}: row names {duplicates} are not unique")
+    stages = {t.name for t in self.teachers}
+    for row in self.rows + self.teachers:
+      if row.teacher is not None and row.teacher not in stages:
+        raise ValueError(f"table {self.name!r}, row {row.name!r}: teacher={row.teacher!r} is "
+                         f"not a teacher stage; allowed: {', '.join(sorted(stages)) or 'none'}")
+    known = set(names)
+    for claim in self.claims:
+      for name in (claim.better, claim.worse):
+        if name not in known:
+          raise ValueError(f"table {self.name!r}: claim {claim.text!r} names row {name!r}, "
+                           "which is not in the table")
+
+  def row(self, name: str) -> Row:
+    """The row or teacher stage called ``name``."""
+    for row in self.teachers + self.rows:
+      if row.name == name:
+        return row
+    raise KeyError(f"table {self.name!r} has no row {name!r}; rows: "
+                   f"{', '.join(r.name for r in self.teachers + self.rows)}")
+
+
+def parse_arg(arg: Optional[str], allowed: dict) -> tuple[dict, bool]:
+  """Parses ``"key=value,key=value[,smoke]"`` against ``allowed`` (key -> allowed values).
+
+  The first allowed value of each key is its default.
+
+  Returns:
+    ``(values, smoke)``: every key with its value, and whether ``smoke`` was given.
+
+  Raises:
+    ValueError: an unknown key, a value that is not allowed, or a part without ``=``.
+  """
+  values = {key: options[0] for key, options in allowed.items()}
+  smoke = False
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    if part == "smoke":
+      smoke = True
+      continue
+    key, sep, value = part.partition("=")
+    if not sep:
+      raise ValueError(f"config argument part {part!r}: write key=value or 'smoke'")
+    if key not in allowed:
+      raise ValueError(f"config argument key {key!r} is not known; allowed: "
+                       f"{', '.join(allowed)}, smoke")
+    if value not in allowed[key]:
+      raise ValueError(f"config argument {key}={value!r} is not allowed; allowed: "
+                       f"{', '.join(allowed[key])}")
+    values[key] = value
+  return values, smoke

@@ -1,0 +1,98 @@
+"""Training recipes shared by the table configs, and the smoke switch.
+
+Every table config starts from ``configs/default.py``'s ``get_config()`` (`base_config`) and
+overrides fields with one of these recipes; the values are the papers' (shared/METHODS.md)
+unless a docstring says "ours".
+"""
+from __future__ import annotations
+
+import ml_collections
+
+__all__ = ["base_config", "cskd_cifar", "pskd_cifar", "smoke", "tfkd_cifar", "SMOKE_MODEL"]
+
+# The tiny network every smoke variant trains (no convolution: compiles in a second).
+SMOKE_MODEL = "mlp"
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """``configs/default.py``'s ``get_config()``: the base every table config overrides."""
+  from jaxkd import cli  # pylint: disable=import-outside-toplevel
+  return cli.load_config(None)
+
+
+def _cifar_augmentation(config, *, rotation: float) -> None:
+  config.data.crop_padding = 4
+  config.data.flip = True
+  config.data.rotation_degrees = rotation
+
+
+def tfkd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100",
+               batch_size: int = 128) -> None:
+  """Tf-KD's CIFAR recipe (yuanli2333/Teacher-free-Knowledge-Distillation, METHODS.md s3).
+
+  SGD momentum 0.9, weight decay 5e-4, lr 0.1 x batch/128, 200 epochs, lr x0.2 at epochs
+  60/120/160, one epoch of linear warm-up; crop 32 pad 4, horizontal flip, rotation 15 deg.
+  """
+  config.data.name = dataset
+  _cifar_augmentation(config, rotation=15.0)
+  config.train.batch_size = batch_size
+  config.train.num_epochs = 200
+  opt = config.train.optimizer
+  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, False, 5e-4
+  opt.learning_rate = 0.1 * batch_size / 128
+  opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs = "multistep", (60, 120, 160), 0.2, 1.0
+
+
+def cskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:
+  """CS-KD's CIFAR recipe (alinlab/cs-kd, METHODS.md s8).
+
+  SGD momentum 0.9, lr 0.1, batch 128, weight decay 1e-4, 200 epochs, lr /10 at 100 and 150,
+  crop 32 pad 4 and flip; no warm-up.
+  """
+  config.data.name = dataset
+  _cifar_augmentation(config, rotation=0.0)
+  config.train.batch_size = 128
+  config.train.num_epochs = 200
+  opt = config.train.optimizer
+  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, False, 1e-4
+  opt.learning_rate = 0.1
+  opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs = "multistep", (100, 150), 0.1, 0.0
+
+
+def pskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:
+  """PS-KD's CIFAR recipe (lgcnsai/PS-KD-Pytorch, METHODS.md s8).
+
+  SGD Nesterov momentum 0.9, lr 0.1, batch 128, 300 epochs, lr /10 at 150 and 225, crop 32
+  pad 4 and flip; no warm-up. Weight decay 5e-4 (the base config's; METHODS.md names none).
+  """
+  config.data.name = dataset
+  _cifar_augmentation(config, rotation=0.0)
+  config.train.batch_size = 128
+  config.train.num_epochs = 300
+  opt = config.train.optimizer
+  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, True, 5e-4
+  opt.learning_rate = 0.1
+  opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs = "multistep", (150, 225), 0.1, 0.0
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a row to a few steps of the tiny `SMOKE_MODEL` on the ``mock`` dataset.
+
+  The method and its hyperparameters stay the row's, so the smoke run checks that the row's
+  objective builds, compiles and trains; data, model and schedule are the smoke test's.
+  """
+  config.data.name = "mock"
+  config.data.data_dir = ""
+  config.data.crop_padding = 1
+  config.data.rotation_degrees = 0.0
+  config.model.name = SMOKE_MODEL
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 64
+  config.train.num_epochs = 1
+  config.train.num_steps = 3
+  config.train.log_every_steps = 1
+  config.train.checkpoint_every_steps = 3
+  config.train.optimizer.warmup_epochs = 0.0
+  config.train.optimizer.milestones = ()
+  config.mesh.data = 1
+  return config

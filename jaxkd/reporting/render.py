@@ -1,0 +1,217 @@
+"""``REPORT.md`` and its figures, from a table's result records alone.
+
+Everything printed is computed from ``<results>/<table>/runs/*/s*.json``: no timestamps, no
+paths of this machine, records read in sorted order, so rendering twice gives the same bytes.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from jaxkd.reporting import _figures, _stats
+from jaxkd.reporting import runner as runner_lib
+from jaxkd.reporting._table import Table
+
+__all__ = ["load_records", "render", "render_markdown"]
+
+_COLUMNS = ("best_top1", "best_ece", "best_nll", "last_top1", "ece", "nll", "stability")
+_FIGURE_ROWS = 6  # rows per curves/reliability figure beyond which panels get unreadable
+
+
+def load_records(results_dir: str, table: Table) -> dict:
+  """Row name -> its records sorted by seed (rows without any record are left out)."""
+  by_row = {}
+  for row in table.teachers + table.rows:
+    paths = glob.glob(os.path.join(results_dir, table.name, "runs", row.name, "s*.json"))
+    records = []
+    for path in paths:
+      with open(path) as f:
+        records.append(json.load(f))
+    if records:
+      by_row[row.name] = sorted(records, key=lambda r: r["seed"])
+  return by_row
+
+
+def _cell(records, metric) -> str:
+  _, scale, decimals, _ = _stats.METRICS[metric]
+  return _stats.summarize(_stats.metric_values(records, metric)).format(scale, decimals)
+
+
+def _published(row, records) -> list[str]:
+  if row.published is None:
+    return ["", ""]
+  diff = 100.0 * _stats.metric_values(records, "best_top1").mean() - row.published
+  return [f"{row.published:.2f}", f"{diff:+.2f}"]
+
+
+def _table_lines(rows, by_row, with_published: bool) -> list[str]:
+  head = ["row", "seeds"] + [_stats.METRICS[m][3] for m in _COLUMNS]
+  if with_published:
+    head += ["published top-1 (%)", "best - published"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for row in rows:
+    records = by_row.get(row.name)
+    if not records:
+      cells = [row.name, "none", "not run"] + [""] * (len(head) - 3)
+    else:
+      cells = [row.name, ",".join(str(r["seed"]) for r in records)]
+      cells += [_cell(records, m) for m in _COLUMNS]
+      if with_published:
+        cells += _published(row, records)
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def _claim_lines(table: Table, by_row) -> list[str]:
+  lines = ["| claim | metric | better row | worse row | difference | SE | Welch p | "
+           "verdict |", "|---|---|---|---|---|---|---|---|"]
+  for claim in table.claims:
+    if claim.better not in by_row or claim.worse not in by_row:
+      lines.append(f"| {claim.text} | {claim.metric} | {claim.better} | {claim.worse} | "
+                   "| | | not run |")
+      continue
+    _, scale, decimals, label = _stats.METRICS[claim.metric]
+    result = _stats.check_claim(_stats.metric_values(by_row[claim.better], claim.metric),
+                                _stats.metric_values(by_row[claim.worse], claim.metric))
+    se = "" if result["se"] is None else f"{result['se'] * scale:.{decimals}f}"
+    p = "" if result["p"] is None else f"{result['p']:.3f}"
+    lines.append(f"| {claim.text} | {label} | {claim.better} | {claim.worse} | "
+                 f"{result['diff'] * scale:+.{decimals}f} | {se} | {p} | {result['verdict']} |")
+  return lines
+
+
+def _spread_lines(table: Table, by_row) -> list[str]:
+  students = [r.name for r in table.rows if len(by_row.get(r.name, ())) > 1]
+  if not students:
+    return ["Every row has a single seed: no spread to judge differences by."]
+  stds = [100 * _stats.summarize(_stats.metric_values(by_row[n], "best_top1")).std
+          for n in students]
+  seeds = sorted({len(by_row[n]) for n in students})
+  n = seeds[0]
+  median = float(np.median(stds))
+  gap = [100 * float(np.mean(_stats.metric_values(by_row[r], "best_top1")
+                             - _stats.metric_values(by_row[r], "last_top1"))) for r in students]
+  # Two rows with this std each and n seeds: Welch's t at p = 0.05 needs about 2.8 SE (n=3).
+  detectable = 2.8 * median * np.sqrt(2.0 / n)
+  return [
+      f"Seeds per row: {', '.join(map(str, seeds))}. The median standard deviation of best "
+      f"top-1 over seeds is {median:.2f} points (range {min(stds):.2f} to {max(stds):.2f}); "
+      f"with {n} seeds per row, a difference of two rows needs to be about {detectable:.2f} "
+      "points before Welch's test calls it significant at p = 0.05. Claims below that size "
+      "are reported as *not resolved*, not as support.",
+      "",
+      f"Best-epoch top-1 exceeds last-epoch top-1 by {np.mean(gap):.2f} points on average "
+      f"(at most {max(gap):.2f}): the best epoch is picked on the test set, so it is an "
+      "optimistic number; the last epoch is the honest one.",
+  ]
+
+
+def _machine_lines(by_row) -> list[str]:
+  machines = sorted({r["machine"] for rs in by_row.values() for r in rs})
+  seconds = sum(r["summary"]["wall_time_s"] for rs in by_row.values() for r in rs)
+  runs = sum(len(rs) for rs in by_row.values())
+  return [f"Machine of every number: {'; '.join(machines)}. {runs} runs, "
+          f"{seconds / 60:.1f} minutes of training and evaluation in total (the sum over runs; "
+          "runs overlapped)."]
+
+
+def _groups(table: Table) -> list[tuple[str, list]]:
+  groups: dict = {}
+  for row in table.rows:
+    groups.setdefault(row.group, []).append(row)
+  return list(groups.items())
+
+
+def _figure_sets(table: Table, by_row) -> list[tuple[str, str, list[str]]]:
+  """(file stem, title, rows) of the curves and reliability figures: one set per group."""
+  sets = []
+  teachers = [t.name for t in table.teachers if t.name in by_row]
+  if teachers:
+    sets.append(("teachers", "Teachers", teachers))
+  for i, (group, rows) in enumerate(_groups(table)):
+    names = [r.name for r in rows if r.name in by_row]
+    for j in range(0, len(names), _FIGURE_ROWS):
+      chunk = names[j:j + _FIGURE_ROWS]
+      part = f" ({j // _FIGURE_ROWS + 1})" if len(names) > _FIGURE_ROWS else ""
+      sets.append((f"group{i + 1}_{j // _FIGURE_ROWS + 1}", f"{group}{part}", chunk))
+  return sets
+
+
+def _draw_figures(table: Table, by_row, directory: str, class_names) -> list[str]:
+  """Draws every figure into ``directory``; returns the markdown lines that show them."""
+  lines = []
+  for stem, title, rows in _figure_sets(table, by_row):
+    curves = _figures.curves(by_row, rows, os.path.join(directory, f"curves_{stem}.png"),
+                             title=f"{title}: mean over seeds")
+    diagram = _figures.reliability(by_row, rows,
+                                   os.path.join(directory, f"reliability_{stem}.png"),
+                                   title=f"{title}: last epoch, seeds pooled")
+    lines += [f"### {title}", "",
+              f"![training curves]({os.path.relpath(curves, os.path.dirname(directory))})", "",
+              f"![reliability]({os.path.relpath(diagram, os.path.dirname(directory))})", ""]
+  projected = [t.name for t in table.teachers if "projection" in by_row.get(t.name, [{}])[0]]
+  projected += [r for r in table.projection_rows if r in by_row]
+  if projected:
+    path = _figures.projections(by_row, projected, os.path.join(directory, "projection.png"),
+                                class_names=class_names,
+                                title="Penultimate features of three classes (first seed)")
+    lines += ["### Three-class feature projections (Mueller et al. 2019)", "",
+              f"![projection]({os.path.relpath(path, os.path.dirname(directory))})", ""]
+  names = [r.name for r in table.teachers + table.rows if r.name in by_row]
+  path = _figures.stability_bars(by_row, names, os.path.join(directory, "stability.png"),
+                                 title="Stability (METHODS.md s6, reconstructed)")
+  lines += ["### Stability of the final features", "",
+            f"![stability]({os.path.relpath(path, os.path.dirname(directory))})", ""]
+  return lines
+
+
+def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
+  """The report's text."""
+  with_published = any(r.published is not None for r in table.rows)
+  lines = [f"# {table.title}", "",
+           "Generated by `jaxkd report render` from the JSON records under `runs/`; do not "
+           "edit by hand.", "", table.description, ""]
+  lines += _machine_lines(by_row) + [""]
+  lines += ["Columns: mean ± sample standard deviation over seeds. *best* is the epoch of "
+            "highest test top-1 (as the papers report), *last* the final epoch; ECE with 15 "
+            "bins; stability (METHODS.md s6) is our reconstruction of Shen et al.'s metric, "
+            "1 - mean within-class spread of the L2-normalised penultimate features of the "
+            "test set at the last epoch (higher = more information erased).", ""]
+  if table.teachers:
+    lines += ["## Teacher stages", ""] + _table_lines(table.teachers, by_row, False) + [""]
+  for group, rows in _groups(table):
+    lines += [f"## {group or 'Rows'}", ""] + _table_lines(rows, by_row, with_published) + [""]
+  notes = [r for r in table.teachers + table.rows if r.note]
+  if notes:
+    lines += ["Row notes:", ""] + [f"- `{r.name}` (`{r.arg}`"
+                                   + (f", teacher `{r.teacher}`" if r.teacher else "")
+                                   + f"): {r.note}" for r in notes] + [""]
+  if table.claims:
+    lines += ["## The papers' claims against these numbers", ""] + _spread_lines(table, by_row)
+    lines += [""] + _claim_lines(table, by_row) + [""]
+    lines += ["*supported*: the difference has the claimed sign and Welch's two-sided p < "
+              "0.05; *contradicted*: the opposite sign with p < 0.05; *not resolved*: within "
+              "the seed spread; *single runs*: one run on a side (teacher stages), no spread "
+              "to judge by.", ""]
+  lines += ["## Figures", ""] + list(figure_lines)
+  return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render(config_path: str, *, results_dir: str) -> str:
+  """Writes ``<results_dir>/<table>/REPORT.md`` and ``figures/``; returns the report's path."""
+  module, table = runner_lib.load_table(config_path)
+  by_row = load_records(results_dir, table)
+  if not by_row:
+    raise FileNotFoundError(f"no result records under {os.path.join(results_dir, table.name)}"
+                            f"/runs; run `jaxkd report run {config_path}` first")
+  out_dir = os.path.join(results_dir, table.name)
+  class_names = getattr(module, "CLASS_NAMES", None)
+  figure_lines = _draw_figures(table, by_row, os.path.join(out_dir, "figures"), class_names)
+  path = os.path.join(out_dir, "REPORT.md")
+  with open(path, "w") as f:
+    f.write(render_markdown(table, by_row, figure_lines))
+  return path

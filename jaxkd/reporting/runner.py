@@ -1,0 +1,156 @@
+"""Runs a table: teacher stages first, then every row for several seeds, each in a subprocess.
+
+A run's workdir is ``<workroot>/<table>/<row>/s<seed>``; its result record is
+``<results>/<table>/runs/<row>/s<seed>.json``. A run whose record exists is not run again, so
+an interrupted table resumes where it stopped (and each run resumes from its checkpoints).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+from jaxkd.reporting._table import Row, Table
+
+__all__ = ["Job", "load_table", "plan", "result_path", "run_one", "run_table", "workdir"]
+
+
+def load_table(config_path: str):
+  """``(module, table)`` of a table config file (it defines ``get_config`` and ``table``)."""
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(f"config={config_path!r}: no such file (give configs/<table>.py)")
+  spec = importlib.util.spec_from_file_location("_jaxkd_table_config", config_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "table"):
+    raise ValueError(f"config={config_path!r} defines no table(): it is not a table config")
+  return module, module.table()
+
+
+def workdir(workroot: str, table: Table, row: str, seed: int) -> str:
+  return os.path.join(workroot, table.name, row, f"s{seed}")
+
+
+def result_path(results_dir: str, table: Table, row: str, seed: int) -> str:
+  return os.path.join(results_dir, table.name, "runs", row, f"s{seed}.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One run: a row (or teacher stage) and a seed, after the jobs named in ``needs``."""
+  row: Row
+  seed: int
+  needs: tuple[str, ...] = ()
+
+  @property
+  def key(self) -> str:
+    return f"{self.row.name}/s{self.seed}"
+
+
+def plan(table: Table, seeds: Sequence[int], rows: Optional[Sequence[str]] = None) -> list[Job]:
+  """The jobs of a table in order: the teacher stages the chosen rows need, then the rows."""
+  chosen = [table.row(name) for name in rows] if rows else list(table.rows)
+  needed = {r.teacher for r in chosen if r.teacher}
+  needed |= {table.row(t).teacher for t in needed if table.row(t).teacher}
+  jobs = [Job(t, table.teacher_seed,
+              (f"{t.teacher}/s{table.teacher_seed}",) if t.teacher else ())
+          for t in table.teachers if t.name in needed or t in chosen]
+  # Seed-major order: a partial table already has every row once.
+  students = [row for row in chosen if row not in table.teachers]
+  for seed in sorted({s for row in students for s in (row.seeds or seeds)}):
+    for row in students:
+      if seed in (row.seeds or seeds):
+        needs = (f"{row.teacher}/s{table.teacher_seed}",) if row.teacher else ()
+        jobs.append(Job(row, seed, needs))
+  return jobs
+
+
+def run_one(config_path: str, row_name: str, seed: int, *, workroot: str, results_dir: str,
+            smoke: bool = False) -> dict:
+  """Trains one row for one seed (resuming its workdir) and writes its result record."""
+  from jaxkd.reporting import _collect  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import loop  # pylint: disable=import-outside-toplevel
+  module, table = load_table(config_path)
+  row = table.row(row_name)
+  config = module.get_config(row.arg + (",smoke" if smoke else ""))
+  config.seed = seed
+  if row.teacher:
+    config.teacher.workdir = workdir(workroot, table, row.teacher, table.teacher_seed)
+  run_dir = workdir(workroot, table, row.name, seed)
+  summary = loop.train_and_evaluate(config, run_dir)
+  is_teacher = row in table.teachers
+  classes = table.projection_classes if (is_teacher or row.name in table.projection_rows) \
+      else None
+  record = {"table": table.name, "row": row.name, "seed": seed, "arg": row.arg,
+            "teacher": row.teacher, "smoke": smoke,
+            "config": json.loads(config.to_json()),
+            **_collect.collect(config, run_dir, summary, projection_classes=classes)}
+  path = result_path(results_dir, table, row.name, seed)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(record, f, indent=1, sort_keys=True)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
+  return record
+
+
+def _command(config_path, job, *, workroot, results_dir, smoke):
+  command = [sys.executable, "-m", "jaxkd.cli", "report", "one", config_path, job.row.name,
+             "--seed", str(job.seed), "--workroot", workroot, "--results-dir", results_dir]
+  return command + (["--smoke"] if smoke else [])
+
+
+def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_dir: str,
+              workers: int = 1, rows: Optional[Sequence[str]] = None, smoke: bool = False,
+              log: Callable[[str], None] = print) -> list[str]:
+  """Runs the jobs of `plan` with up to ``workers`` subprocesses at once.
+
+  A job starts when the jobs it needs have finished; a failed job's dependants are skipped.
+  Each job's output goes to ``<workdir>.log``.
+
+  Returns:
+    The keys of the jobs that failed or were skipped (empty when all succeeded).
+  """
+  _, table = load_table(config_path)
+  jobs = plan(table, seeds, rows)
+  done = {j.key for j in jobs
+          if os.path.isfile(result_path(results_dir, table, j.row.name, j.seed))}
+  pending = [j for j in jobs if j.key not in done]
+  running, failed = {}, []
+  log(f"{table.name}: {len(jobs)} runs, {len(done)} already done, {len(pending)} to run")
+  while pending or running:
+    for job in list(pending):
+      if len(running) >= workers:
+        break
+      if any(n in failed for n in job.needs):
+        pending.remove(job)
+        failed.append(job.key)
+        log(f"skip {job.key}: its teacher failed")
+      elif all(n in done for n in job.needs):
+        pending.remove(job)
+        run_dir = workdir(workroot, table, job.row.name, job.seed)
+        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+        out = open(run_dir + ".log", "a")  # pylint: disable=consider-using-with
+        process = subprocess.Popen(_command(config_path, job, workroot=workroot,
+                                            results_dir=results_dir, smoke=smoke),
+                                   stdout=out, stderr=subprocess.STDOUT)
+        running[job.key] = (job, process, out, time.time())
+        log(f"start {job.key}")
+    if not running and pending and not any(all(n in done for n in j.needs) for j in pending):
+      raise RuntimeError(f"jobs {[j.key for j in pending]} wait on jobs outside the plan")
+    time.sleep(0.5)
+    for key, (job, process, out, start) in list(running.items()):
+      if process.poll() is None:
+        continue
+      out.close()
+      del running[key]
+      ok = process.returncode == 0
+      (done.add if ok else failed.append)(key)
+      log(f"{'done' if ok else 'FAILED'} {key} in {time.time() - start:.0f} s"
+          + ("" if ok else f" (see {workdir(workroot, table, job.row.name, job.seed)}.log)"))
+  return failed
