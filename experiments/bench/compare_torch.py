@@ -1,0 +1,134 @@
+"""jaxkd's train step against the same step in PyTorch, interleaved in one process.
+
+    python experiments/bench/compare_torch.py --model resnet18 --batch-size 128 \
+        --methods ce,tfkd_reg,mrkd --steps 5 --out experiments/results/bench/FILE.json
+
+Both sides train the same network with the same loss on the same uint8 CIFAR-shaped mock data
+held in memory (jaxkd: on the device, no augmentation; PyTorch: see torch_step.py). One step of
+each (method, framework) pair runs per round, the order rotating every round, each step awaited,
+so machine load falls on both frameworks alike. ``jax/torch`` is the ratio of median step times
+(below 1: jaxkd is faster). XLA_FLAGS are read from the environment, as JAX does at start.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_step  # noqa: E402
+
+from jaxkd import bench  # noqa: E402
+
+
+def _timers(args, dataset):
+  """(label, framework, method, step function) for every pair, jaxkd cases compiled."""
+  from jaxkd import data as data_lib
+  from jaxkd.train import loop, setup
+  mesh = setup.make_mesh(1)
+  data = {k: loop.replicate(mesh, getattr(dataset, k)) for k in ("images", "labels")}
+  order = data_lib.batch_indices(dataset.num_examples, args.batch_size, seed=0, epoch=0)[:8]
+  jax_batches = [loop.shard_batch(mesh, row) for row in order]
+  torch_batches = [torch.from_numpy(row.astype(np.int64)) for row in order]
+  images = torch.from_numpy(dataset.images)
+  labels = torch.from_numpy(dataset.labels.astype(np.int64))
+  steps_per_epoch = dataset.num_examples // args.batch_size
+  timers, compile_s = [], {}
+  for method in args.methods:
+    case = bench.build_case(method, method, model_name=args.model, dataset=dataset, data=data,
+                            batch_size=args.batch_size, augment="none", dtype=args.dtype,
+                            example=(jax_batches[0], None))
+    compile_s[method] = case.compile_s
+    timers.append((f"jax/{method}", "jax", method,
+                   lambda c=case: c.step(data, jax_batches[c.steps_done % 8], None)))
+    side = torch_step.TorchStep(args.model, method, images, labels, dataset.mean, dataset.std,
+                                num_classes=dataset.num_classes, refresh_every=steps_per_epoch,
+                                channels_last=args.channels_last)
+    timers.append((f"torch/{method}", "torch", method,
+                   lambda s=side: s.step(torch_batches[s.steps_done % 8])))
+  return timers, compile_s
+
+
+def _interleave(timers, steps: int, warmup: int) -> dict:
+  times = {label: [] for label, *_ in timers}
+  for round_ in range(warmup + steps):
+    shift = round_ % len(timers)
+    for label, _, _, fn in timers[shift:] + timers[:shift]:
+      start = time.perf_counter()
+      fn()
+      if round_ >= warmup:
+        times[label].append(time.perf_counter() - start)
+  return times
+
+
+def compare(args) -> dict:
+  torch.set_num_threads(args.torch_threads)
+  dataset = bench.mock_cifar(args.num_examples)
+  timers, compile_s = _timers(args, dataset)
+  load_before = os.getloadavg()
+  times = _interleave(timers, args.steps, args.warmup)
+  methods = {}
+  for method in args.methods:
+    j, t = np.asarray(times[f"jax/{method}"]), np.asarray(times[f"torch/{method}"])
+    methods[method] = {
+        "jax_median_s": float(np.median(j)), "torch_median_s": float(np.median(t)),
+        "jax_over_torch": float(np.median(j) / np.median(t)),
+        "paired_jax_over_torch_median": float(np.median(j / t)),
+        "jax_images_per_s": args.batch_size / float(np.median(j)),
+        "torch_images_per_s": args.batch_size / float(np.median(t)),
+        "jax_compile_s": compile_s[method], "jax_s": j.tolist(), "torch_s": t.tolist()}
+  ce = methods.get("ce")
+  for entry in methods.values():
+    if ce:
+      entry["jax_ratio_to_ce"] = entry["jax_median_s"] / ce["jax_median_s"]
+      entry["torch_ratio_to_ce"] = entry["torch_median_s"] / ce["torch_median_s"]
+  machine = bench._machine()
+  machine["versions"]["torch"] = torch.__version__
+  return {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+          "label": args.label, "model": args.model, "batch_size": args.batch_size,
+          "dtype": args.dtype, "steps": args.steps, "warmup": args.warmup,
+          "torch_threads": torch.get_num_threads(), "channels_last": args.channels_last,
+          "machine": machine,
+          "load_average": {"before": load_before, "after": os.getloadavg()},
+          "jax_over_torch": {m: e["jax_over_torch"] for m, e in methods.items()},
+          "methods": methods}
+
+
+def _parse(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--model", default="resnet18", choices=("resnet18", "small_cnn"))
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--methods", default="ce,tfkd_reg,mrkd",
+                      type=lambda s: [m for m in s.split(",") if m])
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--num-examples", type=int, default=10_000)
+  parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
+  parser.add_argument("--channels-last", action="store_true")
+  parser.add_argument("--label", default="", help="a name for this variant in the JSON")
+  parser.add_argument("--out", default=None)
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = _parse(argv)
+  result = compare(args)
+  for method, entry in result["methods"].items():
+    print(f"{args.model} b{args.batch_size} {method:<9} jax {1e3 * entry['jax_median_s']:8.1f} ms"
+          f"  torch {1e3 * entry['torch_median_s']:8.1f} ms  jax/torch "
+          f"{entry['jax_over_torch']:.3f} (paired {entry['paired_jax_over_torch_median']:.3f})")
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

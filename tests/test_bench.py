@@ -1,0 +1,72 @@
+"""Smoke test of ``jaxkd bench``: two timed steps of a tiny model, the JSON's structure and sums."""
+import json
+
+import numpy as np
+import pytest
+
+from jaxkd import bench, cli
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+  out = tmp_path_factory.mktemp("bench") / "bench.json"
+  status = cli.main(["bench", "--model", "mlp", "--batch-size", "8", "--methods", "ce,lsr,mrkd",
+                     "--steps", "2", "--warmup", "1", "--num-examples", "64", "--out", str(out)])
+  assert status == 0
+  with open(out) as f:
+    return json.load(f)
+
+
+def test_json_structure(result):
+  for key in ("command", "machine", "load_average", "ratio_to_ce", "methods", "mrkd_refresh",
+              "transfer_guard", "device_to_host_bytes", "max_rss_bytes"):
+    assert key in result, key
+  assert result["command"].startswith("jaxkd bench --model mlp")
+  assert set(result["machine"]["versions"]) >= {"jax", "jaxlib", "flax", "optax", "python"}
+  assert len(result["load_average"]["before"]) == 3
+  labels = ["ce", "lsr", "mrkd", "mrkd@refresh_every=2"]
+  assert list(result["methods"]) == labels and list(result["ratio_to_ce"]) == labels
+  assert result["transfer_guard"] == "passed" and result["device_to_host_bytes"] == 0
+  for entry in result["methods"].values():
+    assert entry["n"] == 2 and entry["host_ops_in_hlo"] == 0 and entry["compile_s"] > 0
+    assert entry["p25_s"] <= entry["median_s"] <= entry["p75_s"]
+
+
+def test_ratios_are_ratios_of_the_reported_medians(result):
+  methods = result["methods"]
+  ce = methods["ce"]["median_s"]
+  assert result["ratio_to_ce"]["ce"] == 1.0
+  for label, ratio in result["ratio_to_ce"].items():
+    assert ratio == pytest.approx(methods[label]["median_s"] / ce, rel=1e-12)
+    assert methods[label]["images_per_s"] == pytest.approx(8 / methods[label]["median_s"])
+
+
+def test_refresh_steps_are_told_apart(result):
+  refresh = result["mrkd_refresh"]
+  # Warm-up step 1 is untimed; timed steps 2 (a refresh) and 3 (a normal step).
+  assert (refresh["n_refresh"], refresh["n_normal"]) == (1, 1)
+  assert refresh["refresh_over_normal"] == pytest.approx(
+      refresh["refresh_median_s"] / refresh["normal_median_s"])
+
+
+def test_refresh_summary_splits_by_step_number():
+  samples = [(1, 1.0), (2, 4.0), (3, 2.0), (4, 6.0), (5, 3.0)]
+  out = bench._refresh_summary(samples, 2)
+  assert (out["n_refresh"], out["n_normal"]) == (2, 3)
+  assert out["refresh_median_s"] == 5.0 and out["normal_median_s"] == 2.0
+  assert out["refresh_over_normal"] == 2.5
+
+
+def test_summary_pairs_rounds():
+  times = {"ce": [(1, 1.0), (2, 2.0), (3, 4.0)], "x": [(1, 1.5), (2, 2.0), (3, 8.0)]}
+  cases = [bench.Case(label, label, None, None, None, 1.0, {}, 0, {}) for label in times]
+  out = bench.summarize(cases, times, batch_size=4)
+  assert out["x"]["ratio_to_ce"] == pytest.approx(2.0 / 2.0)
+  assert out["x"]["paired_ratio_median"] == pytest.approx(np.median([1.5, 1.0, 2.0]))
+  assert out["ce"]["images_per_s"] == pytest.approx(4 / 2.0)
+
+
+def test_bad_method_is_rejected(capsys):
+  assert cli.main(["bench", "--methods", "ce,nope"]) == 2
+  err = capsys.readouterr().err
+  assert "--methods='ce,nope'" in err and "nope" in err and "allowed" in err
