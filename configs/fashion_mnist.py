@@ -5,13 +5,13 @@ CIFAR and ImageNet cannot be downloaded on our machines; Fashion-MNIST ships wit
 of `jaxkd.objectives.names()` and for the protocol of Shen et al. (ICLR 2021, "Is label
 smoothing truly incompatible with knowledge distillation?"), at a size that runs on 2 CPU cores.
 
-Setting (sized so one run takes about a minute on 2 shared CPU cores, see REPORT.md):
+Setting (sized so the study fits about 75 minutes on 2 shared CPU cores, see REPORT.md):
   data: a fixed stratified subset of Fashion-MNIST, 500 training and 300 test images per class
     (5,000 + 3,000), mean-pooled 2x2 to 14x14 (`jaxkd.reporting.fashion_subset`; written to
     ~/.cache/jaxkd on first use); random crop (pad 1) and horizontal flip.
   model: resnet8 (RepDistiller's CIFAR ResNet-8, 78k parameters); teachers resnet20.
   recipe: SGD momentum 0.9, lr 0.1, batch 128, weight decay 5e-4, cosine decay after half an
-    epoch of warm-up, `EPOCHS` epochs.
+    epoch of warm-up, `EPOCHS` = 10 epochs for students, `TEACHER_EPOCHS` = 16 for teachers.
   methods: every method with the library's defaults (the papers' CIFAR-100 settings where the
     papers give them, ours where they do not: LsrKD/TC/MrKD, ALR, RAS-KD); no tuning here.
   teachers: `teacher_ce` (resnet20, CE) for `kd`; `teacher_self` (resnet8, CE) for `tfkd_self`
@@ -21,7 +21,7 @@ Setting (sized so one run takes about a minute on 2 shared CPU cores, see REPORT
 
 Rows (config arguments):
   method=NAME            NAME in jaxkd.objectives.names(), student resnet8
-  model=resnet20,method=ce | model=resnet20,method=lsr | method=ce   the teacher stages
+  model=resnet20,method=ce|lsr,epochs=16 | method=ce,epochs=16     the teacher stages
   method=kd,T=1|2|3|64   an LS-vs-KD student (pass the CE or the LS teacher's workdir)
   ...,smoke              a few steps of a tiny MLP on mock data
 
@@ -32,14 +32,17 @@ Commands:
   jaxkd train --config configs/fashion_mnist.py:method=kd,T=64 --workdir /tmp/fm-kd64 \
       --config.teacher.workdir=/tmp/fm-teacher-ls
 
-Expected runtime: about 1 minute per run on 2 CPU cores (about 75 runs: an hour with two
-workers); seconds on a GPU. Published values: none (no paper reports this setting); the
-report compares methods with each other and checks the papers' claims.
+Expected runtime: 2-3 minutes per student run and 10 per teacher on 2 busy shared CPU cores
+(73 runs, about 80 minutes with two workers); seconds per run on a GPU.
+
+Published values: none (no paper reports this setting); the report compares the methods with
+each other and checks the papers' claims.
 """
 from jaxkd import objectives
 from jaxkd.reporting import Claim, Row, Table, fashion_subset, parse_arg, recipes
 
-EPOCHS = 16
+EPOCHS = 10  # students
+TEACHER_EPOCHS = 16
 PER_CLASS_TRAIN = 500
 PER_CLASS_TEST = 300
 TEMPERATURES = ("1", "2", "3", "64")
@@ -47,11 +50,12 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
                "Sneaker", "Bag", "Ankle boot")
 
 _ALLOWED = {"method": objectives.names(), "model": ("resnet8", "resnet20"),
-            "T": ("",) + TEMPERATURES, "epochs": (str(EPOCHS), str(2 * EPOCHS))}
+            "T": ("",) + TEMPERATURES,
+            "epochs": (str(EPOCHS), str(TEACHER_EPOCHS), str(2 * EPOCHS))}
 
 
 def get_config(arg=None):
-  """One run of the study; ``arg`` is ``method=NAME[,model=M][,T=t][,smoke]``."""
+  """One run; ``arg`` is ``method=NAME[,model=M][,T=t][,epochs=E][,smoke]``."""
   values, smoke = parse_arg(arg, _ALLOWED)
   config = recipes.base_config()
   config.method.name = values["method"]
@@ -110,13 +114,16 @@ def table():
       description=(
           f"Fashion-MNIST, a fixed stratified subset of {PER_CLASS_TRAIN} training and "
           f"{PER_CLASS_TEST} test images per class, mean-pooled to 14x14; resnet8 students, "
-          f"resnet20 teachers; SGD lr 0.1, batch 128, cosine, {EPOCHS} epochs; library "
-          "default hyperparameters for every method (no tuning on this data)."),
+          f"resnet20 teachers; SGD lr 0.1, batch 128, cosine, {EPOCHS} epochs "
+          f"({TEACHER_EPOCHS} for the teachers); library default hyperparameters for every "
+          "method (no tuning on this data). Trained on the CPU (2 cores shared with other "
+          "jobs)."),
       teachers=(
-          Row("teacher_ce", "model=resnet20,method=ce", group="Teachers", note="resnet20, CE"),
-          Row("teacher_ls", "model=resnet20,method=lsr", group="Teachers",
-              note="resnet20, LSR e=0.1"),
-          Row("teacher_self", "method=ce", group="Teachers",
+          Row("teacher_ce", f"model=resnet20,method=ce,epochs={TEACHER_EPOCHS}",
+              group="Teachers", note="resnet20, CE"),
+          Row("teacher_ls", f"model=resnet20,method=lsr,epochs={TEACHER_EPOCHS}",
+              group="Teachers", note="resnet20, LSR e=0.1"),
+          Row("teacher_self", f"method=ce,epochs={TEACHER_EPOCHS}", group="Teachers",
               note="resnet8, CE: the pretrained copy Tf-KD_self distils from"),
       ),
       rows=_rows(),

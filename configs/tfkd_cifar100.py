@@ -30,9 +30,9 @@ Commands:
   jaxkd train --config configs/tfkd_cifar100.py:model=resnet18,method=tfkd_self --workdir DIR \
       --config.teacher.workdir=<the finished run of model=resnet18,method=ce>
 
-Needs CIFAR-100 prepared for tensorflow-datasets (array_record) under data.data_dir. Expected
-runtime per run (200 epochs): about 1-2 GPU-hours for ResNet18 on one A100-class GPU, 3-6 for
-DenseNet121 / ResNeXt29; about 50 runs per seed with the teacher stages.
+Needs CIFAR-100 prepared for tensorflow-datasets (array_record) under data.data_dir.
+Expected runtime per run (200 epochs): about 1-2 GPU-hours for ResNet18 on one A100-class
+GPU, 3-6 for DenseNet121 / ResNeXt29; about 30 runs per seed plus 8 teacher stages.
 """
 from jaxkd.reporting import Row, Table, parse_arg, recipes
 

@@ -65,8 +65,8 @@ def _head_templates(params, feature_dim: int, num_classes: int) -> np.ndarray:
 
 
 def _forward(config, variables, dataset, batch_size: int):
-  model = models.get(config.model.name, num_classes=dataset.num_classes,
-                     dtype=setup_lib._DTYPES[config.model.dtype])  # pylint: disable=protected-access
+  dtype = setup_lib._DTYPES[config.model.dtype]  # pylint: disable=protected-access
+  model = models.get(config.model.name, num_classes=dataset.num_classes, dtype=dtype)
   aug = step_lib.Augment(mean=tuple(dataset.mean), std=tuple(dataset.std))
 
   @jax.jit

@@ -64,8 +64,9 @@ def projections(records_by_row: dict, rows: Sequence[str], path: str, *,
 
 def stability_bars(records_by_row: dict, rows: Sequence[str], path: str, *, title: str) -> str:
   """Mean +- std (over seeds) of the stability of the final features, one bar per row."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
   summaries = [_stats.summarize(_stats.metric_values(records_by_row[row], "stability"))
                for row in rows]
   figure = Figure(figsize=(max(4.0, 0.45 * len(rows) + 1.5), 3.8), layout="constrained")
