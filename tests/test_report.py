@@ -1,0 +1,206 @@
+"""The table runner and the report: job order, statistics, claim checks, byte-stable rendering.
+
+Statistics are checked against numbers computed by hand here (means, sample standard
+deviations, Welch's t), not against the code under test.
+"""
+import json
+import math
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from jaxkd import cli
+from jaxkd.reporting import _stats, render, runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION = os.path.join(ROOT, "configs", "fashion_mnist.py")
+COMMITTED = os.path.join(ROOT, "experiments", "results")
+
+TINY_TABLE = textwrap.dedent('''
+    """A two-row table for the tests."""
+    from jaxkd.reporting import Claim, Row, Table, recipes
+
+    def get_config(arg=None):
+      config = recipes.base_config()
+      config.method.name = arg.split(",")[0].split("=")[1]
+      return recipes.smoke(config)
+
+    def table():
+      return Table(
+          name="tiny", title="Tiny", description="Two rows.",
+          teachers=(Row("teacher", "method=ce"),),
+          rows=(Row("ce", "method=ce", published=50.0), Row("kd", "method=kd", teacher="teacher"),
+                Row("lsr", "method=lsr")),
+          claims=(Claim("KD beats CE", "kd", "ce"),
+                  Claim("the teacher is more stable", "teacher", "ce", metric="stability")))
+''')
+
+
+def _record(row, seed, top1, *, last_top1=None, stability=0.5, teacher=None):
+  """A result record as `runner.run_one` writes it, with the fields the report reads."""
+  bins = [0] * 15
+  bins[-1] = 100
+  epochs = [1.0, 2.0]
+  curve = lambda v: {"epoch": epochs, "value": [v / 2, v]}
+  last = top1 if last_top1 is None else last_top1
+  return {
+      "table": "tiny", "row": row, "seed": seed, "arg": "", "teacher": teacher, "smoke": True,
+      "machine": "cpu: test",
+      "summary": {"best": {"top1": top1, "ece": 0.05, "nll": 0.5, "epoch": 2.0},
+                  "last": {"top1": last, "ece": 0.04 + seed / 100, "nll": 0.6, "epoch": 2.0},
+                  "wall_time_s": 30.0},
+      "curves": {k: curve(v) for k, v in (("eval/top1", last), ("eval/ece", 0.04),
+                                          ("eval/nll", 0.6), ("train/loss", 1.0))},
+      "final": {"correct_top1": round(100 * last), "correct_top5": 100, "count": 100,
+                "nll_sum": 60.0, "ece_bin_count": bins, "ece_bin_correct":
+                [0] * 14 + [round(100 * last)], "ece_bin_confidence": [0.0] * 14 + [97.0]},
+      "stability": {"features": stability, "probabilities": 0.9},
+  }
+
+
+def _write(results, record):
+  path = os.path.join(results, "tiny", "runs", record["row"], f"s{record['seed']}.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(record, f)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+  config = tmp_path / "tiny.py"
+  config.write_text(TINY_TABLE)
+  results = tmp_path / "results"
+  _write(str(results), _record("teacher", 100, 0.9, stability=0.8))
+  for seed, (ce, kd) in enumerate(((0.70, 0.80), (0.72, 0.83), (0.74, 0.83))):
+    _write(str(results), _record("ce", seed, ce, last_top1=ce - 0.01))
+    _write(str(results), _record("kd", seed, kd, teacher="teacher"))
+  return str(config), str(results)
+
+
+def test_stats_against_hand_computed_values():
+  values = np.asarray([0.70, 0.72, 0.74])
+  summary = _stats.summarize(values)
+  assert summary.mean == pytest.approx(0.72)
+  assert summary.std == pytest.approx(0.02)  # sqrt(((-.02)^2 + 0 + .02^2) / 2)
+  assert summary.format(100, 2) == "72.00 ± 2.00"
+  better, worse = np.asarray([0.80, 0.83, 0.83]), values
+  se = math.sqrt(np.var(better, ddof=1) / 3 + np.var(worse, ddof=1) / 3)
+  t = (better.mean() - worse.mean()) / se
+  # Welch-Satterthwaite degrees of freedom, then the two-sided p from Student's t.
+  v1, v2 = np.var(better, ddof=1) / 3, np.var(worse, ddof=1) / 3
+  dof = (v1 + v2) ** 2 / (v1 ** 2 / 2 + v2 ** 2 / 2)
+  from scipy import special
+  p = special.betainc(dof / 2, 0.5, dof / (dof + t * t))
+  result = _stats.check_claim(better, worse)
+  assert result["diff"] == pytest.approx(0.10)
+  assert result["se"] == pytest.approx(se)
+  assert result["p"] == pytest.approx(p, rel=1e-6)
+  assert result["verdict"] == "supported"
+  assert _stats.check_claim(worse, better)["verdict"] == "contradicted"
+  assert _stats.check_claim(values, values + 0.001)["verdict"] == "not resolved"
+  assert _stats.check_claim(np.asarray([0.9]), values)["verdict"] == "single runs"
+
+
+def test_report_numbers_published_difference_and_claims(tiny):
+  config, results = tiny
+  path = render.render(config, results_dir=results)
+  text = open(path).read()
+  assert "| ce | 0,1,2 | 72.00 ± 2.00 |" in text
+  assert "| 71.00 ± 2.00 |" in text  # last-epoch top-1 is its own column
+  assert "| 50.00 | +22.00 |" in text  # published, then best mean - published
+  assert "| lsr | none | not run |" in text
+  assert "| KD beats CE | best top-1 (%) | kd | ce | +10.00 |" in text
+  assert "single runs" in text  # teacher vs CE stability: one teacher run
+  assert "cpu: test" in text
+  for figure in ("curves_teachers.png", "reliability_group1_1.png", "stability.png"):
+    assert os.path.getsize(os.path.join(results, "tiny", "figures", figure)) > 1000
+    assert f"figures/{figure}" in text
+
+
+def test_render_twice_gives_the_same_bytes(tiny):
+  config, results = tiny
+  first = open(render.render(config, results_dir=results), "rb").read()
+  second = open(render.render(config, results_dir=results), "rb").read()
+  assert first == second
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(COMMITTED, "fashion_mnist", "REPORT.md")),
+                    reason="the Fashion-MNIST study's results are not committed")
+def test_committed_fashion_mnist_report_is_reproduced_from_its_json(tmp_path):
+  import shutil
+  shutil.copytree(os.path.join(COMMITTED, "fashion_mnist", "runs"),
+                  tmp_path / "fashion_mnist" / "runs")
+  _, table = runner.load_table(FASHION)
+  path = render.render(FASHION, results_dir=str(tmp_path))
+  with open(os.path.join(COMMITTED, "fashion_mnist", "REPORT.md"), "rb") as f:
+    assert open(path, "rb").read() == f.read()
+  assert table.name == "fashion_mnist"
+
+
+def test_plan_trains_teachers_first_in_seed_major_order(tiny):
+  config, _ = tiny
+  _, table = runner.load_table(config)
+  keys = [job.key for job in runner.plan(table, [0, 1])]
+  assert keys == ["teacher/s100", "ce/s0", "kd/s0", "lsr/s0", "ce/s1", "kd/s1", "lsr/s1"]
+  assert [j.key for j in runner.plan(table, [0], rows=["ce"])] == ["ce/s0"]
+  assert runner.plan(table, [0], rows=["kd"])[1].needs == ("teacher/s100",)
+
+
+def _fake_command(fail: set):
+  """A stand-in for `jaxkd report one`: records the start order, fails for ``fail``."""
+  def command(config_path, job, *, workroot, results_dir, smoke):
+    del config_path, smoke
+    code = (f"import json, os, sys\n"
+            f"open(os.path.join({workroot!r}, 'order'), 'a').write({job.key!r} + '\\n')\n"
+            f"sys.exit(1) if {job.row.name in fail} else None\n"
+            f"p = os.path.join({results_dir!r}, 'tiny', 'runs', {job.row.name!r}, "
+            f"'s{job.seed}.json')\n"
+            f"os.makedirs(os.path.dirname(p), exist_ok=True)\n"
+            f"json.dump({{}}, open(p, 'w'))\n")
+    return [sys.executable, "-c", code]
+  return command
+
+
+def test_run_table_skips_done_runs_and_dependants_of_failures(tiny, tmp_path, monkeypatch):
+  config, _ = tiny
+  results, workroot = str(tmp_path / "fresh"), str(tmp_path / "work")
+  os.makedirs(workroot)
+  monkeypatch.setattr(runner, "_command", _fake_command(fail={"teacher"}))
+  failed = runner.run_table(config, seeds=[0, 1], workroot=workroot, results_dir=results,
+                            workers=2, log=lambda m: None)
+  assert sorted(failed) == ["kd/s0", "kd/s1", "teacher/s100"]
+  order = open(os.path.join(workroot, "order")).read().split()
+  assert order[0] == "teacher/s100" and "kd/s0" not in order
+  assert sorted(order[1:]) == ["ce/s0", "ce/s1", "lsr/s0", "lsr/s1"]
+  monkeypatch.setattr(runner, "_command", _fake_command(fail=set()))
+  assert runner.run_table(config, seeds=[0, 1], workroot=workroot, results_dir=results,
+                          workers=1, log=lambda m: None) == []
+  order = open(os.path.join(workroot, "order")).read().split()
+  # Only what had not succeeded runs again, teacher first.
+  assert order[5:] == ["teacher/s100", "kd/s0", "kd/s1"]
+
+
+def test_run_one_collects_what_the_engine_measured(tmp_path):
+  """One smoke run through the engine: the record's final sums agree with its summary."""
+  record = runner.run_one(FASHION, "lsr", 0, workroot=str(tmp_path / "w"),
+                          results_dir=str(tmp_path / "r"), smoke=True)
+  final, last = record["final"], record["summary"]["last"]
+  assert final["count"] == 64 and sum(final["ece_bin_count"]) == 64  # the mock test split
+  assert final["correct_top1"] / final["count"] == pytest.approx(last["top1"], abs=1e-6)
+  assert final["nll"] == pytest.approx(last["nll"], rel=1e-4)
+  assert 0.0 <= record["stability"]["features"] <= 1.0
+  assert "projection" in record  # lsr is one of the study's projected rows
+  assert record["curves"]["eval/top1"]["value"][-1] == pytest.approx(last["top1"], abs=1e-6)
+  path = runner.result_path(str(tmp_path / "r"), runner.load_table(FASHION)[1], "lsr", 0)
+  with open(path) as f:
+    assert json.load(f)["seed"] == 0
+
+
+def test_cli_report_errors_name_the_problem(tmp_path, capsys):
+  status = cli.main(["report", "render", str(tmp_path / "missing.py")])
+  assert status == 2 and "no such file" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    cli.main(["report", "run", FASHION, "--seeds", "a,b"])
