@@ -60,6 +60,9 @@ def main(args: argparse.Namespace) -> int:
   """Runs the chosen subcommand; returns the exit status."""
   from jaxkd.reporting import runner  # pylint: disable=import-outside-toplevel
   try:
+    if getattr(args, "smoke", False) and args.results_dir == _DEFAULT_RESULTS:
+      # Smoke records (a few steps on mock data) never land beside the real results.
+      args.results_dir = os.path.join(args.workroot, "smoke_results")
     if args.report_command == "one":
       runner.run_one(args.config, args.row, args.seed, workroot=args.workroot,
                      results_dir=args.results_dir, smoke=args.smoke)

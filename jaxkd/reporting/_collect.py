@@ -20,7 +20,6 @@ from jaxkd import analysis
 from jaxkd import data as data_lib
 from jaxkd import models
 from jaxkd.train import checkpoint as ckpt_lib
-from jaxkd.train import setup as setup_lib
 from jaxkd.train import step as step_lib
 
 __all__ = ["collect", "machine"]
@@ -65,8 +64,8 @@ def _head_templates(params, feature_dim: int, num_classes: int) -> np.ndarray:
 
 
 def _forward(config, variables, dataset, batch_size: int):
-  dtype = setup_lib._DTYPES[config.model.dtype]  # pylint: disable=protected-access
-  model = models.get(config.model.name, num_classes=dataset.num_classes, dtype=dtype)
+  model = models.get(config.model.name, num_classes=dataset.num_classes,
+                     dtype=config.model.dtype)
   aug = step_lib.Augment(mean=tuple(dataset.mean), std=tuple(dataset.std))
 
   @jax.jit

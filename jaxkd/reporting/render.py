@@ -70,11 +70,11 @@ def _claim_lines(table: Table, by_row) -> list[str]:
   lines = ["| claim | metric | better row | worse row | difference | SE | Welch p | "
            "verdict |", "|---|---|---|---|---|---|---|---|"]
   for claim in table.claims:
-    if claim.better not in by_row or claim.worse not in by_row:
-      lines.append(f"| {claim.text} | {claim.metric} | {claim.better} | {claim.worse} | "
-                   "| | | not run |")
-      continue
     _, scale, decimals, label = _stats.METRICS[claim.metric]
+    if claim.better not in by_row or claim.worse not in by_row:
+      lines.append(f"| {claim.text} | {label} | {claim.better} | {claim.worse} | | | | "
+                   "not run |")
+      continue
     result = _stats.check_claim(_stats.metric_values(by_row[claim.better], claim.metric),
                                 _stats.metric_values(by_row[claim.worse], claim.metric))
     se = "" if result["se"] is None else f"{result['se'] * scale:.{decimals}f}"
@@ -114,7 +114,9 @@ def _machine_lines(by_row) -> list[str]:
   machines = sorted({r["machine"] for rs in by_row.values() for r in rs})
   seconds = sum(r["summary"]["wall_time_s"] for rs in by_row.values() for r in rs)
   runs = sum(len(rs) for rs in by_row.values())
-  return [f"Machine of every number: {'; '.join(machines)}. {runs} runs, "
+  smoke = ["**Smoke runs (a few steps of a tiny model on mock data): these numbers mean "
+           "nothing.**", ""] if any(r.get("smoke") for rs in by_row.values() for r in rs) else []
+  return smoke + [f"Machine of every number: {'; '.join(machines)}. {runs} runs, "
           f"{seconds / 60:.1f} minutes of training and evaluation in total (the sum over runs; "
           "runs overlapped)."]
 
