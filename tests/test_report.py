@@ -92,12 +92,13 @@ def test_stats_against_hand_computed_values():
   # Welch-Satterthwaite degrees of freedom, then the two-sided p from Student's t.
   v1, v2 = np.var(better, ddof=1) / 3, np.var(worse, ddof=1) / 3
   dof = (v1 + v2) ** 2 / (v1 ** 2 / 2 + v2 ** 2 / 2)
-  from scipy import special
+  from scipy import special, stats
   p = special.betainc(dof / 2, 0.5, dof / (dof + t * t))
   result = _stats.check_claim(better, worse)
   assert result["diff"] == pytest.approx(0.10)
   assert result["se"] == pytest.approx(se)
   assert result["p"] == pytest.approx(p, rel=1e-6)
+  assert result["ci"] == pytest.approx(stats.t.ppf(0.975, dof) * se)
   assert result["verdict"] == "supported"
   assert _stats.check_claim(worse, better)["verdict"] == "contradicted"
   assert _stats.check_claim(values, values + 0.001)["verdict"] == "not resolved"

@@ -54,7 +54,9 @@ def check_claim(better: np.ndarray, worse: np.ndarray) -> dict:
 
   Returns:
     ``diff``, ``se`` (standard error of the difference; None with one value on a side),
-    ``p`` (two-sided Welch p-value; None likewise) and ``verdict``: ``supported`` (diff > 0,
+    ``p`` (two-sided Welch p-value; None likewise), ``ci`` (half-width of the 95% confidence
+    interval of the difference, Welch-Satterthwaite degrees of freedom; None likewise) and
+    ``verdict``: ``supported`` (diff > 0,
     p < 0.05), ``contradicted`` (diff < 0, p < 0.05), ``not resolved`` (p >= 0.05: the
     difference is within the seed spread) or ``single runs`` (no spread to judge by).
   """
@@ -62,14 +64,18 @@ def check_claim(better: np.ndarray, worse: np.ndarray) -> dict:
   better, worse = np.asarray(better, np.float64), np.asarray(worse, np.float64)
   diff = float(better.mean() - worse.mean())
   if len(better) < 2 or len(worse) < 2:
-    return {"diff": diff, "se": None, "p": None, "verdict": "single runs"}
-  se = math.sqrt(better.var(ddof=1) / len(better) + worse.var(ddof=1) / len(worse))
+    return {"diff": diff, "se": None, "p": None, "ci": None, "verdict": "single runs"}
+  v_better, v_worse = better.var(ddof=1) / len(better), worse.var(ddof=1) / len(worse)
+  se = math.sqrt(v_better + v_worse)
   if se == 0.0:
-    p = 0.0 if diff != 0.0 else 1.0
+    p, ci = (0.0 if diff != 0.0 else 1.0), 0.0
   else:
     p = float(stats.ttest_ind(better, worse, equal_var=False).pvalue)
+    dof = (v_better + v_worse) ** 2 / (v_better ** 2 / (len(better) - 1)
+                                       + v_worse ** 2 / (len(worse) - 1))
+    ci = float(stats.t.ppf(0.975, dof) * se)
   if p < 0.05:
     verdict = "supported" if diff > 0 else "contradicted"
   else:
     verdict = "not resolved"
-  return {"diff": diff, "se": se, "p": p, "verdict": verdict}
+  return {"diff": diff, "se": se, "p": p, "ci": ci, "verdict": verdict}

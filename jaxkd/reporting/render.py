@@ -67,7 +67,7 @@ def _table_lines(rows, by_row, with_published: bool) -> list[str]:
 
 
 def _claim_lines(table: Table, by_row) -> list[str]:
-  lines = ["| claim | metric | better row | worse row | difference | SE | Welch p | "
+  lines = ["| claim | metric | better row | worse row | difference | 95% CI | Welch p | "
            "verdict |", "|---|---|---|---|---|---|---|---|"]
   for claim in table.claims:
     _, scale, decimals, label = _stats.METRICS[claim.metric]
@@ -77,10 +77,12 @@ def _claim_lines(table: Table, by_row) -> list[str]:
       continue
     result = _stats.check_claim(_stats.metric_values(by_row[claim.better], claim.metric),
                                 _stats.metric_values(by_row[claim.worse], claim.metric))
-    se = "" if result["se"] is None else f"{result['se'] * scale:.{decimals}f}"
+    diff = result["diff"] * scale
+    ci = "" if result["ci"] is None else (f"{diff - result['ci'] * scale:+.{decimals}f} to "
+                                          f"{diff + result['ci'] * scale:+.{decimals}f}")
     p = "" if result["p"] is None else f"{result['p']:.3f}"
     lines.append(f"| {claim.text} | {label} | {claim.better} | {claim.worse} | "
-                 f"{result['diff'] * scale:+.{decimals}f} | {se} | {p} | {result['verdict']} |")
+                 f"{diff:+.{decimals}f} | {ci} | {p} | {result['verdict']} |")
   return lines
 
 
@@ -197,8 +199,9 @@ def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
     lines += [""] + _claim_lines(table, by_row) + [""]
     lines += ["*supported*: the difference has the claimed sign and Welch's two-sided p < "
               "0.05; *contradicted*: the opposite sign with p < 0.05; *not resolved*: within "
-              "the seed spread; *single runs*: one run on a side (teacher stages), no spread "
-              "to judge by.", ""]
+              "the seed spread (for a claim that a method *matches* another, the confidence "
+              "interval says how closely); *single runs*: one run on a side (teacher stages), "
+              "no spread to judge by.", ""]
   lines += ["## Figures", ""] + list(figure_lines)
   return "\n".join(lines).rstrip("\n") + "\n"
 
