@@ -1,8 +1,8 @@
 """Fault injection: SIGKILL real `jaxkd train` runs at random points, resume, compare.
 
 Each trial starts a run in a fresh workdir, kills it with SIGKILL at a random moment of its
-life (checkpoints are written every few steps, so many kills land during a write; the first
-trial always dies right after its first complete checkpoint), then
+training, after its first checkpoint (checkpoints are written every 3 steps, so kills land
+during writes too; the first trial dies right after its first complete checkpoint), then
 runs the same command again until it finishes. The final parameters must equal those of an
 uninterrupted run bit for bit, and metrics.jsonl must hold each step once.
 
@@ -32,7 +32,7 @@ __all__ = ["run_trials"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ("--config", os.path.join(ROOT, "configs", "default.py") + ":smoke",
-        "--config.train.num_steps=30", "--config.train.checkpoint_every_steps=3",
+        "--config.train.num_steps=60", "--config.train.checkpoint_every_steps=3",
         "--config.train.keep_checkpoints=2", "--config.method.refresh_every=4",
         "--config.mesh.data=1")
 
@@ -76,14 +76,16 @@ def _trial(root: str, index: int, rng: random.Random, reference: dict,
   proc = _start(workdir)
   while not _started(workdir) and proc.poll() is None:
     time.sleep(0.02)
-  if index == 0:  # the first trial always dies right after its first complete checkpoint
-    started = time.time()
+  started = time.time()
+  if index > 0:  # trial 0 dies right after its first complete checkpoint
+    # Others die at a uniform moment of training proper (after the first checkpoint, so not
+    # in compilation), where checkpoint writes happen every few steps.
     while not _has_checkpoint(workdir) and proc.poll() is None:
       time.sleep(0.02)
-    delay = time.time() - started
-  else:
-    delay = rng.uniform(0.0, train_seconds)
-    time.sleep(delay)
+    time.sleep(rng.uniform(0.0, train_seconds))
+  while not _has_checkpoint(workdir) and proc.poll() is None:
+    time.sleep(0.02)
+  delay = time.time() - started
   killed = proc.poll() is None
   if killed:
     proc.send_signal(signal.SIGKILL)
@@ -105,16 +107,22 @@ def run_trials(trials: int, *, seed: int = 0, root: str | None = None) -> dict:
   root = root or tempfile.mkdtemp(prefix="jaxkd-faults-")
   rng = random.Random(seed)
   start = time.time()
-  reference = _finish(os.path.join(root, "reference"))
-  # Kill points are uniform over the reference run's wall time after config.json appears:
-  # during compilation, training steps and checkpoint writes alike.
-  train_seconds = max(1.0, (time.time() - start) * 0.9)
+  reference_dir = os.path.join(root, "reference")
+  proc = _start(reference_dir)
+  while not _has_checkpoint(reference_dir) and proc.poll() is None:
+    time.sleep(0.02)
+  first_checkpoint = time.time()
+  proc.communicate(timeout=600)
+  # Kill points are uniform over the reference's time from its first checkpoint to its end.
+  train_seconds = max(0.5, time.time() - first_checkpoint)
+  reference = _finish(reference_dir)  # already complete: restores and checks the result
   results = [_trial(root, i, rng, reference, train_seconds) for i in range(trials)]
-  passed = sum(r["params_equal"] and r["metrics_steps_ordered"] and r["final_step"] == 30
+  passed = sum(r["params_equal"] and r["metrics_steps_ordered"] and r["final_step"] == 60
                for r in results)
   shutil.rmtree(root, ignore_errors=True)
   return {"trials": trials, "passed": passed, "results": results, "args": list(ARGS),
-          "seed": seed, "wall_time_s": round(time.time() - start, 1)}
+          "seed": seed, "kill_window_s": round(train_seconds, 2),
+          "wall_time_s": round(time.time() - start, 1)}
 
 
 def main() -> int:
