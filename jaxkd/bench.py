@@ -69,6 +69,7 @@ class Case:
   memory: dict
   host_ops: int
   hparams: dict
+  cost: dict = dataclasses.field(default_factory=dict)
   rss_delta: int = 0
   steps_done: int = 0
 
@@ -90,6 +91,19 @@ def _memory(compiled) -> dict:
   keys = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
           "alias_size_in_bytes", "generated_code_size_in_bytes")
   return {k: int(getattr(stats, k)) for k in keys if hasattr(stats, k)}
+
+
+def _cost(compiled) -> dict:
+  """XLA's static cost estimate of the program: flops, transcendentals, bytes accessed.
+
+  Independent of machine load, so it backs the timed ratios on a shared machine.
+  """
+  try:
+    cost = compiled.cost_analysis()
+  except (NotImplementedError, RuntimeError):
+    return {}
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost or {}
+  return {k: float(cost[k]) for k in ("flops", "transcendentals", "bytes accessed") if k in cost}
 
 
 def _host_ops(compiled) -> int:
@@ -152,7 +166,8 @@ def build_case(label: str, method: str, *, model_name: str, dataset, data: dict,
   compile_s = time.perf_counter() - start
   return Case(label=label, method=method, compiled=compiled, state=state,
               teacher_vars=teacher_vars, compile_s=compile_s, memory=_memory(compiled),
-              host_ops=_host_ops(compiled), hparams=_jsonable(objective.hparams))
+              host_ops=_host_ops(compiled), hparams=_jsonable(objective.hparams),
+              cost=_cost(compiled))
 
 
 def _with_seed(config, seed: int):
@@ -214,11 +229,14 @@ def summarize(cases: list[Case], times: dict, batch_size: int) -> dict:
         **_summary(times[case.label], batch_size), "method": case.method,
         "compile_s": case.compile_s, "xla_memory_bytes": case.memory,
         "rss_delta_bytes": case.rss_delta, "host_ops_in_hlo": case.host_ops,
-        "hparams": case.hparams}
+        "xla_cost": case.cost, "hparams": case.hparams}
   ce = methods["ce"]["median_s"]
   ce_times = [s for _, s in times["ce"]]
+  ce_cost = methods["ce"]["xla_cost"]
   for label, entry in methods.items():
     entry["ratio_to_ce"] = entry["median_s"] / ce
+    entry["xla_cost_ratio_to_ce"] = {k: v / ce_cost[k] for k, v in entry["xla_cost"].items()
+                                     if ce_cost.get(k)}
     # Same-round pairs cancel slow load drift; the headline stays the ratio of medians.
     entry["paired_ratio_median"] = float(np.median(
         [s / c for (_, s), c in zip(times[label], ce_times)]))
@@ -302,15 +320,17 @@ def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, wa
 
 def format_table(result: dict) -> str:
   """A plain-text table of the result (one row per method)."""
-  head = (f"{'method':<22}{'median ms':>11}{'ratio':>8}{'paired':>8}{'compile s':>11}"
-          f"{'XLA temp MiB':>14}{'images/s':>10}")
+  head = (f"{'method':<22}{'median ms':>11}{'ratio':>8}{'paired':>8}{'flops':>8}"
+          f"{'bytes':>8}{'compile s':>11}{'XLA temp MiB':>14}{'images/s':>10}")
   rows = [f"{result['model']}, batch {result['batch_size']}, {result['dtype']}, augment "
           f"{result['augment']}, {result['machine']['device']}, "
           f"{result['steps']} timed steps each", head]
   for label, m in result["methods"].items():
     temp = m["xla_memory_bytes"].get("temp_size_in_bytes")
+    cost = m["xla_cost_ratio_to_ce"]
     rows.append(f"{label:<22}{1e3 * m['median_s']:>11.1f}{m['ratio_to_ce']:>8.3f}"
-                f"{m['paired_ratio_median']:>8.3f}{m['compile_s']:>11.1f}"
+                f"{m['paired_ratio_median']:>8.3f}{cost.get('flops', float('nan')):>8.3f}"
+                f"{cost.get('bytes accessed', float('nan')):>8.3f}{m['compile_s']:>11.1f}"
                 f"{'-' if temp is None else f'{temp / 2**20:.1f}':>14}"
                 f"{m['images_per_s']:>10.1f}")
   refresh = result.get("mrkd_refresh")
@@ -366,7 +386,8 @@ def _command(args) -> str:
   return command + (f" --out {args.out}" if args.out else "")
 
 
-def main(args) -> int:
+def main(args, *, extra: dict | None = None) -> int:
+  """Runs the benchmark of ``args``; ``extra`` entries are added to (or replace) the JSON's."""
   try:
     methods = _check_args(args)
   except ValueError as err:
@@ -376,6 +397,7 @@ def main(args) -> int:
                      steps=args.steps, warmup=args.warmup, augment=args.augment,
                      dtype=args.dtype, num_examples=args.num_examples)
   result["command"] = _command(args)
+  result.update(extra or {})
   print(format_table(result))
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -12,8 +12,8 @@ import default as default_config  # noqa: E402
 from jaxkd import objectives  # noqa: E402
 from jaxkd.train import loop, packed, setup, step as step_lib  # noqa: E402
 
-SEEDS = (0, 1, 2)
-STEPS = 4
+SEEDS = (0, 1)
+STEPS = 3
 
 
 def _run(method, **hparams):
@@ -51,13 +51,15 @@ def _assert_close(packed_tree, separate_tree, index):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("method,hparams", [("mrkd", {"refresh_every": 2}), ("ols", {})])
-def test_packed_seeds_equal_separate_runs(method, hparams):
+@pytest.mark.parametrize("method,hparams,strategy", [
+    ("mrkd", {"refresh_every": 2}, "vmap"), ("mrkd", {"refresh_every": 2}, "unroll"),
+    ("ols", {}, "vmap")])
+def test_packed_seeds_equal_separate_runs(method, hparams, strategy):
   run, optimizer, aug, data = _run(method, **hparams)
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
                               aug=aug, mesh=run.mesh)
   states = packed.init_states(run, optimizer, aug, seeds=SEEDS)
-  step = packed.pack_step(steps.train_fn, mesh=run.mesh)
+  step = packed.pack_step(steps.train_fn, mesh=run.mesh, strategy=strategy)
   rows = packed.batch_indices(run.train_data.num_examples, run.config.train.batch_size,
                               seeds=SEEDS, epoch=0)
   for i in range(STEPS):
@@ -70,15 +72,15 @@ def test_packed_seeds_equal_separate_runs(method, hparams):
     _assert_close(states.opt_state, state.opt_state, index)
     _assert_close(states.objective, state.objective, index)
     np.testing.assert_allclose(np.asarray(metrics["loss"][index]), last["loss"], rtol=2e-4)
-  if method == "mrkd":  # refreshes at steps 2 and 4 under the vmapped lax.cond
-    np.testing.assert_array_equal(states.replay.refreshes, [2] * len(SEEDS))
+  if method == "mrkd":  # a refresh at step 2 (not 1, 3) under the packed lax.cond
+    np.testing.assert_array_equal(states.replay.refreshes, [1] * len(SEEDS))
   seeds_differ = np.abs(packed.unstack(states.params, 0)["Dense_0"]["kernel"]
                         - packed.unstack(states.params, 1)["Dense_0"]["kernel"]).max()
   assert seeds_differ > 1e-3, "every packed run must start from its own seed"
 
 
 def test_packed_settings_equal_separate_runs():
-  alphas = np.asarray([0.0, 0.5, 0.9], np.float32)
+  alphas = np.asarray([0.0, 0.9], np.float32)
   run, optimizer, aug, data = _run("mrkd", refresh_every=1, start_from_init=True)
   hparams = dict(run.objective.hparams)
 
@@ -102,11 +104,13 @@ def test_packed_settings_equal_separate_runs():
     state, _ = _separate(run, optimizer, aug, data, steps, 0)
     _assert_close(states.params, state.params, index)
   spread = np.abs(packed.unstack(states.params, 0)["Dense_0"]["kernel"]
-                  - packed.unstack(states.params, 2)["Dense_0"]["kernel"]).max()
+                  - packed.unstack(states.params, 1)["Dense_0"]["kernel"]).max()
   assert spread > 1e-4, "alpha must change the packed runs"
 
 
-def test_init_states_rejects_no_seeds():
+def test_bad_arguments_are_rejected():
   run, optimizer, aug, _ = _run("ce")
   with pytest.raises(ValueError, match="seeds"):
     packed.init_states(run, optimizer, aug, seeds=())
+  with pytest.raises(ValueError, match="strategy='loop'.*vmap, unroll"):
+    packed.pack_step(lambda *a: a, mesh=run.mesh, strategy="loop")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpu_conv  # noqa: E402
 import torch_step  # noqa: E402
 
 from jaxkd import bench  # noqa: E402
@@ -68,6 +69,8 @@ def _interleave(timers, steps: int, warmup: int) -> dict:
 
 def compare(args) -> dict:
   torch.set_num_threads(args.torch_threads)
+  if args.conv == "taps":
+    cpu_conv.patch_jaxkd_models()
   dataset = bench.mock_cifar(args.num_examples)
   timers, compile_s = _timers(args, dataset)
   load_before = os.getloadavg()
@@ -93,6 +96,7 @@ def compare(args) -> dict:
           "label": args.label, "model": args.model, "batch_size": args.batch_size,
           "dtype": args.dtype, "steps": args.steps, "warmup": args.warmup,
           "torch_threads": torch.get_num_threads(), "channels_last": args.channels_last,
+          "jax_conv": args.conv,
           "machine": machine,
           "load_average": {"before": load_before, "after": os.getloadavg()},
           "jax_over_torch": {m: e["jax_over_torch"] for m, e in methods.items()},
@@ -111,6 +115,8 @@ def _parse(argv=None):
   parser.add_argument("--num-examples", type=int, default=10_000)
   parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
   parser.add_argument("--channels-last", action="store_true")
+  parser.add_argument("--conv", default="xla", choices=("xla", "taps"),
+                      help="taps: kernel gradients as per-tap matrix products (cpu_conv.py)")
   parser.add_argument("--label", default="", help="a name for this variant in the JSON")
   parser.add_argument("--out", default=None)
   return parser.parse_args(argv)

@@ -175,4 +175,4 @@ class TorchStep:
     self.steps_done += 1
     if self.backup is not None and self.steps_done % self.refresh_every == 0:
       self.backup.load_state_dict(self.model.state_dict())
-    return float(loss)
+    return loss.detach().item()

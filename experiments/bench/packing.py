@@ -1,0 +1,117 @@
+"""Seed packing throughput: S seeds in one packed step against S separate runs, interleaved.
+
+    python experiments/bench/packing.py --seeds 2,4,8 --steps 30 \
+        --out experiments/results/bench/packing_cpu.json
+
+The run is the default config (configs/default.py: MrKD, small_cnn on 8x8 digits, batch 64)
+unless overridden. Every round times one packed step of S seeds and, in the other order on
+alternate rounds, one step of each of S separately jitted runs (what S sequential runs pay per
+step). ``speedup`` is median(S separate steps) / median(packed step): the throughput of
+packing relative to running the S seeds one after another.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+from jaxkd import bench, cli
+from jaxkd.train import loop, packed, setup, step as step_lib
+
+
+def _build(args):
+  config = cli.load_config(None)
+  config.method.name = args.method
+  config.model.name = args.model
+  config.train.batch_size = args.batch_size
+  config.mesh.data = 1
+  run = setup.resolve(config)
+  optimizer = setup.make_optimizer(config.train.optimizer, steps_per_epoch=run.steps_per_epoch,
+                                   total_steps=run.total_steps)
+  aug = loop._augment(config, run.train_data)
+  steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
+                              aug=aug, mesh=run.mesh)
+  data = {k: loop.replicate(run.mesh, getattr(run.train_data, k)) for k in ("images", "labels")}
+  return run, optimizer, aug, steps, data
+
+
+def _time_one(run, optimizer, aug, steps, data, num_seeds: int, rounds: int,
+              strategy: str) -> dict:
+  seeds = tuple(range(num_seeds))
+  rows = packed.batch_indices(run.train_data.num_examples, run.config.train.batch_size,
+                              seeds=seeds, epoch=0)
+  n = rows.shape[0]
+  packed_rows = [packed.shard_rows(run.mesh, rows[i]) for i in range(n)]
+  single_rows = [[loop.shard_batch(run.mesh, rows[i, s]) for s in range(num_seeds)]
+                 for i in range(n)]
+  states = packed.init_states(run, optimizer, aug, seeds=seeds)
+  separate = [packed.unstack(states, s) for s in range(num_seeds)]
+  separate = [jax.tree_util.tree_map(lambda x: x.copy(), s) for s in separate]
+  step = packed.pack_step(steps.train_fn, mesh=run.mesh, strategy=strategy)
+  times = {"packed": [], "separate": []}
+
+  def run_packed(i):
+    nonlocal states
+    states, metrics = step(states, data, packed_rows[i % n], None, None)
+    jax.block_until_ready((states, metrics))
+
+  def run_separate(i):
+    for s in range(num_seeds):
+      separate[s], metrics = steps.train(separate[s], data, single_rows[i % n][s], None, None)
+      jax.block_until_ready((separate[s], metrics))
+
+  start = time.perf_counter()
+  run_packed(0)
+  compile_packed = time.perf_counter() - start
+  run_separate(0)
+  for i in range(1, rounds + 2):
+    order = [("packed", run_packed), ("separate", run_separate)]
+    for name, fn in order if i % 2 else order[::-1]:
+      start = time.perf_counter()
+      fn(i)
+      if i >= 2:  # one more untimed round after compilation
+        times[name].append(time.perf_counter() - start)
+  p, s = np.median(times["packed"]), np.median(times["separate"])
+  batch = run.config.train.batch_size
+  return {"num_seeds": num_seeds, "strategy": strategy, "packed_median_s": float(p), "separate_median_s": float(s),
+          "speedup": float(s / p), "packed_images_per_s": num_seeds * batch / float(p),
+          "separate_images_per_s": num_seeds * batch / float(s),
+          "packed_first_call_s": compile_packed, "n": len(times["packed"])}
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--method", default="mrkd")
+  parser.add_argument("--model", default="small_cnn")
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--seeds", default="2,4,8")
+  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--strategies", default="vmap,unroll")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+  run, optimizer, aug, steps, data = _build(args)
+  load_before = os.getloadavg()
+  results = [_time_one(run, optimizer, aug, steps, data, int(s), args.steps, strategy)
+             for s in args.seeds.split(",") for strategy in args.strategies.split(",")]
+  for r in results:
+    print(f"S={r['num_seeds']} {r['strategy']}: packed {1e3 * r['packed_median_s']:.1f} ms, {r['num_seeds']} "
+          f"separate {1e3 * r['separate_median_s']:.1f} ms, speedup {r['speedup']:.2f}x")
+  out = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+         "method": args.method, "model": args.model, "batch_size": args.batch_size,
+         "data": run.config.data.name, "image_shape": list(run.train_data.image_shape),
+         "machine": bench._machine(),
+         "load_average": {"before": load_before, "after": os.getloadavg()}, "results": results}
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+      json.dump(out, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
