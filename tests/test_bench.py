@@ -26,7 +26,7 @@ def test_json_structure(result):
   assert result["command"].startswith("jaxkd bench --model mlp")
   assert set(result["machine"]["versions"]) >= {"jax", "jaxlib", "flax", "optax", "python"}
   assert len(result["load_average"]["before"]) == 3
-  labels = ["ce", "lsr", "mrkd", "mrkd@refresh_every=2"]
+  labels = ["ce", "ce@control", "lsr", "mrkd", "mrkd@refresh_every=2"]
   assert list(result["methods"]) == labels and list(result["ratio_to_ce"]) == labels
   assert result["transfer_guard"] == "passed" and result["device_to_host_bytes"] == 0
   for entry in result["methods"].values():
@@ -40,6 +40,7 @@ def test_ratios_are_ratios_of_the_reported_medians(result):
   assert result["ratio_to_ce"]["ce"] == 1.0
   for label, ratio in result["ratio_to_ce"].items():
     assert ratio == pytest.approx(methods[label]["median_s"] / ce, rel=1e-12)
+    assert methods[label]["median_s"] == pytest.approx(np.median(methods[label]["wall_s"]))
     assert methods[label]["images_per_s"] == pytest.approx(8 / methods[label]["median_s"])
 
 
@@ -49,21 +50,25 @@ def test_refresh_steps_are_told_apart(result):
   assert (refresh["n_refresh"], refresh["n_normal"]) == (1, 1)
   assert refresh["refresh_over_normal"] == pytest.approx(
       refresh["refresh_median_s"] / refresh["normal_median_s"])
+  assert refresh["snapshot_taken_median_s"] > 0 and refresh["snapshot_skipped_median_s"] > 0
 
 
 def test_refresh_summary_splits_by_step_number():
-  samples = [(1, 1.0), (2, 4.0), (3, 2.0), (4, 6.0), (5, 3.0)]
-  out = bench._refresh_summary(samples, 2)
+  samples = [(1, 1.0, 0.5), (2, 4.0, 2.0), (3, 2.0, 1.0), (4, 6.0, 3.0), (5, 3.0, 1.5)]
+  out = bench.refresh_summary(samples, 2)
   assert (out["n_refresh"], out["n_normal"]) == (2, 3)
   assert out["refresh_median_s"] == 5.0 and out["normal_median_s"] == 2.0
   assert out["refresh_over_normal"] == 2.5
+  assert out["cpu_refresh_median_s"] == 2.5 and out["cpu_refresh_over_normal"] == 2.5
 
 
 def test_summary_pairs_rounds():
-  times = {"ce": [(1, 1.0), (2, 2.0), (3, 4.0)], "x": [(1, 1.5), (2, 2.0), (3, 8.0)]}
+  times = {"ce": [(1, 1.0, 1.0), (2, 2.0, 1.0), (3, 4.0, 1.0)],
+           "x": [(1, 1.5, 3.0), (2, 2.0, 3.0), (3, 8.0, 3.0)]}
   cases = [bench.Case(label, label, None, None, None, 1.0, {}, 0, {}) for label in times]
   out = bench.summarize(cases, times, batch_size=4)
   assert out["x"]["ratio_to_ce"] == pytest.approx(2.0 / 2.0)
+  assert out["x"]["cpu_ratio_to_ce"] == pytest.approx(3.0)
   assert out["x"]["paired_ratio_median"] == pytest.approx(np.median([1.5, 1.0, 2.0]))
   assert out["ce"]["images_per_s"] == pytest.approx(4 / 2.0)
 

@@ -90,7 +90,7 @@ def compare(args) -> dict:
     if ce:
       entry["jax_ratio_to_ce"] = entry["jax_median_s"] / ce["jax_median_s"]
       entry["torch_ratio_to_ce"] = entry["torch_median_s"] / ce["torch_median_s"]
-  machine = bench._machine()
+  machine = bench.machine()
   machine["versions"]["torch"] = torch.__version__
   return {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
           "label": args.label, "model": args.model, "batch_size": args.batch_size,

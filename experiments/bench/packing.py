@@ -104,7 +104,7 @@ def main() -> int:
   out = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
          "method": args.method, "model": args.model, "batch_size": args.batch_size,
          "data": run.config.data.name, "image_shape": list(run.train_data.image_shape),
-         "machine": bench._machine(),
+         "machine": bench.machine(),
          "load_average": {"before": load_before, "after": os.getloadavg()}, "results": results}
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -32,6 +32,17 @@ VARIANTS = [
     ("taps + onednn dot fusion", "--xla_cpu_experimental_onednn_fusion_type=dot",
      ["--conv", "taps"]),
     ("taps + fast math", "--xla_cpu_enable_fast_math=true", ["--conv", "taps"]),
+    ("ynn conv fusion", "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
+     ["--conv", "xla"]),
+    ("taps + ynn conv + xnnpack",
+     "--xla_cpu_experimental_ynn_fusion_type=individual_convolution --xla_cpu_use_xnnpack=true",
+     ["--conv", "taps"]),
+    ("taps + ynn conv + fast math",
+     "--xla_cpu_experimental_ynn_fusion_type=individual_convolution "
+     "--xla_cpu_enable_fast_math=true", ["--conv", "taps"]),
+    ("taps + ynn conv, torch channels_last",
+     "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
+     ["--conv", "taps", "--channels-last"]),
 ]
 
 
