@@ -131,6 +131,7 @@ def table():
       # Two look-alike classes and a different one, as in Mueller et al.'s figure 1.
       projection_classes=(2, 4, 8),
       projection_rows=("ce", "lsr"),
+      convergence=("ce", f"ce_{2 * EPOCHS}_epochs"),
       claims=(
           Claim("Tf-KD: Tf-KD_reg matches or beats LSR", "tfkd_reg", "lsr"),
           Claim("LsrKD: LsrKD matches or beats LSR", "lsrkd", "lsr"),

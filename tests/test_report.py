@@ -34,6 +34,7 @@ TINY_TABLE = textwrap.dedent('''
           teachers=(Row("teacher", "method=ce"),),
           rows=(Row("ce", "method=ce", published=50.0), Row("kd", "method=kd", teacher="teacher"),
                 Row("lsr", "method=lsr")),
+          convergence=("ce", "kd"),
           claims=(Claim("KD beats CE", "kd", "ce"),
                   Claim("the teacher is more stable", "teacher", "ce", metric="stability")))
 ''')
@@ -115,6 +116,9 @@ def test_report_numbers_published_difference_and_claims(tiny):
   assert "| lsr | none | not run |" in text
   assert "| KD beats CE | best top-1 (%) | kd | ce | +10.00 |" in text
   assert "single runs" in text  # teacher vs CE stability: one teacher run
+  # Last-epoch means 71.00 and 82.00: an 11-point gap is far beyond the 2-point spread.
+  assert ("`ce` (2 epochs, 3 seeds) reaches 71.00 last-epoch top-1; `kd` (2 epochs, 3 seeds) "
+          "reaches 82.00, +11.00 points: the table's runs are not converged") in text
   assert "cpu: test" in text
   for figure in ("curves_teachers.png", "reliability_group1_1.png", "stability.png"):
     assert os.path.getsize(os.path.join(results, "tiny", "figures", figure)) > 1000
@@ -170,12 +174,15 @@ def test_run_table_skips_done_runs_and_dependants_of_failures(tiny, tmp_path, mo
   results, workroot = str(tmp_path / "fresh"), str(tmp_path / "work")
   os.makedirs(workroot)
   monkeypatch.setattr(runner, "_command", _fake_command(fail={"teacher"}))
+  messages = []
   failed = runner.run_table(config, seeds=[0, 1], workroot=workroot, results_dir=results,
-                            workers=2, log=lambda m: None)
+                            workers=2, log=messages.append)
   assert sorted(failed) == ["kd/s0", "kd/s1", "teacher/s100"]
-  order = open(os.path.join(workroot, "order")).read().split()
-  assert order[0] == "teacher/s100" and "kd/s0" not in order
-  assert sorted(order[1:]) == ["ce/s0", "ce/s1", "lsr/s0", "lsr/s1"]
+  started = [m.split()[1] for m in messages if m.startswith("start ")]
+  assert started[0] == "teacher/s100"
+  assert sorted(started[1:]) == ["ce/s0", "ce/s1", "lsr/s0", "lsr/s1"]
+  assert "skip kd/s0: its teacher failed" in messages
+  assert sorted(open(os.path.join(workroot, "order")).read().split()) == sorted(started)
   monkeypatch.setattr(runner, "_command", _fake_command(fail=set()))
   assert runner.run_table(config, seeds=[0, 1], workroot=workroot, results_dir=results,
                           workers=1, log=lambda m: None) == []

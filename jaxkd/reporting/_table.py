@@ -66,6 +66,8 @@ class Table:
     projection_classes: the three classes whose features the report projects (Mueller et
       al. 2019), for the teacher stages and ``projection_rows``.
     projection_rows: rows (besides the teacher stages) whose features are projected.
+    convergence: ``(row, longer_row)``: a row and the same row trained longer, whose gap the
+      report states (how far the table's budget is from converged); None: no such check.
   """
   name: str
   title: str
@@ -76,6 +78,7 @@ class Table:
   description: str = ""
   projection_classes: tuple[int, int, int] = (0, 1, 2)
   projection_rows: tuple[str, ...] = ()
+  convergence: Optional[tuple[str, str]] = None
 
   def __post_init__(self):
     names = [r.name for r in self.teachers + self.rows]
@@ -88,6 +91,10 @@ class Table:
         raise ValueError(f"table {self.name!r}, row {row.name!r}: teacher={row.teacher!r} is "
                          f"not a teacher stage; allowed: {', '.join(sorted(stages)) or 'none'}")
     known = set(names)
+    for name in self.convergence or ():
+      if name not in known:
+        raise ValueError(f"table {self.name!r}: convergence names row {name!r}, which is not "
+                         "in the table")
     for claim in self.claims:
       for name in (claim.better, claim.worse):
         if name not in known:

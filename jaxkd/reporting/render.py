@@ -112,6 +112,24 @@ def _spread_lines(table: Table, by_row) -> list[str]:
   ]
 
 
+def _convergence_lines(table: Table, by_row) -> list[str]:
+  if not table.convergence or not all(r in by_row for r in table.convergence):
+    return []
+  short, long = table.convergence
+  values = {r: _stats.metric_values(by_row[r], "last_top1") for r in table.convergence}
+  epochs = {r: by_row[r][0]["summary"]["last"]["epoch"] for r in table.convergence}
+  gap = 100 * (values[long].mean() - values[short].mean())
+  spread = 100 * (_stats.summarize(values[short]).std or 0.0)
+  verdict = ("the table's runs are not converged: its differences hold for this short budget, "
+             "not necessarily for converged training" if gap > max(2 * spread, 0.5) else
+             "the table's runs are close to converged")
+  seeds = lambda r: f"{len(values[r])} seed" + ("s" if len(values[r]) > 1 else "")
+  return [f"Convergence: `{short}` ({epochs[short]:.0f} epochs, {seeds(short)}) "
+          f"reaches {values[short].mean() * 100:.2f} last-epoch top-1; `{long}` "
+          f"({epochs[long]:.0f} epochs, {seeds(long)}) reaches "
+          f"{values[long].mean() * 100:.2f}, {gap:+.2f} points: {verdict}.", ""]
+
+
 def _machine_lines(by_row) -> list[str]:
   machines = sorted({r["machine"] for rs in by_row.values() for r in rs})
   seconds = sum(r["summary"]["wall_time_s"] for rs in by_row.values() for r in rs)
@@ -195,7 +213,8 @@ def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
                                    + (f", teacher `{r.teacher}`" if r.teacher else "")
                                    + f"): {r.note}" for r in notes] + [""]
   if table.claims:
-    lines += ["## The papers' claims against these numbers", ""] + _spread_lines(table, by_row)
+    lines += ["## The papers' claims against these numbers", ""]
+    lines += _convergence_lines(table, by_row) + _spread_lines(table, by_row)
     lines += [""] + _claim_lines(table, by_row) + [""]
     lines += ["*supported*: the difference has the claimed sign and Welch's two-sided p < "
               "0.05; *contradicted*: the opposite sign with p < 0.05; *not resolved*: within "
