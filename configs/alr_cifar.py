@@ -32,12 +32,7 @@ _ALLOWED = {"method": METHODS, "data": DATASETS, "model": ("resnet18", "wrn_40_2
 def get_config(arg=None):
   """One row; ``arg`` is ``method=X[,data=D][,model=M][,smoke]``."""
   values, smoke = parse_arg(arg, _ALLOWED)
-  config = recipes.base_config()
-  config.method.name = values["method"]
-  config.model.name = values["model"]
-  if values["method"] == "lsr":
-    config.method.smoothing = 0.1
-    config.method.convention = "uniform"
+  config = recipes.row_config(values)
   recipes.tfkd_cifar(config, dataset=values["data"])
   return recipes.smoke(config) if smoke else config
 

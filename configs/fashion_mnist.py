@@ -57,18 +57,9 @@ _ALLOWED = {"method": objectives.names(), "model": ("resnet8", "resnet20"),
 def get_config(arg=None):
   """One run; ``arg`` is ``method=NAME[,model=M][,T=t][,epochs=E][,smoke]``."""
   values, smoke = parse_arg(arg, _ALLOWED)
-  config = recipes.base_config()
-  config.method.name = values["method"]
-  config.model.name = values["model"]
-  if values["T"]:
-    if values["method"] != "kd":
-      raise ValueError(f"config argument T={values['T']!r} needs method=kd, got "
-                       f"method={values['method']!r}")
-    # Shen et al.: the student learns from the teacher only (T^2 KL, batchmean).
-    config.method.alpha = 1.0
-    config.method.temperature = float(values["T"])
-    config.method.kl_reduction = "batchmean"
-    config.method.temperature_squared = True
+  config = recipes.row_config(values)
+  if recipes.only_with(values, "T", "", "kd"):
+    recipes.kd_only(config, float(values["T"]))
   if smoke:
     return recipes.smoke(config)
   config.data.name = "fashion_mnist"

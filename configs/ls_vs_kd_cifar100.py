@@ -36,20 +36,12 @@ _ALLOWED = {"method": ("ce", "lsr", "kd"), "model": ("resnet18", "resnet50"),
 def get_config(arg=None):
   """One run; ``arg`` is ``model=resnet50,method=ce|lsr`` or ``method=kd,T=t`` (+ ``smoke``)."""
   values, smoke = parse_arg(arg, _ALLOWED)
-  config = recipes.base_config()
-  config.method.name = values["method"]
-  config.model.name = values["model"]
-  if values["method"] == "lsr":
-    config.method.smoothing = 0.1
-    config.method.convention = "uniform"
+  config = recipes.row_config(values)
   if (values["method"] == "kd") != bool(values["T"]):
     raise ValueError(f"config argument: T is given exactly for method=kd; got "
                      f"method={values['method']!r}, T={values['T']!r}")
   if values["T"]:
-    config.method.alpha = 1.0
-    config.method.temperature = float(values["T"])
-    config.method.kl_reduction = "batchmean"
-    config.method.temperature_squared = True
+    recipes.kd_only(config, float(values["T"]))
   recipes.tfkd_cifar(config)
   return recipes.smoke(config) if smoke else config
 

@@ -38,16 +38,8 @@ _ALLOWED = {"method": METHODS, "correction": ("mix", "swap"),
 def get_config(arg=None):
   """One row; ``arg`` is ``method=X[,correction=swap][,model=M][,data=D][,smoke]``."""
   values, smoke = parse_arg(arg, _ALLOWED)
-  config = recipes.base_config()
-  config.method.name = values["method"]
-  config.model.name = values["model"]
-  if values["method"] == "lsr":
-    config.method.smoothing = 0.1
-    config.method.convention = "uniform"
-  if values["correction"] == "swap":
-    if values["method"] != "mrkd_tc":
-      raise ValueError(f"config argument correction=swap needs method=mrkd_tc, got "
-                       f"method={values['method']!r}")
+  config = recipes.row_config(values)
+  if recipes.only_with(values, "correction", "mix", "mrkd_tc"):
     config.method.correction = "swap"
   recipes.tfkd_cifar(config, dataset=values["data"])
   return recipes.smoke(config) if smoke else config

@@ -42,16 +42,8 @@ _ALLOWED = {"method": ("ce", "lsr", "ras_kd", "cskd", "pskd", "zipf", "ols"),
 def get_config(arg=None):
   """One row; ``arg`` is ``method=X[,model=M][,recipe=R][,representatives=ema][,smoke]``."""
   values, smoke = parse_arg(arg, _ALLOWED)
-  config = recipes.base_config()
-  config.method.name = values["method"]
-  config.model.name = values["model"]
-  if values["method"] == "lsr":
-    config.method.smoothing = 0.1
-    config.method.convention = "uniform"
-  if values["representatives"] == "ema":
-    if values["method"] != "ras_kd":
-      raise ValueError(f"config argument representatives=ema needs method=ras_kd, got "
-                       f"method={values['method']!r}")
+  config = recipes.row_config(values)
+  if recipes.only_with(values, "representatives", "classifier", "ras_kd"):
     config.method.representatives = "ema"
   _RECIPES[values["recipe"]](config)
   return recipes.smoke(config) if smoke else config

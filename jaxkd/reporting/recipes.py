@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
-__all__ = ["base_config", "cskd_cifar", "pskd_cifar", "smoke", "tfkd_cifar", "SMOKE_MODEL"]
+__all__ = ["base_config", "cskd_cifar", "kd_only", "only_with", "pskd_cifar", "row_config", "smoke",
+           "tfkd_cifar", "SMOKE_MODEL"]
 
 # The tiny network every smoke variant trains (no convolution: compiles in a second).
 SMOKE_MODEL = "mlp"
@@ -18,6 +19,38 @@ def base_config() -> ml_collections.ConfigDict:
   """``configs/default.py``'s ``get_config()``: the base every table config overrides."""
   from jaxkd import cli  # pylint: disable=import-outside-toplevel
   return cli.load_config(None)
+
+
+def row_config(values: dict) -> ml_collections.ConfigDict:
+  """`base_config` with a row's ``method`` and ``model``; an ``lsr`` row gets e 0.1, uniform.
+
+  ``values`` is `parse_arg`'s dict of the row's config arguments.
+  """
+  config = base_config()
+  config.method.name = values["method"]
+  config.model.name = values["model"]
+  if values["method"] == "lsr":
+    config.method.smoothing = 0.1
+    config.method.convention = "uniform"
+  return config
+
+
+def only_with(values: dict, key: str, default: str, method: str) -> bool:
+  """Whether argument ``key`` is set away from ``default``; raises unless the row is ``method``."""
+  if values[key] == default:
+    return False
+  if values["method"] != method:
+    raise ValueError(f"config argument {key}={values[key]} needs method={method}, got "
+                     f"method={values['method']!r}")
+  return True
+
+
+def kd_only(config: ml_collections.ConfigDict, temperature: float) -> None:
+  """Shen et al.'s students: the KD term alone (alpha 1), T^2 KL with ``batchmean``."""
+  config.method.alpha = 1.0
+  config.method.temperature = float(temperature)
+  config.method.kl_reduction = "batchmean"
+  config.method.temperature_squared = True
 
 
 def _cifar_augmentation(config, *, rotation: float) -> None:
