@@ -11,8 +11,8 @@ Expected: about 1-2 minutes on 2 CPU cores; test top-1 around 0.97-0.99.
 Every other config in this directory starts from `get_config()` and overrides a few fields.
 Config keys (all overridable as ``--config.<key>=<value>``):
   seed; method.name and method.<hparam> (see `jaxkd.objectives.defaults(name)`);
-  model.name, model.dtype; data.name, data.data_dir, data.crop_padding, data.flip,
-  data.rotation_degrees; train.batch_size, train.eval_batch_size, train.num_epochs,
+  model.name, model.dtype, model.kernel_grad; data.name, data.data_dir, data.crop_padding,
+  data.flip, data.rotation_degrees; train.batch_size, train.eval_batch_size, train.num_epochs,
   train.num_steps (wins when set), train.optimizer.*, train.checkpoint_every_steps,
   train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite; teacher.workdir,
   teacher.step, teacher.train_mode; mesh.data; distributed.

@@ -1,8 +1,5 @@
 """Smoke test of ``jaxkd bench``: two timed steps of a tiny model, the JSON's structure and sums."""
 import json
-import os
-import sys
-
 import numpy as np
 import pytest
 
@@ -77,29 +74,3 @@ def test_bad_method_is_rejected(capsys):
   assert cli.main(["bench", "--methods", "ce,nope"]) == 2
   err = capsys.readouterr().err
   assert "--methods='ce,nope'" in err and "nope" in err and "allowed" in err
-
-
-
-@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 1, 2)])
-def test_per_tap_kernel_gradient_equals_xla(kernel, stride, padding):
-  """experiments/bench/cpu_conv.py (the CPU kernel-gradient prototype) against lax's own."""
-  import jax
-  import jax.numpy as jnp
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments", "bench"))
-  import cpu_conv
-
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 9, 9, 3))
-  w = jax.random.normal(jax.random.PRNGKey(1), (2, kernel, kernel, 3, 5))
-
-  def grads(conv, packed):
-    loss = lambda x, w: jnp.sum(jnp.sin(conv(
-        x, w, (stride, stride), ((padding, padding),) * 2,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))))
-    grad = jax.grad(loss, (0, 1))
-    # vmap: packed seeds, each with its own weights.
-    return jax.jit(jax.vmap(grad))(x, w) if packed else jax.jit(grad)(x[0], w[0])
-
-  for packed in (False, True):
-    for got, want in zip(grads(cpu_conv.conv_general_dilated, packed),
-                         grads(jax.lax.conv_general_dilated, packed)):
-      np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)

@@ -30,7 +30,8 @@ def _build(config):
                                    total_steps=run.total_steps)
   aug = loop._augment(config, run.train_data)
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
-                              aug=aug, mesh=run.mesh)
+                              aug=aug, mesh=run.mesh,
+                              conv_kernel_grad=config.model.kernel_grad)
   state = loop.init_state(run, optimizer, aug)
   data = {k: loop.replicate(run.mesh, getattr(run.train_data, k)) for k in ("images", "labels")}
   order = [loop.shard_batch(run.mesh, row) for row in np.asarray(
@@ -82,6 +83,15 @@ def test_one_device_equals_eight_devices(method):
   one = _train_params(_config(method, devices=1, batch=32, refresh_every=2))
   eight = _train_params(_config(method, devices=8, batch=32, refresh_every=2))
   assert_relative_close(one, eight, 1e-5)
+
+
+def test_taps_kernel_gradient_trains_like_xla():
+  """model.kernel_grad=taps changes only the rounding of the convolution kernel gradients."""
+  xla = _train_params(_config(refresh_every=2))
+  config = _config(refresh_every=2)
+  config.model.kernel_grad = "taps"
+  taps = _train_params(config)
+  assert_relative_close(xla, taps, 1e-5)
 
 
 def assert_relative_close(expected, actual, tol):

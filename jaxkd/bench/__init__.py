@@ -45,8 +45,8 @@ _CONTROL = "ce@control"
 
 
 def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, warmup: int = 2,
-              augment: str = "cifar", dtype: str = "float32", num_examples: int = 50_000,
-              refresh: bool = True, control: bool = True) -> dict:
+              augment: str = "cifar", dtype: str = "float32", kernel_grad: str = "xla",
+              num_examples: int = 50_000, refresh: bool = True, control: bool = True) -> dict:
   """Builds every case, times them interleaved under the transfer guard, returns the JSON."""
   from jaxkd import data as data_lib
   from jaxkd.train import loop, setup
@@ -67,7 +67,8 @@ def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, wa
   for label, method, overrides in plan:
     before = rss_bytes()
     case = build_case(label, method, model_name=model, dataset=dataset, data=data,
-                      batch_size=batch_size, augment=augment, dtype=dtype, overrides=overrides,
+                      batch_size=batch_size, augment=augment, dtype=dtype,
+                      kernel_grad=kernel_grad, overrides=overrides,
                       example=(batches[0], partners[0]))
     case.rss_delta = rss_bytes() - before
     cases.append(case)
@@ -78,6 +79,7 @@ def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, wa
     times = time_interleaved(cases, data, batches, partners, steps=steps, warmup=warmup)
   result = {
       "model": model, "batch_size": batch_size, "dtype": dtype, "augment": augment,
+      "kernel_grad": kernel_grad,
       "steps": steps, "warmup": warmup, "num_examples": num_examples,
       "data": f"mock CIFAR: uint8 {dataset.image_shape}, {dataset.num_classes} classes, "
               "on the device",
@@ -109,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--augment", default="cifar", choices=sorted(AUGMENTS),
                       help="on-device augmentation in the step (cifar: crop 4, flip, rot 15)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--kernel-grad", default="xla", choices=("xla", "taps"),
+                      help="convolution kernel gradients on CPU (model.kernel_grad)")
   parser.add_argument("--num-examples", type=int, default=50_000,
                       help="mock training-set size (sets PS-KD's table and epoch length)")
   parser.add_argument("--out", default=None, help="write the result JSON here")
@@ -137,7 +141,8 @@ def _command(args) -> str:
   """The command that repeats this run, every flag spelled out (defaults included)."""
   flags = {"model": args.model, "batch-size": args.batch_size, "methods": args.methods,
            "steps": args.steps, "warmup": args.warmup, "augment": args.augment,
-           "dtype": args.dtype, "num-examples": args.num_examples}
+           "dtype": args.dtype, "kernel-grad": args.kernel_grad,
+           "num-examples": args.num_examples}
   command = "jaxkd bench " + " ".join(f"--{k} {v}" for k, v in flags.items())
   return command + (f" --out {args.out}" if args.out else "")
 
@@ -151,7 +156,8 @@ def main(args, *, extra: dict | None = None) -> int:
     return 2
   result = run_bench(model=args.model, batch_size=args.batch_size, methods=methods,
                      steps=args.steps, warmup=args.warmup, augment=args.augment,
-                     dtype=args.dtype, num_examples=args.num_examples)
+                     dtype=args.dtype, kernel_grad=args.kernel_grad,
+                     num_examples=args.num_examples)
   result["command"] = _command(args)
   result.update(extra or {})
   print(format_table(result))

@@ -100,8 +100,8 @@ def _hparams(method: str, dataset, batch_size: int, overrides: dict) -> dict:
 
 
 def build_case(label: str, method: str, *, model_name: str, dataset, data: dict, batch_size: int,
-               augment: str = "cifar", dtype: str = "float32", seed: int = 0,
-               overrides: dict | None = None, example: tuple = ()) -> Case:
+               augment: str = "cifar", dtype: str = "float32", kernel_grad: str = "xla",
+               seed: int = 0, overrides: dict | None = None, example: tuple = ()) -> Case:
   """Builds, compiles and initialises one method's train step on a one-device mesh.
 
   ``example`` is ``(indices, partners)`` on the device, used to lower the program.
@@ -114,6 +114,7 @@ def build_case(label: str, method: str, *, model_name: str, dataset, data: dict,
   model = models.get(model_name, num_classes=dataset.num_classes, dtype=setup._DTYPES[dtype])
   config = cli.load_config(None)
   config.seed, config.model.name, config.model.dtype = seed, model_name, dtype
+  config.model.kernel_grad = kernel_grad
   steps_per_epoch = dataset.num_examples // batch_size
   total_steps = 200 * steps_per_epoch
   optimizer = setup.make_optimizer(config.train.optimizer, steps_per_epoch=steps_per_epoch,
@@ -129,7 +130,8 @@ def build_case(label: str, method: str, *, model_name: str, dataset, data: dict,
         run, config=_with_seed(config, seed + 1)), optimizer, aug)
     teacher_vars = {"params": teacher_state.params, "batch_stats": teacher_state.batch_stats}
   steps = step_lib.make_steps(model=model, objective=objective, optimizer=optimizer, aug=aug,
-                              mesh=mesh, teacher_model=model if teacher_vars else None)
+                              mesh=mesh, teacher_model=model if teacher_vars else None,
+                              conv_kernel_grad=kernel_grad)
   state = loop.init_state(run, optimizer, aug)
   indices, partners = example
   start = time.perf_counter()

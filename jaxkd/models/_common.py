@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxkd.models import _kernel_grad
+
 __all__ = [
     "TORCH_WEIGHT", "KAIMING_OUT", "KAIMING_IN", "NORMAL_001", "ZEROS",
     "torch_bias", "conv", "batch_norm", "linear", "outputs", "check_image",
@@ -62,7 +64,8 @@ def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any,
     """``nn.Conv2d(in, features, kernel_size, strides, padding, groups, bias)`` on NHWC.
 
     Call from inside a ``@nn.compact`` method. ``bias_init=None`` means PyTorch's
-    default, which depends on the fan-in.
+    default, which depends on the fan-in. The kernel gradient is XLA's unless traced
+    under ``jaxkd.models.kernel_grad("taps")``.
     """
     fan_in = x.shape[-1] // groups * kernel_size * kernel_size
     layer = nn.Conv(
@@ -70,7 +73,8 @@ def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any,
         padding=((padding, padding), (padding, padding)),
         feature_group_count=groups, use_bias=bias, kernel_init=kernel_init,
         bias_init=torch_bias(fan_in) if bias_init is None else bias_init,
-        dtype=dtype, param_dtype=jnp.float32, name=name)
+        dtype=dtype, param_dtype=jnp.float32, name=name,
+        conv_general_dilated=_kernel_grad.current())
     return layer(x)
 
 

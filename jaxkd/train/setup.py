@@ -145,6 +145,8 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
            f"allowed: {', '.join(models.names())}")
   _require(config.model.dtype in _DTYPES, "model.dtype", config.model.dtype,
            f"allowed: {', '.join(_DTYPES)}")
+  _require(config.model.kernel_grad in models.KERNEL_GRADS, "model.kernel_grad",
+           config.model.kernel_grad, f"allowed: {', '.join(models.KERNEL_GRADS)}")
   mesh = make_mesh(config.mesh.data)
   _check_train(config, mesh)
   batch = train_cfg.batch_size
