@@ -7,7 +7,9 @@ Both sides train the same network with the same loss on the same uint8 CIFAR-sha
 held in memory (jaxkd: on the device, no augmentation; PyTorch: see torch_step.py). One step of
 each (method, framework) pair runs per round, the order rotating every round, each step awaited,
 so machine load falls on both frameworks alike. ``jax/torch`` is the ratio of median step times
-(below 1: jaxkd is faster). XLA_FLAGS are read from the environment, as JAX does at start.
+(below 1: jaxkd is faster). jaxkd runs once per ``--conv`` value (``model.kernel_grad``; keys
+``METHOD`` for xla, ``METHOD@taps`` for taps), all against the same PyTorch steps. XLA_FLAGS
+are read from the environment, as JAX does at start.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cpu_conv  # noqa: E402
 import torch_step  # noqa: E402
 
 from jaxkd import bench  # noqa: E402
@@ -41,12 +42,13 @@ def _timers(args, dataset):
   steps_per_epoch = dataset.num_examples // args.batch_size
   timers, compile_s = [], {}
   for method in args.methods:
-    case = bench.build_case(method, method, model_name=args.model, dataset=dataset, data=data,
-                            batch_size=args.batch_size, augment="none", dtype=args.dtype,
-                            example=(jax_batches[0], None))
-    compile_s[method] = case.compile_s
-    timers.append((f"jax/{method}", "jax", method,
-                   lambda c=case: c.step(data, jax_batches[c.steps_done % 8], None)))
+    for conv in args.conv:
+      case = bench.build_case(method, method, model_name=args.model, dataset=dataset, data=data,
+                              batch_size=args.batch_size, augment="none", dtype=args.dtype,
+                              kernel_grad=conv, example=(jax_batches[0], None))
+      compile_s[_label(method, conv)] = case.compile_s
+      timers.append((f"jax/{_label(method, conv)}", "jax", method,
+                     lambda c=case: c.step(data, jax_batches[c.steps_done % 8], None)))
     side = torch_step.TorchStep(args.model, method, images, labels, dataset.mean, dataset.std,
                                 num_classes=dataset.num_classes, refresh_every=steps_per_epoch,
                                 channels_last=args.channels_last)
@@ -55,38 +57,47 @@ def _timers(args, dataset):
   return timers, compile_s
 
 
-def _interleave(timers, steps: int, warmup: int) -> dict:
-  times = {label: [] for label, *_ in timers}
+def _label(method: str, conv: str) -> str:
+  """A result key: the method, with ``@taps`` where jaxkd ran with kernel_grad=taps."""
+  return method if conv == "xla" else f"{method}@{conv}"
+
+
+def _interleave(timers, steps: int, warmup: int) -> tuple[dict, dict]:
+  """Wall and process-CPU seconds of every timed step, per label."""
+  wall, cpu = {label: [] for label, *_ in timers}, {label: [] for label, *_ in timers}
   for round_ in range(warmup + steps):
     shift = round_ % len(timers)
     for label, _, _, fn in timers[shift:] + timers[:shift]:
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       fn()
       if round_ >= warmup:
-        times[label].append(time.perf_counter() - start)
-  return times
+        wall[label].append(time.perf_counter() - start)
+        cpu[label].append(time.process_time() - start_cpu)
+  return wall, cpu
 
 
 def compare(args) -> dict:
   torch.set_num_threads(args.torch_threads)
-  if args.conv == "taps":
-    cpu_conv.patch_jaxkd_models()
   dataset = bench.mock_cifar(args.num_examples)
   timers, compile_s = _timers(args, dataset)
   load_before = os.getloadavg()
-  times = _interleave(timers, args.steps, args.warmup)
+  times, cpu = _interleave(timers, args.steps, args.warmup)
   methods = {}
-  for method in args.methods:
-    j, t = np.asarray(times[f"jax/{method}"]), np.asarray(times[f"torch/{method}"])
-    methods[method] = {
+  for method, conv in [(m, c) for m in args.methods for c in args.conv]:
+    label = _label(method, conv)
+    j, t = np.asarray(times[f"jax/{label}"]), np.asarray(times[f"torch/{method}"])
+    j_cpu, t_cpu = np.median(cpu[f"jax/{label}"]), np.median(cpu[f"torch/{method}"])
+    methods[label] = {"kernel_grad": conv,
         "jax_median_s": float(np.median(j)), "torch_median_s": float(np.median(t)),
         "jax_over_torch": float(np.median(j) / np.median(t)),
         "paired_jax_over_torch_median": float(np.median(j / t)),
         "jax_images_per_s": args.batch_size / float(np.median(j)),
         "torch_images_per_s": args.batch_size / float(np.median(t)),
-        "jax_compile_s": compile_s[method], "jax_s": j.tolist(), "torch_s": t.tolist()}
-  ce = methods.get("ce")
-  for entry in methods.values():
+        "jax_cpu_median_s": float(j_cpu), "torch_cpu_median_s": float(t_cpu),
+        "cpu_jax_over_torch": float(j_cpu / t_cpu),
+        "jax_compile_s": compile_s[label], "jax_s": j.tolist(), "torch_s": t.tolist()}
+  for label, entry in methods.items():
+    ce = methods.get(_label("ce", entry["kernel_grad"]))
     if ce:
       entry["jax_ratio_to_ce"] = entry["jax_median_s"] / ce["jax_median_s"]
       entry["torch_ratio_to_ce"] = entry["torch_median_s"] / ce["torch_median_s"]
@@ -96,11 +107,18 @@ def compare(args) -> dict:
           "label": args.label, "model": args.model, "batch_size": args.batch_size,
           "dtype": args.dtype, "steps": args.steps, "warmup": args.warmup,
           "torch_threads": torch.get_num_threads(), "channels_last": args.channels_last,
-          "jax_conv": args.conv,
+          "kernel_grads": args.conv,
           "machine": machine,
           "load_average": {"before": load_before, "after": os.getloadavg()},
           "jax_over_torch": {m: e["jax_over_torch"] for m, e in methods.items()},
           "methods": methods}
+
+
+def _kernel_grads(text: str) -> list[str]:
+  values = [v for v in text.split(",") if v]
+  if not values or any(v not in ("xla", "taps") for v in values):
+    raise argparse.ArgumentTypeError(f"--conv={text!r}: a comma-separated list of xla, taps")
+  return values
 
 
 def _parse(argv=None):
@@ -115,8 +133,9 @@ def _parse(argv=None):
   parser.add_argument("--num-examples", type=int, default=10_000)
   parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
   parser.add_argument("--channels-last", action="store_true")
-  parser.add_argument("--conv", default="xla", choices=("xla", "taps"),
-                      help="taps: kernel gradients as per-tap matrix products (cpu_conv.py)")
+  parser.add_argument("--conv", default="xla,taps", type=_kernel_grads,
+                      help="jaxkd's model.kernel_grad values to time, comma-separated (taps: "
+                           "kernel gradients as per-tap matrix products)")
   parser.add_argument("--label", default="", help="a name for this variant in the JSON")
   parser.add_argument("--out", default=None)
   return parser.parse_args(argv)
@@ -126,9 +145,10 @@ def main(argv=None) -> int:
   args = _parse(argv)
   result = compare(args)
   for method, entry in result["methods"].items():
-    print(f"{args.model} b{args.batch_size} {method:<9} jax {1e3 * entry['jax_median_s']:8.1f} ms"
+    print(f"{args.model} b{args.batch_size} {method:<14} jax {1e3 * entry['jax_median_s']:8.1f} ms"
           f"  torch {1e3 * entry['torch_median_s']:8.1f} ms  jax/torch "
-          f"{entry['jax_over_torch']:.3f} (paired {entry['paired_jax_over_torch_median']:.3f})")
+          f"{entry['jax_over_torch']:.3f} (paired {entry['paired_jax_over_torch_median']:.3f}, "
+          f"CPU time {entry['cpu_jax_over_torch']:.3f})")
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

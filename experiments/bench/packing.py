@@ -29,13 +29,14 @@ def _build(args):
   config.method.name = args.method
   config.model.name = args.model
   config.train.batch_size = args.batch_size
+  config.model.kernel_grad = args.kernel_grad
   config.mesh.data = 1
   run = setup.resolve(config)
   optimizer = setup.make_optimizer(config.train.optimizer, steps_per_epoch=run.steps_per_epoch,
                                    total_steps=run.total_steps)
   aug = loop._augment(config, run.train_data)
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
-                              aug=aug, mesh=run.mesh)
+                              aug=aug, mesh=run.mesh, conv_kernel_grad=args.kernel_grad)
   data = {k: loop.replicate(run.mesh, getattr(run.train_data, k)) for k in ("images", "labels")}
   return run, optimizer, aug, steps, data
 
@@ -89,6 +90,7 @@ def main() -> int:
   parser.add_argument("--method", default="mrkd")
   parser.add_argument("--model", default="small_cnn")
   parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--kernel-grad", default="xla", choices=("xla", "taps"))
   parser.add_argument("--seeds", default="2,4,8")
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--strategies", default="vmap,unroll")
@@ -103,6 +105,7 @@ def main() -> int:
           f"separate {1e3 * r['separate_median_s']:.1f} ms, speedup {r['speedup']:.2f}x")
   out = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
          "method": args.method, "model": args.model, "batch_size": args.batch_size,
+         "kernel_grad": args.kernel_grad,
          "data": run.config.data.name, "image_shape": list(run.train_data.image_shape),
          "machine": bench.machine(),
          "load_average": {"before": load_before, "after": os.getloadavg()}, "results": results}

@@ -60,7 +60,11 @@ def _run(name, flags, extra, args) -> dict:
     with open(out) as f:
       result = json.load(f)
   result["xla_flags"] = flags
-  print(f"{name:<28} jax/torch {result['jax_over_torch']}", flush=True)
+  for method, entry in result["methods"].items():
+    print(f"{name:<40} {method}: jax {1e3 * entry['jax_median_s']:.0f} ms, torch "
+          f"{1e3 * entry['torch_median_s']:.0f} ms, jax/torch {entry['jax_over_torch']:.3f}, "
+          f"jax CPU {1e3 * entry['jax_cpu_median_s']:.0f} ms, torch CPU "
+          f"{1e3 * entry['torch_cpu_median_s']:.0f} ms", flush=True)
   return result
 
 
