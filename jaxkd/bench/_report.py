@@ -66,34 +66,6 @@ def summarize(cases: list, times: dict, batch_size: int) -> dict:
   return methods
 
 
-def _rss_bytes() -> int:
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _machine() -> dict:
-  import flax
-  import jaxlib
-  import optax
-  cpu = platform.processor()
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                 cpu)
-  device = jax.devices()[0]
-  return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-          "device": f"{device.platform}: {device.device_kind}", "num_devices": jax.device_count(),
-          "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                       "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-                       "optax": optax.__version__, "numpy": np.__version__}}
-
-
-def _device_peak_bytes() -> int | None:
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get("peak_bytes_in_use")
-
-
 def rss_bytes() -> int:
   """The resident memory of this process now."""
   with open("/proc/self/statm") as f:

@@ -53,10 +53,21 @@ def kd_only(config: ml_collections.ConfigDict, temperature: float) -> None:
   config.method.temperature_squared = True
 
 
-def _cifar_augmentation(config, *, rotation: float) -> None:
+def _sgd_cifar(config, *, dataset: str, rotation: float, batch_size: int, epochs: int,
+               learning_rate: float, weight_decay: float, nesterov: bool, milestones: tuple,
+               gamma: float, warmup_epochs: float) -> None:
+  """Crop 32 pad 4 + flip (+ rotation), SGD momentum 0.9 with a multistep schedule."""
+  config.data.name = dataset
   config.data.crop_padding = 4
   config.data.flip = True
   config.data.rotation_degrees = rotation
+  config.train.batch_size = batch_size
+  config.train.num_epochs = epochs
+  opt = config.train.optimizer
+  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, nesterov, weight_decay
+  opt.learning_rate = learning_rate
+  opt.schedule, opt.milestones, opt.gamma = "multistep", milestones, gamma
+  opt.warmup_epochs = warmup_epochs
 
 
 def tfkd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100",
@@ -66,14 +77,9 @@ def tfkd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100",
   SGD momentum 0.9, weight decay 5e-4, lr 0.1 x batch/128, 200 epochs, lr x0.2 at epochs
   60/120/160, one epoch of linear warm-up; crop 32 pad 4, horizontal flip, rotation 15 deg.
   """
-  config.data.name = dataset
-  _cifar_augmentation(config, rotation=15.0)
-  config.train.batch_size = batch_size
-  config.train.num_epochs = 200
-  opt = config.train.optimizer
-  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, False, 5e-4
-  opt.learning_rate = 0.1 * batch_size / 128
-  opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs = "multistep", (60, 120, 160), 0.2, 1.0
+  _sgd_cifar(config, dataset=dataset, rotation=15.0, batch_size=batch_size, epochs=200,
+             learning_rate=0.1 * batch_size / 128, weight_decay=5e-4, nesterov=False,
+             milestones=(60, 120, 160), gamma=0.2, warmup_epochs=1.0)
 
 
 def cskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:
@@ -82,14 +88,9 @@ def cskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") 
   SGD momentum 0.9, lr 0.1, batch 128, weight decay 1e-4, 200 epochs, lr /10 at 100 and 150,
   crop 32 pad 4 and flip; no warm-up.
   """
-  config.data.name = dataset
-  _cifar_augmentation(config, rotation=0.0)
-  config.train.batch_size = 128
-  config.train.num_epochs = 200
-  opt = config.train.optimizer
-  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, False, 1e-4
-  opt.learning_rate = 0.1
-  opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs = "multistep", (100, 150), 0.1, 0.0
+  _sgd_cifar(config, dataset=dataset, rotation=0.0, batch_size=128, epochs=200,
+             learning_rate=0.1, weight_decay=1e-4, nesterov=False, milestones=(100, 150),
+             gamma=0.1, warmup_epochs=0.0)
 
 
 def pskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:
@@ -98,14 +99,9 @@ def pskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") 
   SGD Nesterov momentum 0.9, lr 0.1, batch 128, 300 epochs, lr /10 at 150 and 225, crop 32
   pad 4 and flip; no warm-up. Weight decay 5e-4 (the base config's; METHODS.md names none).
   """
-  config.data.name = dataset
-  _cifar_augmentation(config, rotation=0.0)
-  config.train.batch_size = 128
-  config.train.num_epochs = 300
-  opt = config.train.optimizer
-  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, True, 5e-4
-  opt.learning_rate = 0.1
-  opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs = "multistep", (150, 225), 0.1, 0.0
+  _sgd_cifar(config, dataset=dataset, rotation=0.0, batch_size=128, epochs=300,
+             learning_rate=0.1, weight_decay=5e-4, nesterov=True, milestones=(150, 225),
+             gamma=0.1, warmup_epochs=0.0)
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
