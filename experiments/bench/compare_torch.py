@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_step  # noqa: E402
 
-from jaxkd import bench  # noqa: E402
+from jaxkd import bench, models  # noqa: E402
 
 
 def _timers(args, dataset):
@@ -116,8 +116,9 @@ def compare(args) -> dict:
 
 def _kernel_grads(text: str) -> list[str]:
   values = [v for v in text.split(",") if v]
-  if not values or any(v not in ("xla", "taps") for v in values):
-    raise argparse.ArgumentTypeError(f"--conv={text!r}: a comma-separated list of xla, taps")
+  if not values or any(v not in models.KERNEL_GRADS for v in values):
+    raise argparse.ArgumentTypeError(
+        f"--conv={text!r}: a comma-separated list of {', '.join(models.KERNEL_GRADS)}")
   return values
 
 

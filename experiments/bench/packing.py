@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from jaxkd import bench, cli
+from jaxkd import bench, cli, models
 from jaxkd.train import loop, packed, setup, step as step_lib
 
 
@@ -90,7 +90,7 @@ def main() -> int:
   parser.add_argument("--method", default="mrkd")
   parser.add_argument("--model", default="small_cnn")
   parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--kernel-grad", default="xla", choices=("xla", "taps"))
+  parser.add_argument("--kernel-grad", default="xla", choices=models.KERNEL_GRADS)
   parser.add_argument("--seeds", default="2,4,8")
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--strategies", default="vmap,unroll")

@@ -30,6 +30,7 @@ import sys
 
 import jax
 
+from jaxkd import models
 from jaxkd.bench._cases import (AUGMENTS, Case, build_case, mock_cifar, snapshot_cost,
                                 time_interleaved)
 from jaxkd.bench._report import (device_peak_bytes, format_table, machine, refresh_summary,
@@ -111,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--augment", default="cifar", choices=sorted(AUGMENTS),
                       help="on-device augmentation in the step (cifar: crop 4, flip, rot 15)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  parser.add_argument("--kernel-grad", default="xla", choices=("xla", "taps"),
+  parser.add_argument("--kernel-grad", default="xla", choices=models.KERNEL_GRADS,
                       help="convolution kernel gradients on CPU (model.kernel_grad)")
   parser.add_argument("--num-examples", type=int, default=50_000,
                       help="mock training-set size (sets PS-KD's table and epoch length)")
@@ -120,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_args(args) -> list[str]:
   """The method list; raises ValueError naming the bad flag, its value and what is allowed."""
-  from jaxkd import models, objectives
+  from jaxkd import objectives
   known = objectives.names()
   methods = list(known) if args.methods == "all" else [m for m in args.methods.split(",") if m]
   bad = [m for m in methods if m not in known]

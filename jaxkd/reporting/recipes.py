@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
-__all__ = ["base_config", "cskd_cifar", "kd_only", "only_with", "pskd_cifar", "row_config", "smoke",
-           "tfkd_cifar", "SMOKE_MODEL"]
+__all__ = ["base_config", "cskd_cifar", "kd_only", "only_with", "pskd_cifar", "row_config",
+           "smoke", "tfkd_cifar", "SMOKE_MODEL"]
 
 # The tiny network every smoke variant trains (no convolution: compiles in a second).
 SMOKE_MODEL = "mlp"
