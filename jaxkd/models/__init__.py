@@ -7,11 +7,11 @@ on an NHWC batch gives ``{"params", "batch_stats"}``; ``apply`` returns a dict w
 every position, Zipf's LS dense votes), all float32. Parameter counts equal the
 originals' for 3-channel inputs. The classes are exported for custom variants.
 ``kernel_grad("taps")`` selects a faster kernel gradient for the convolutions traced under
-it on CPU (see ``_kernel_grad.py``).
+it on CPU (see ``_cpu_conv.py``).
 """
 from jaxkd.models._densenet import DenseNet
 from jaxkd.models._googlenet import GoogLeNet
-from jaxkd.models._kernel_grad import KERNEL_GRADS, kernel_grad
+from jaxkd.models._cpu_conv import KERNEL_GRADS, kernel_grad
 from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
 from jaxkd.models._preact import PreActResNet
 from jaxkd.models._registry import get, names

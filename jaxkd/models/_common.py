@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models import _kernel_grad
+from jaxkd.models import _cpu_conv
 
 __all__ = [
     "TORCH_WEIGHT", "KAIMING_OUT", "KAIMING_IN", "NORMAL_001", "ZEROS",
@@ -74,7 +74,7 @@ def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any,
         feature_group_count=groups, use_bias=bias, kernel_init=kernel_init,
         bias_init=torch_bias(fan_in) if bias_init is None else bias_init,
         dtype=dtype, param_dtype=jnp.float32, name=name,
-        conv_general_dilated=_kernel_grad.current())
+        conv_general_dilated=_cpu_conv.current())
     return layer(x)
 
 
