@@ -10,7 +10,8 @@ from jaxkd import bench, cli
 def result(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench") / "bench.json"
   status = cli.main(["bench", "--model", "mlp", "--batch-size", "8", "--methods", "ce,lsr,mrkd",
-                     "--steps", "2", "--warmup", "1", "--num-examples", "64", "--out", str(out)])
+                     "--steps", "2", "--warmup", "1", "--num-examples", "64",
+                     "--peak-tflops", "0.5", "--out", str(out)])
   assert status == 0
   with open(out) as f:
     return json.load(f)
@@ -50,6 +51,27 @@ def test_refresh_steps_are_told_apart(result):
   assert refresh["snapshot_taken_median_s"] > 0 and refresh["snapshot_skipped_median_s"] > 0
 
 
+def test_mfu_is_three_forward_passes_of_model_flops_over_the_peak(result):
+  # The MLP on 32x32x3 mock CIFAR: 3072 -> 128 -> 128 -> 100, two flops per multiply-add
+  # (XLA also counts the bias adds and ReLUs, a fraction of a percent here).
+  macs = 3072 * 128 + 128 * 128 + 128 * 100
+  assert result["model_flops_per_image"] == pytest.approx(3 * 2 * macs, rel=2e-3)
+  assert result["peak_flops"] == 0.5e12 and result["peak_source"] == "--peak-tflops"
+  for entry in result["methods"].values():
+    achieved = entry["images_per_s"] * result["model_flops_per_image"]
+    assert entry["model_tflops_per_s"] == pytest.approx(achieved / 1e12)
+    assert entry["mfu"] == pytest.approx(achieved / 0.5e12)
+
+
+def test_datasheet_peaks_by_device_kind():
+  class Device:
+    device_kind = "NVIDIA H100 80GB HBM3"
+  assert bench.peak_flops("bfloat16", Device())[0] == pytest.approx(989.4e12)
+  Device.device_kind = "cpu"
+  peak, why = bench.peak_flops("float32", Device())
+  assert peak is None and "--peak-tflops" in why
+
+
 def test_refresh_summary_splits_by_step_number():
   samples = [(1, 1.0, 0.5), (2, 4.0, 2.0), (3, 2.0, 1.0), (4, 6.0, 3.0), (5, 3.0, 1.5)]
   out = bench.refresh_summary(samples, 2)
@@ -74,3 +96,8 @@ def test_bad_method_is_rejected(capsys):
   assert cli.main(["bench", "--methods", "ce,nope"]) == 2
   err = capsys.readouterr().err
   assert "--methods='ce,nope'" in err and "nope" in err and "allowed" in err
+
+
+def test_bad_peak_is_rejected(capsys):
+  assert cli.main(["bench", "--peak-tflops", "-3"]) == 2
+  assert "--peak-tflops=-3.0: must be > 0" in capsys.readouterr().err

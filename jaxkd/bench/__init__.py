@@ -33,12 +33,13 @@ import jax
 from jaxkd import models
 from jaxkd.bench._cases import (AUGMENTS, Case, build_case, mock_cifar, snapshot_cost,
                                 time_interleaved)
+from jaxkd.bench._flops import model_flops_per_image, peak_flops
 from jaxkd.bench._report import (device_peak_bytes, format_table, machine, refresh_summary,
                                  rss_bytes, summarize)
 
 __all__ = ["HELP", "Case", "add_arguments", "build_case", "format_table", "machine", "main",
-           "mock_cifar", "refresh_summary", "run_bench", "snapshot_cost", "summarize",
-           "time_interleaved"]
+           "mock_cifar", "model_flops_per_image", "peak_flops", "refresh_summary", "run_bench",
+           "snapshot_cost", "summarize", "time_interleaved"]
 
 HELP = "time every method's train step against ce (interleaved) and write a JSON"
 _REFRESH = "mrkd@refresh_every=2"
@@ -47,8 +48,12 @@ _CONTROL = "ce@control"
 
 def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, warmup: int = 2,
               augment: str = "cifar", dtype: str = "float32", kernel_grad: str = "xla",
-              num_examples: int = 50_000, refresh: bool = True, control: bool = True) -> dict:
-  """Builds every case, times them interleaved under the transfer guard, returns the JSON."""
+              num_examples: int = 50_000, refresh: bool = True, control: bool = True,
+              peak_tflops: float | None = None) -> dict:
+  """Builds every case, times them interleaved under the transfer guard, returns the JSON.
+
+  ``peak_tflops`` is the device's dense peak for MFU; None: `peak_flops`'s datasheet table.
+  """
   from jaxkd import data as data_lib
   from jaxkd.train import loop, setup
   dataset = mock_cifar(num_examples)
@@ -93,6 +98,9 @@ def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, wa
       "transfer_guard": "passed", "device_to_host_bytes": 0,
       "methods": summarize(cases, times, batch_size)}
   result["ratio_to_ce"] = {label: entry["ratio_to_ce"] for label, entry in result["methods"].items()}
+  _add_mfu(result, model_flops_per_image(models.get(model, num_classes=dataset.num_classes),
+                                         dataset.image_shape),
+           (peak_tflops * 1e12, "--peak-tflops") if peak_tflops else peak_flops(dtype))
   refresh_case = next((case for case in cases if case.label == _REFRESH), None)
   if refresh_case is not None:
     result["mrkd_refresh"] = refresh_summary(times[_REFRESH], 2)
@@ -101,6 +109,16 @@ def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, wa
     result["mrkd_refresh"]["snapshot_over_step"] = (
         result["mrkd_refresh"]["snapshot_taken_median_s"] / normal)
   return result
+
+
+def _add_mfu(result: dict, flops_per_image: float, peak: tuple[float | None, str]) -> None:
+  """Model TFLOP/s and MFU of every method (see `jaxkd.bench._flops`)."""
+  result["model_flops_per_image"] = flops_per_image
+  result["peak_flops"], result["peak_source"] = peak
+  for entry in result["methods"].values():
+    achieved = entry["images_per_s"] * flops_per_image
+    entry["model_tflops_per_s"] = achieved / 1e12
+    entry["mfu"] = achieved / peak[0] if peak[0] else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="convolution kernel gradients on CPU (model.kernel_grad)")
   parser.add_argument("--num-examples", type=int, default=50_000,
                       help="mock training-set size (sets PS-KD's table and epoch length)")
+  parser.add_argument("--peak-tflops", type=float, default=None,
+                      help="the device's dense peak for MFU (default: datasheet table by "
+                           "device kind; none for CPUs)")
   parser.add_argument("--out", default=None, help="write the result JSON here")
 
 
@@ -135,6 +156,8 @@ def _check_args(args) -> list[str]:
                            ("--num-examples", args.num_examples, args.batch_size)):
     if value < low:
       raise ValueError(f"{flag}={value}: must be >= {low}")
+  if args.peak_tflops is not None and not args.peak_tflops > 0:
+    raise ValueError(f"--peak-tflops={args.peak_tflops}: must be > 0")
   return methods
 
 
@@ -144,6 +167,8 @@ def _command(args) -> str:
            "steps": args.steps, "warmup": args.warmup, "augment": args.augment,
            "dtype": args.dtype, "kernel-grad": args.kernel_grad,
            "num-examples": args.num_examples}
+  if args.peak_tflops:
+    flags["peak-tflops"] = args.peak_tflops
   command = "jaxkd bench " + " ".join(f"--{k} {v}" for k, v in flags.items())
   return command + (f" --out {args.out}" if args.out else "")
 
@@ -158,7 +183,7 @@ def main(args, *, extra: dict | None = None) -> int:
   result = run_bench(model=args.model, batch_size=args.batch_size, methods=methods,
                      steps=args.steps, warmup=args.warmup, augment=args.augment,
                      dtype=args.dtype, kernel_grad=args.kernel_grad,
-                     num_examples=args.num_examples)
+                     num_examples=args.num_examples, peak_tflops=args.peak_tflops)
   result["command"] = _command(args)
   result.update(extra or {})
   print(format_table(result))

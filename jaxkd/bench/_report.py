@@ -100,20 +100,22 @@ def device_peak_bytes() -> int | None:
 def format_table(result: dict) -> str:
   """A plain-text table of the result (one row per method)."""
   head = (f"{'method':<22}{'median ms':>11}{'ratio':>8}{'cpu':>8}{'min':>8}{'flops':>8}"
-          f"{'bytes':>8}{'compile s':>11}{'XLA temp MiB':>14}{'images/s':>10}")
+          f"{'bytes':>8}{'compile s':>11}{'XLA temp MiB':>14}{'images/s':>10}{'MFU %':>7}")
   rows = [f"{result['model']}, batch {result['batch_size']}, {result['dtype']}, augment "
           f"{result['augment']}, {result['machine']['device']}, "
           f"{result['steps']} timed steps each; to ce: ratio of median wall times, cpu: of "
-          "median CPU times, min: of fastest steps, flops/bytes: of XLA's cost analysis", head]
+          "median CPU times, min: of fastest steps, flops/bytes: of XLA's cost analysis; "
+          f"MFU: 3x forward FLOPs per image over {result.get('peak_source', 'no peak')}", head]
   for label, m in result["methods"].items():
     temp = m["xla_memory_bytes"].get("temp_size_in_bytes")
+    mfu = m.get("mfu")
     cost = m["xla_cost_ratio_to_ce"]
     rows.append(f"{label:<22}{1e3 * m['median_s']:>11.1f}{m['ratio_to_ce']:>8.3f}"
                 f"{m['cpu_ratio_to_ce']:>8.3f}{m['min_ratio_to_ce']:>8.3f}"
                 f"{cost.get('flops', float('nan')):>8.3f}"
                 f"{cost.get('bytes accessed', float('nan')):>8.3f}{m['compile_s']:>11.1f}"
                 f"{'-' if temp is None else f'{temp / 2**20:.1f}':>14}"
-                f"{m['images_per_s']:>10.1f}")
+                f"{m['images_per_s']:>10.1f}{'-' if mfu is None else f'{100 * mfu:.1f}':>7}")
   refresh = result.get("mrkd_refresh")
   if refresh and "refresh_over_normal" in refresh:
     rows.append(f"mrkd refresh step / normal step (refresh_every=2): wall "
