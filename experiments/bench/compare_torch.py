@@ -4,7 +4,9 @@
         --methods ce,tfkd_reg,mrkd --steps 5 --out experiments/results/bench/FILE.json
 
 Both sides train the same network with the same loss on the same uint8 CIFAR-shaped mock data
-held in memory (jaxkd: on the device, no augmentation; PyTorch: see torch_step.py). One step of
+held in device memory (no augmentation; PyTorch: see torch_step.py), on the CPU or on a GPU
+(``--torch-device cuda``, the default where PyTorch sees one; ``--dtype bfloat16`` computes in
+bfloat16 with float32 parameters on both sides). One step of
 each (method, framework) pair runs per round, the order rotating every round, each step awaited,
 so machine load falls on both frameworks alike. ``jax/torch`` is the ratio of median step times
 (below 1: jaxkd is faster). jaxkd runs once per ``--conv`` value (``model.kernel_grad``; keys
@@ -51,7 +53,8 @@ def _timers(args, dataset):
                      lambda c=case: c.step(data, jax_batches[c.steps_done % 8], None)))
     side = torch_step.TorchStep(args.model, method, images, labels, dataset.mean, dataset.std,
                                 num_classes=dataset.num_classes, refresh_every=steps_per_epoch,
-                                channels_last=args.channels_last)
+                                channels_last=args.channels_last, device=args.torch_device,
+                                autocast=torch.bfloat16 if args.dtype == "bfloat16" else None)
     timers.append((f"torch/{method}", "torch", method,
                    lambda s=side: s.step(torch_batches[s.steps_done % 8])))
   return timers, compile_s
@@ -78,6 +81,10 @@ def _interleave(timers, steps: int, warmup: int) -> tuple[dict, dict]:
 
 def compare(args) -> dict:
   torch.set_num_threads(args.torch_threads)
+  # XLA's default float32 precision on NVIDIA GPUs is TF32 for convolutions and matrix
+  # products; PyTorch gets the same, and cuDNN picks its fastest algorithms.
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+  torch.backends.cudnn.benchmark = True
   dataset = bench.mock_cifar(args.num_examples)
   timers, compile_s = _timers(args, dataset)
   load_before = os.getloadavg()
@@ -107,6 +114,8 @@ def compare(args) -> dict:
           "label": args.label, "model": args.model, "batch_size": args.batch_size,
           "dtype": args.dtype, "steps": args.steps, "warmup": args.warmup,
           "torch_threads": torch.get_num_threads(), "channels_last": args.channels_last,
+          "torch_device": args.torch_device,
+          "torch_autocast": "bfloat16" if args.dtype == "bfloat16" else None,
           "kernel_grads": args.conv,
           "machine": machine,
           "load_average": {"before": load_before, "after": os.getloadavg()},
@@ -134,6 +143,9 @@ def _parse(argv=None):
   parser.add_argument("--num-examples", type=int, default=10_000)
   parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
   parser.add_argument("--channels-last", action="store_true")
+  parser.add_argument("--torch-device", default="cuda" if torch.cuda.is_available() else "cpu",
+                      help="PyTorch's device (jaxkd uses JAX's default device); --dtype "
+                           "bfloat16 runs PyTorch under torch.autocast(bfloat16)")
   parser.add_argument("--conv", default="xla,taps", type=_kernel_grads,
                       help="jaxkd's model.kernel_grad values to time, comma-separated (taps: "
                            "kernel gradients as per-tap matrix products)")

@@ -1,13 +1,15 @@
 """Seed packing throughput: S seeds in one packed step against S separate runs, interleaved.
 
-    python experiments/bench/packing.py --seeds 2,4,8 --steps 30 \
-        --out experiments/results/bench/packing_cpu.json
+    python experiments/bench/packing.py --model mlp --seeds 2,4,8 --steps 100 \
+        --out experiments/results/bench/packing_cpu_mlp.json
 
-The run is the default config (configs/default.py: MrKD, small_cnn on 8x8 digits, batch 64)
-unless overridden. Every round times one packed step of S seeds and, in the other order on
+The run is the default config (configs/default.py: MrKD on 8x8 digits, batch 64) with the
+model given. Every round times one packed step of S seeds and, in the other order on
 alternate rounds, one step of each of S separately jitted runs (what S sequential runs pay per
-step). ``speedup`` is median(S separate steps) / median(packed step): the throughput of
-packing relative to running the S seeds one after another.
+step: the training loop waits on every step's loss). ``speedup`` is median(S separate steps) /
+median(packed step): the throughput of packing relative to running the S seeds one after
+another. ``paired_speedup`` takes the ratio within each round (which cancels slow drifts of
+machine load) and gives its quartiles; ``cpu_speedup`` compares process CPU times.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ def _time_one(run, optimizer, aug, steps, data, num_seeds: int, rounds: int,
   separate = [jax.tree_util.tree_map(lambda x: x.copy(), s) for s in separate]
   step = packed.pack_step(steps.train_fn, mesh=run.mesh, strategy=strategy)
   times = {"packed": [], "separate": []}
+  cpu = {"packed": [], "separate": []}
 
   def run_packed(i):
     nonlocal states
@@ -73,14 +76,20 @@ def _time_one(run, optimizer, aug, steps, data, num_seeds: int, rounds: int,
   for i in range(1, rounds + 2):
     order = [("packed", run_packed), ("separate", run_separate)]
     for name, fn in order if i % 2 else order[::-1]:
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       fn(i)
       if i >= 2:  # one more untimed round after compilation
         times[name].append(time.perf_counter() - start)
+        cpu[name].append(time.process_time() - start_cpu)
   p, s = np.median(times["packed"]), np.median(times["separate"])
+  paired = np.asarray(times["separate"]) / np.asarray(times["packed"])
   batch = run.config.train.batch_size
-  return {"num_seeds": num_seeds, "strategy": strategy, "packed_median_s": float(p), "separate_median_s": float(s),
-          "speedup": float(s / p), "packed_images_per_s": num_seeds * batch / float(p),
+  return {"num_seeds": num_seeds, "strategy": strategy, "packed_median_s": float(p),
+          "separate_median_s": float(s), "speedup": float(s / p),
+          "paired_speedup": {q: float(np.percentile(paired, v))
+                             for q, v in (("p25", 25), ("median", 50), ("p75", 75))},
+          "cpu_speedup": float(np.median(cpu["separate"]) / np.median(cpu["packed"])),
+          "packed_images_per_s": num_seeds * batch / float(p),
           "separate_images_per_s": num_seeds * batch / float(s),
           "packed_first_call_s": compile_packed, "n": len(times["packed"])}
 
@@ -101,8 +110,11 @@ def main() -> int:
   results = [_time_one(run, optimizer, aug, steps, data, int(s), args.steps, strategy)
              for s in args.seeds.split(",") for strategy in args.strategies.split(",")]
   for r in results:
-    print(f"S={r['num_seeds']} {r['strategy']}: packed {1e3 * r['packed_median_s']:.1f} ms, {r['num_seeds']} "
-          f"separate {1e3 * r['separate_median_s']:.1f} ms, speedup {r['speedup']:.2f}x")
+    paired = r["paired_speedup"]
+    print(f"S={r['num_seeds']} {r['strategy']}: packed {1e3 * r['packed_median_s']:.2f} ms, "
+          f"{r['num_seeds']} separate {1e3 * r['separate_median_s']:.2f} ms, speedup "
+          f"{r['speedup']:.2f}x (paired {paired['p25']:.2f}-{paired['p75']:.2f}, "
+          f"CPU time {r['cpu_speedup']:.2f}x)")
   out = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
          "method": args.method, "model": args.model, "batch_size": args.batch_size,
          "kernel_grad": args.kernel_grad,

@@ -130,21 +130,27 @@ class TorchStep:
     mean, std: per-channel normalisation in [0, 1] units.
     refresh_every: MrKD's backup refresh period in steps.
     channels_last: run the network in ``torch.channels_last`` memory format.
+    device: where the model, the images and the step live (``cpu``, ``cuda``).
+    autocast: ``torch.bfloat16`` runs forward and loss under `torch.autocast` (float32
+      parameters, as jaxkd's ``model.dtype=bfloat16``); None: float32 throughout.
   """
 
   def __init__(self, model_name, method, images, labels, mean, std, *, num_classes=100,
-               refresh_every=390, channels_last=False, seed=0):
+               refresh_every=390, channels_last=False, seed=0, device="cpu", autocast=None):
     if method not in ("ce", "tfkd_reg", "mrkd"):
       raise ValueError(f"method={method!r}: the PyTorch side has ce, tfkd_reg, mrkd")
     torch.manual_seed(seed)
-    self.method, self.images, self.labels = method, images, labels
+    self.device, self.autocast = torch.device(device), autocast
+    self.method = method
+    self.images, self.labels = images.to(self.device), labels.to(self.device)
     self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    self.model = make_model(model_name, num_classes).to(memory_format=self.memory_format)
+    self.model = make_model(model_name, num_classes).to(self.device,
+                                                        memory_format=self.memory_format)
     self.model.train()
     self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9,
                                      weight_decay=5e-4)
-    self.mean = torch.tensor(mean).view(1, -1, 1, 1)
-    self.std = torch.tensor(std).view(1, -1, 1, 1)
+    self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+    self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
     self.backup = None
     if method == "mrkd":
       self.backup = copy.deepcopy(self.model).eval()
@@ -158,17 +164,20 @@ class TorchStep:
     return x, self.labels[indices]
 
   def step(self, indices: torch.Tensor) -> float:
-    """One training step on ``images[indices]``; returns the loss (a host float)."""
-    x, y = self._inputs(indices)
-    out = self.model(x)
-    if self.method == "ce":
-      loss = F.cross_entropy(out, y)
-    elif self.method == "tfkd_reg":
-      loss = _tfkd_reg(out, y)
-    else:
-      with torch.no_grad():
-        teacher = self.backup(x)
-      loss = _kd(out, y, teacher)
+    """One training step on ``images[indices]``; returns the loss (a host float, so the
+    step has finished on the device when it returns)."""
+    x, y = self._inputs(indices.to(self.device))
+    with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                        enabled=self.autocast is not None):
+      out = self.model(x)
+      if self.method == "ce":
+        loss = F.cross_entropy(out, y)
+      elif self.method == "tfkd_reg":
+        loss = _tfkd_reg(out, y)
+      else:
+        with torch.no_grad():
+          teacher = self.backup(x)
+        loss = _kd(out, y, teacher)
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     self.optimizer.step()
