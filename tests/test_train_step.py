@@ -127,3 +127,25 @@ def test_replay_ring_is_fifo():
   np.testing.assert_array_equal(ring.params["w"][:, 0], [3.0, 2.0])  # slot 0 overwritten
   np.testing.assert_array_equal(ring.filled(), [True, True])
   assert int(ring.refreshes) == 3
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_replay_logits_are_each_backups_own_forward(train_mode):
+  """Three different backups (one forward each on CPU, a vmap elsewhere) and an empty ring."""
+  from jaxkd import models
+  model = models.get("small_cnn", num_classes=10)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
+  backups = [model.init(jax.random.PRNGKey(seed), x) for seed in (1, 2, 3)]
+  stack = lambda *trees: jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)
+  ring = state_lib.ReplayRing(params=stack(*[b["params"] for b in backups]),
+                              batch_stats=stack(*[b["batch_stats"] for b in backups]),
+                              refreshes=np.int32(3))
+  logits = jax.jit(lambda ring: step_lib._replay_logits(model, ring, x, train_mode=train_mode))
+  got = np.asarray(logits(ring))
+  for i, variables in enumerate(backups):
+    out = model.apply(variables, x, train=train_mode, mutable=["batch_stats"] if train_mode
+                      else False)
+    want = (out[0] if train_mode else out)["logits"]
+    np.testing.assert_allclose(got[i], np.asarray(want), rtol=1e-5, atol=1e-5)
+  assert np.abs(got[0] - got[1]).max() > 1e-3
+  np.testing.assert_array_equal(np.asarray(logits(ring.replace(refreshes=np.int32(0)))), 0.0)
