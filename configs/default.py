@@ -6,7 +6,7 @@ so this runs on a fresh machine with no download.
     jaxkd train --workdir /tmp/jaxkd-default
     jaxkd train --workdir /tmp/jaxkd-ce --config.method.name=ce
 
-Expected: about 1-2 minutes on 2 CPU cores; test top-1 around 0.97-0.99.
+Expected: about 20 seconds on 2 CPU cores; test top-1 around 0.97-0.99 (0.980 measured).
 
 Every other config in this directory starts from `get_config()` and overrides a few fields.
 Config keys (all overridable as ``--config.<key>=<value>``):
