@@ -1,7 +1,8 @@
 """`train_and_evaluate(config, workdir)`: the training loop around the jitted steps.
 
-The loop only feeds example indices (a few hundred int32 per step) and waits on each step's
-loss; images, labels, teachers and all method state stay on the device. Its outputs are the
+The loop only feeds example indices (a few hundred int32 per step), keeping one step in flight
+(it waits on the previous step's loss); images, labels, teachers and all method state stay on
+the device. Its outputs are the
 contract of DESIGN.md: ``config.json``, ``metrics.jsonl``, ``summary.json`` and orbax
 ``checkpoints/`` in the workdir; a run restarted on the same workdir resumes from the newest
 checkpoint and sees exactly the batches an uninterrupted run would have seen.
@@ -228,7 +229,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for step in range(int(state.step), run.total_steps):
     indices, partners = batches.get(step)
     state, metrics = steps.train(state, train_data, indices, partners, teacher_vars)
-    metrics["loss"].block_until_ready()  # see DESIGN.md: un-awaited sharded steps time out
+    # One step in flight: the host prepares and dispatches step t+1 while the device runs
+    # step t, and waits only for step t-1. An unbounded queue of sharded steps times out
+    # in XLA:CPU's collectives.
+    if pending:
+      pending[-1]["loss"].block_until_ready()
     pending.append(metrics)
     done = step + 1
     bar.update(1)
