@@ -82,6 +82,20 @@ def test_packed_seeds_equal_separate_runs(method, hparams, strategy, model):
   assert seeds_differ > 1e-3, "every packed run must start from its own seed"
 
 
+def test_packed_refresh_stays_a_conditional():
+  """The shared step is unbatched, so vmap keeps MrKD's refresh a conditional, not a select."""
+  run, optimizer, aug, data = _run("mrkd", refresh_every=2)
+  steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
+                              aug=aug, mesh=run.mesh)
+  states = packed.init_states(run, optimizer, aug, seeds=SEEDS)
+  rows = packed.batch_indices(run.train_data.num_examples, run.config.train.batch_size,
+                              seeds=SEEDS, epoch=0)
+  step = packed.pack_settings_step(lambda setting: steps.train_fn, mesh=run.mesh)
+  hlo = step.lower(states, {}, data, packed.shard_rows(run.mesh, rows[0]), None,
+                   None).compile().as_text()
+  assert " conditional(" in hlo
+
+
 def test_packed_settings_equal_separate_runs():
   alphas = np.asarray([0.0, 0.9], np.float32)
   run, optimizer, aug, data = _run("mrkd", refresh_every=1, start_from_init=True)
