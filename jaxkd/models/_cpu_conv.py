@@ -156,7 +156,7 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
            feature_group_count, batch_group_count, precision, preferred_element_type) -> bool:
-  """Whether the call is the NHWC/HWIO, undilated, ungrouped, unshrunk case covered here."""
+  """Whether the call is the NHWC/HWIO, undilated, ungrouped case, padding >= 0, handled here."""
   if (lhs.ndim != 4 or isinstance(padding, str) or feature_group_count != 1
       or batch_group_count != 1 or precision is not None or preferred_element_type is not None
       or dimension_numbers is None or any(p < 0 for pair in padding for p in pair)):

@@ -2,10 +2,10 @@
 
 The loop only feeds example indices (a few hundred int32 per step), keeping one step in flight
 (it waits on the previous step's loss); images, labels, teachers and all method state stay on
-the device. Its outputs are the
-contract of DESIGN.md: ``config.json``, ``metrics.jsonl``, ``summary.json`` and orbax
-``checkpoints/`` in the workdir; a run restarted on the same workdir resumes from the newest
-checkpoint and sees exactly the batches an uninterrupted run would have seen.
+the device. Its outputs are the contract of DESIGN.md: ``config.json``, ``metrics.jsonl``,
+``summary.json`` and orbax ``checkpoints/`` in the workdir; a run restarted on the same workdir
+resumes from the newest checkpoint and sees exactly the batches an uninterrupted run would
+have seen.
 """
 from __future__ import annotations
 
