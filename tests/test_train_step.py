@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import default as default_config  # noqa: E402
 
-from jaxkd.train import loop, setup, state as state_lib, step as step_lib  # noqa: E402
+from jaxkd.train import loop, packed, setup, state as state_lib, step as step_lib  # noqa: E402
 
 
 def _config(method="mrkd", devices=1, batch=16, **method_hparams):
@@ -136,9 +136,8 @@ def test_replay_logits_are_each_backups_own_forward(train_mode):
   model = models.get("small_cnn", num_classes=10)
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
   backups = [model.init(jax.random.PRNGKey(seed), x) for seed in (1, 2, 3)]
-  stack = lambda *trees: jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)
-  ring = state_lib.ReplayRing(params=stack(*[b["params"] for b in backups]),
-                              batch_stats=stack(*[b["batch_stats"] for b in backups]),
+  ring = state_lib.ReplayRing(params=packed.stack([b["params"] for b in backups]),
+                              batch_stats=packed.stack([b["batch_stats"] for b in backups]),
                               refreshes=np.int32(3))
   logits = jax.jit(lambda ring: step_lib._replay_logits(model, ring, x, train_mode=train_mode))
   got = np.asarray(logits(ring))

@@ -36,6 +36,11 @@ class ReplayRing:
   def num_backups(self) -> int:
     return jax.tree_util.tree_leaves(self.params)[0].shape[0]
 
+  def backup(self, index: int) -> tuple[Any, Any]:
+    """``(params, batch_stats)`` of backup ``index``."""
+    take = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+    return take(self.params), take(self.batch_stats)
+
   def filled(self) -> jax.Array:
     """Bool ``[n]``: which backups hold a snapshot (the teacher mask)."""
     return jnp.arange(self.num_backups) < self.refreshes

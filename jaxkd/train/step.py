@@ -80,9 +80,7 @@ def _replay_logits(model, ring: state_lib.ReplayRing, x, *, train_mode: bool):
     return jax.vmap(one)(ring.params, ring.batch_stats)
 
   def unrolled(ring):
-    at = lambda tree, i: jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
-    return jnp.stack([one(at(ring.params, i), at(ring.batch_stats, i))
-                      for i in range(ring.num_backups)])
+    return jnp.stack([one(*ring.backup(i)) for i in range(ring.num_backups)])
 
   def forward(ring):
     return jax.lax.platform_dependent(ring, cpu=unrolled, default=vmapped)
