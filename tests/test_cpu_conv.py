@@ -23,10 +23,9 @@ def test_taps_kernel_gradient_equals_xla(kernel, stride, padding):
     # vmap: packed seeds, each with its own weights.
     return jax.jit(jax.vmap(grad))(x, w) if packed else jax.jit(grad)(x[0], w[0])
 
+  taps = functools.partial(_cpu_conv.conv_general_dilated, kernel_grad="taps")
   for packed in (False, True):
-    taps = functools.partial(_cpu_conv.conv_general_dilated, kernel_grad="taps")
-    for got, want in zip(grads(taps, packed),
-                         grads(jax.lax.conv_general_dilated, packed)):
+    for got, want in zip(grads(taps, packed), grads(jax.lax.conv_general_dilated, packed)):
       np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
 
 
@@ -35,7 +34,7 @@ def test_taps_kernel_gradient_by_hand():
   x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
   g = np.ones((1, 3, 3, 1), np.float32)
   dw = _cpu_conv.kernel_grad_taps(jnp.asarray(x), jnp.asarray(g), (2, 2, 1, 1), (1, 1),
-                                     ((0, 0), (0, 0)))
+                                  ((0, 0), (0, 0)))
   want = np.array([[x[0, i:i + 3, j:j + 3, 0].sum() for j in range(2)] for i in range(2)])
   np.testing.assert_allclose(np.asarray(dw)[..., 0, 0], want)
 
