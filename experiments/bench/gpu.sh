@@ -17,7 +17,7 @@
 set -uo pipefail
 out=${1:?usage: gpu.sh OUT_DIR [smoke]}
 mode=${2:-full}
-mkdir -p "$out"
+out=$(mkdir -p "$out" && cd "$out" && pwd) || exit 1  # absolute: the script moves to the repo root
 cd "$(dirname "$0")/../.."
 if ! python3 -c "import ml_collections" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
