@@ -1,10 +1,12 @@
-"""Objective properties (METHODS.md), teacher gating, the RAS-KD head, the API and its errors."""
+"""Objective properties, teacher gating, the RAS-KD head, the API and its errors."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxkd import objectives
+from jaxkd import objectives, teachers
 
 
 def logits_and_labels(batch=8, classes=5, seed=0, scale=2.0):
@@ -89,25 +91,25 @@ def test_replay_teacher_uses_only_filled_backups(name, extra):
   np.testing.assert_allclose(partial, single, rtol=1e-6)
 
 
-def test_ras_kd_head_is_trainable_and_returned_unchanged():
+def test_ras_kd_head_is_a_trainable_teacher():
   z, y = logits_and_labels(seed=5)
   features = np.random.default_rng(6).normal(size=(8, 3)).astype(np.float32)
   obj = objectives.get("ras_kd")
+  head = obj.teacher.init(None, num_classes=5, feature_dim=3).params
+  again = obj.teacher.init(None, num_classes=5, feature_dim=3).params
+  np.testing.assert_array_equal(head["kernel"], again["kernel"])
+  other = objectives.get("ras_kd", seed=1).teacher.init(None, num_classes=5, feature_dim=3)
+  assert not np.allclose(head["kernel"], other.params["kernel"])
   state = obj.init(num_classes=5, feature_dim=3)
-  again = obj.init(num_classes=5, feature_dim=3)
-  np.testing.assert_array_equal(state["params"]["kernel"], again["params"]["kernel"])
-  other = objectives.get("ras_kd", seed=1).init(num_classes=5, feature_dim=3)
-  assert not np.allclose(state["params"]["kernel"], other["params"]["kernel"])
 
   def loss(params):
-    return obj.loss(z, y, {**state, "params": params}, step=0, features=features)
+    aux, rows = teachers.head_logits(params, features)
+    return obj.loss(z, y, state, step=0, features=features, teacher_logits=aux,
+                    class_embeddings=rows)
 
-  _, _, new_state = loss(state["params"])
-  assert new_state["params"] is state["params"]
-  grad = jax.grad(lambda p: loss(p)[0])(state["params"])
+  grad = jax.grad(lambda p: loss(p)[0])(head)
   # Targets and the distillation teacher are stop-gradient: only CE(A f, y) reaches A.
-  kernel, bias = (np.asarray(a, np.float64) for a in (state["params"]["kernel"],
-                                                      state["params"]["bias"]))
+  kernel, bias = (np.asarray(a, np.float64) for a in (head["kernel"], head["bias"]))
   aux = features @ kernel + bias
   probs = np.exp(aux - aux.max(1, keepdims=True))
   probs /= probs.sum(1, keepdims=True)
@@ -120,22 +122,26 @@ def test_api_table():
   assert set(objectives.names()) == {
       "ce", "lsr", "kd", "tfkd_self", "tfkd_reg", "lsrkd", "lsrkd_tc", "mrkd", "mrkd_tc",
       "alr", "ols", "pskd", "cskd", "zipf", "ras_kd"}
-  expect = {"kd": ("model", {"teacher_logits"}), "tfkd_self": ("model", {"teacher_logits"}),
+  expect = {"kd": ("frozen", {"teacher_logits"}), "tfkd_self": ("frozen", {"teacher_logits"}),
             "mrkd": ("replay", {"teacher_logits"}), "mrkd_tc": ("replay", {"teacher_logits"}),
             "cskd": ("partner", {"teacher_logits"}), "pskd": (None, {"example_ids"}),
-            "zipf": (None, {"dense_logits"}), "ras_kd": (None, {"features"})}
+            "zipf": (None, {"dense_logits"}),
+            "ras_kd": ("aux_head", {"features", "teacher_logits"})}
   for name in objectives.names():
     obj = objectives.get(name, **{k: 3 for k, v in objectives.defaults(name).items()
                                   if v is None})
-    assert (obj.teacher, set(obj.requires)) == expect.get(name, (None, set())), name
+    teacher = None if obj.teacher is None else obj.teacher.name
+    assert (teacher, set(obj.requires)) == expect.get(name, (None, set())), name
     assert obj.hparams.keys() == objectives.defaults(name).keys()
     assert objectives.describe(name)
-    assert (obj.replay is not None) == name.startswith("mrkd")
   assert objectives.defaults("tfkd_self") == {
       "alpha": 0.95, "temperature": 6.0, "multiplier": 50.0,
       "kl_reduction": "elementwise_mean", "temperature_squared": True}
-  assert objectives.get("mrkd", num_backups=2).replay == {
-      "num_backups": 2, "refresh_every": None, "start_from_init": False, "train_mode": False}
+  params = {"w": np.ones(3, np.float32)}
+  ring = objectives.get("mrkd", num_backups=2, start_from_init=True).teacher.init(
+      {"params": params, "batch_stats": {}}, num_classes=5, feature_dim=3).state
+  assert ring.num_backups == 2 and int(ring.refreshes) == 2
+  np.testing.assert_array_equal(ring.params["w"], np.ones((2, 3)))
 
 
 @pytest.mark.parametrize("call,match", [
@@ -155,7 +161,10 @@ def test_api_table():
      "pskd needs hparam total_epochs"),
     (lambda: objectives.get("pskd", steps_per_epoch=2, total_epochs=3).init(num_classes=5),
      "needs num_examples"),
-    (lambda: objectives.get("ras_kd").init(num_classes=5), "ras_kd needs feature_dim"),
+    (lambda: objectives.get("ras_kd").teacher.init(None, num_classes=5, feature_dim=None),
+     "aux_head: feature_dim=None is not allowed"),
+    (lambda: objectives.get("lsrkd_tc", correct_prob=0.1).init(num_classes=10),
+     r"lsrkd_tc.correct_prob=0.1 is not allowed for K=10 classes; allowed: \(1/K, 1\)"),
     (lambda: objectives.get("ce").init(num_classes=1), "num_classes=1 .*int >= 2"),
 ])
 def test_bad_configuration_is_rejected_by_name(call, match):
@@ -164,9 +173,9 @@ def test_bad_configuration_is_rejected_by_name(call, match):
 
 
 @pytest.mark.parametrize("name,kw,match", [
-    ("kd", {}, "kd needs teacher_logits: the frozen teacher network's logits"),
-    ("mrkd", {}, "mrkd needs teacher_logits: the logits of the model's replay backups"),
-    ("cskd", {}, "cskd needs teacher_logits: the logits of each example's same-class partner"),
+    ("kd", {}, r"kd needs teacher_logits: the teacher's logits.*from its frozen teacher"),
+    ("mrkd", {}, r"mrkd needs teacher_logits: .*from its replay teacher"),
+    ("cskd", {}, r"cskd needs teacher_logits: .*from its partner teacher"),
     ("zipf", {}, "zipf needs dense_logits: per-position class scores"),
     ("ras_kd", {}, "ras_kd needs features"),
     ("kd", {"teacher_logits": np.zeros((8, 4))}, r"teacher_logits must be \[B, K\]"),
@@ -210,15 +219,49 @@ def test_user_recipe_from_terms_equals_the_built_in():
   from jaxkd import targets
   z, y = logits_and_labels(seed=9)
   teacher = np.random.default_rng(10).normal(size=z.shape).astype(np.float32)
-  custom = objectives.Objective("my_kd", [
-      objectives.Term("ce", targets.label_smoothing(smoothing=0.0), lambda h, on: 0.5),
-      objectives.Term("kd", targets.teacher_softmax(temperature=4.0), lambda h, on: 0.5,
-                      from_teacher=True, kind="kl", temperature=4.0, temperature_squared=True),
-  ], teacher="model", requires=["teacher_logits"])
+  custom = objectives.Objective("my_kd", objectives.with_teacher_fallback([
+      objectives.Term("ce", targets.label_smoothing(smoothing=0.0), 0.5),
+      objectives.Term("kd", targets.teacher_softmax(temperature=4.0), 0.5, kind="kl",
+                      temperature=4.0, temperature_squared=True),
+  ], fallback=[objectives.Term("ce", targets.one_hot())]), requires=["teacher_logits"])
   built_in = objectives.get("kd", alpha=0.5, temperature=4.0)
   got, metrics, _ = custom.loss(z, y, custom.init(num_classes=5), step=0, teacher_logits=teacher)
   want, want_metrics, _ = built_in.loss(z, y, {}, step=0, teacher_logits=teacher)
   np.testing.assert_allclose(got, want, rtol=1e-6)
   np.testing.assert_allclose(metrics["kd"], want_metrics["kd"], rtol=1e-6)
+  # With no valid member the fallback alone counts: plain cross-entropy, as the built-in.
+  off = dict(teacher_logits=teacher[None], teacher_mask=np.array([False]))
+  got, metrics, _ = custom.loss(z, y, {}, step=0, **off)
+  want, want_metrics, _ = built_in.loss(z, y, {}, step=0, **off)
+  np.testing.assert_allclose(got, want_metrics["ce"], rtol=1e-6)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert float(metrics["kd"]) == 0.0
   with pytest.raises(ValueError, match="my_kd needs teacher_logits"):
     custom.loss(z, y, {}, step=0)
+
+
+def test_term_weights_may_be_schedules():
+  """A schedule as a term weight compiles once and equals the fixed weight at every step."""
+  from jaxkd import targets
+  z, y = logits_and_labels(seed=11)
+  schedule = optax.linear_schedule(0.0, 1.0, transition_steps=4)
+  obj = objectives.Objective("ls_ramp", [objectives.Term("lsr", targets.label_smoothing(
+      smoothing=0.2), schedule)])
+  chex.clear_trace_counter()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def loss(step):
+    return obj.loss(z, y, {}, step=step)[0]
+
+  plain = objectives.get("lsr", smoothing=0.2).loss(z, y, {}, step=0)[0]
+  for step in range(5):
+    np.testing.assert_allclose(loss(jnp.asarray(step)), float(schedule(step)) * plain,
+                               rtol=1e-6)
+
+
+def test_stateful_objective_refuses_a_state_init_did_not_make():
+  z, y = logits_and_labels(seed=12)
+  obj = objectives.get("ols", steps_per_epoch=2)
+  with pytest.raises(ValueError, match="ols: state has no entry for term 'soft_ce'"):
+    obj.loss(z, y, {}, step=0)

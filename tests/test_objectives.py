@@ -17,32 +17,10 @@ import optax
 import pytest
 from scipy import stats
 
-from jaxkd import objectives
+from jaxkd import objectives, teachers
+from references import cross_entropy, kl_div, log_softmax, softmax, torch_bilinear_x2
 
 B, K, D, M, N = 6, 5, 3, 2, 8
-
-
-def log_softmax(z, t=1.0):
-  z = np.asarray(z, np.float64) / t
-  z = z - z.max(-1, keepdims=True)
-  return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
-def softmax(z, t=1.0):
-  return np.exp(log_softmax(z, t))
-
-
-def kl_div(log_probs, target, reduction):
-  """torch ``nn.KLDivLoss(reduction=...)(log_probs, target)``; "mean" is the 1.x default."""
-  target = np.asarray(target, np.float64)
-  safe = np.where(target > 0, target, 1.0)
-  pointwise = np.where(target > 0, target * (np.log(safe) - log_probs), 0.0)
-  return {"batchmean": pointwise.sum() / len(target), "mean": pointwise.mean(),
-          "sum": pointwise.sum()}[reduction]
-
-
-def cross_entropy(z, y):
-  return -log_softmax(z)[np.arange(len(y)), y].mean()
 
 
 def one_hot(y, k=K):
@@ -116,17 +94,6 @@ def ref_cskd(z, y, x, s, hp):
   t = hp["temperature"]
   kd = kl_div(log_softmax(z, t), softmax(x["teacher_logits"], t), "sum") * t * t / len(y)
   return cross_entropy(z, y) + hp["weight"] * kd, s
-
-
-def torch_bilinear_x2(x):
-  def along(x, axis):
-    n = x.shape[axis]
-    src = np.maximum((np.arange(2 * n) + 0.5) / 2 - 0.5, 0.0)
-    lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = (src - lo).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
-    return np.take(x, lo, axis) * (1 - frac) + np.take(x, hi, axis) * frac
-  return along(along(np.asarray(x, np.float64), 1), 2)
 
 
 def ref_zipf(z, y, x, s, hp):
@@ -270,13 +237,17 @@ def step_inputs(obj, step, seed=0):
   y = rng.integers(0, K, B)
   z = (rng.normal(size=(B, K)) * 1.5 + 1.5 * one_hot(y)).astype(np.float32)
   x = {}
-  if obj.teacher == "replay":
+  teacher = None if obj.teacher is None else obj.teacher.name
+  if teacher == "replay":
     x["teacher_logits"] = rng.normal(size=(M, B, K)).astype(np.float32) * 2
     x["teacher_mask"] = np.array([True, step % 2 == 0])
-  elif obj.teacher is not None:
+  elif teacher is not None and teacher != "aux_head":
     x["teacher_logits"] = rng.normal(size=(B, K)).astype(np.float32) * 2
   if "features" in obj.requires:
     x["features"] = rng.normal(size=(B, D)).astype(np.float32)
+  if teacher == "aux_head":  # RAS-KD's head: its logits and rows are the teacher's output
+    x["teacher_logits"], x["class_embeddings"] = (
+        np.asarray(a) for a in teachers.head_logits(head_params(obj), x["features"]))
   if "dense_logits" in obj.requires:
     x["dense_logits"] = rng.normal(size=(B, 2, 2, K)).astype(np.float32)
   if "example_ids" in obj.requires:
@@ -300,10 +271,14 @@ def initial_ref_state(obj, case):
   return np.zeros((K, D)) if case.label == "ras_kd_ema" else None
 
 
-def ref_inputs(x, state, step):
+def head_params(obj):
+  return obj.teacher.init(None, num_classes=K, feature_dim=D).params
+
+
+def ref_inputs(obj, x, step):
   out = dict(x, step=step)
-  if "params" in state:
-    out["params"] = jax.tree.map(np.asarray, state["params"])
+  if obj.teacher is not None and obj.teacher.name == "aux_head":
+    out["params"] = jax.tree.map(np.asarray, head_params(obj))
   return out
 
 
@@ -319,7 +294,7 @@ def test_matches_numpy_reference_and_finite_differences(case):
   state, rstate = init_state(obj), initial_ref_state(obj, case)
   for step in range(case.steps):
     z, y, x = step_inputs(obj, step)
-    rx = ref_inputs(x, state, step)
+    rx = ref_inputs(obj, x, step)
     want, new_rstate = case.ref(z, y, rx, rstate, hp)
     (loss, (metrics, new_state)), grad = loss_and_grad(z, y, state, step, x)
     np.testing.assert_allclose(loss, want, rtol=1e-6, atol=1e-6, err_msg=f"step {step}")

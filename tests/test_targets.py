@@ -8,6 +8,8 @@ import pytest
 from scipy import stats
 
 from jaxkd import targets as T
+from references import softmax as np_softmax
+from references import torch_bilinear_x2
 
 
 def ctx_for(labels, logits=None, num_classes=4, step=0, **kw):
@@ -21,12 +23,6 @@ def run(transform, ctx, state=None, **sizes):
   if state is None:
     state = transform.init(num_classes=ctx.logits.shape[-1], **sizes)
   return T.build_targets(transform, state, ctx)
-
-
-def np_softmax(z, axis=-1):
-  z = np.asarray(z, np.float64)
-  e = np.exp(z - z.max(axis, keepdims=True))
-  return e / e.sum(axis, keepdims=True)
 
 
 def test_label_smoothing_conventions():
@@ -160,19 +156,6 @@ def test_min_rank_matches_scipy():
   scores = np.array([[3, 1, 3, 0, 2, 2], [0, 0, 0, 0, 5, 1]], np.float32)
   np.testing.assert_array_equal(T.min_rank(jnp.asarray(scores)),
                                 stats.rankdata(-scores, axis=1, method="min"))
-
-
-def torch_bilinear_x2(x):
-  """PyTorch ``F.upsample(x, scale_factor=2, mode='bilinear')`` on [B, H, W, C], align_corners
-  False: source = (o + 0.5) / 2 - 0.5 clamped at 0, neighbours clamped at the edge."""
-  def along(x, axis):
-    n = x.shape[axis]
-    src = np.maximum((np.arange(2 * n) + 0.5) / 2 - 0.5, 0.0)
-    lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = (src - lo).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
-    return np.take(x, lo, axis) * (1 - frac) + np.take(x, hi, axis) * frac
-  return along(along(np.asarray(x, np.float64), 1), 2)
 
 
 def test_dense_votes_upsample_like_pytorch():

@@ -14,7 +14,7 @@ import pytest
 
 from jaxkd import cli, objectives
 from jaxkd.train import checkpoint
-from test_train_step import assert_relative_close
+from references import assert_relative_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "default.py") + ":smoke"
@@ -81,7 +81,8 @@ def teacher_workdir(tmp_path_factory):
 @pytest.mark.parametrize("method", objectives.names())
 def test_every_method_trains_from_the_command_line(method, teacher_workdir, tmp_path):
   overrides = [f"--config.method.name={method}", "--config.mesh.data=1"]
-  if objectives.get(method, **_derived(method)).teacher == "model":
+  teacher = objectives.get(method, **_derived(method)).teacher
+  if teacher is not None and teacher.setup is not None:  # a frozen teacher, loaded from a run
     overrides.append(f"--config.teacher.workdir={teacher_workdir}")
   assert cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path), *overrides]) == 0
   records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]

@@ -1,19 +1,16 @@
 """The jitted train step: MrKD snapshots stay on the device, no retrace, 1 vs 8 devices."""
-import os
-import sys
-
 import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-import default as default_config  # noqa: E402
-
-from jaxkd.train import loop, packed, setup, state as state_lib, step as step_lib  # noqa: E402
+from jaxkd import teachers, train
+from jaxkd.train import defaults
+from jaxkd.train import packed
+from references import assert_relative_close
 
 
 def _config(method="mrkd", devices=1, batch=16, **method_hparams):
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.method.name = method
   with config.method.unlocked():
     config.method.update(method_hparams)
@@ -25,32 +22,22 @@ def _config(method="mrkd", devices=1, batch=16, **method_hparams):
 
 
 def _build(config):
-  run = setup.resolve(config)
-  optimizer = setup.make_optimizer(config.train.optimizer, steps_per_epoch=run.steps_per_epoch,
-                                   total_steps=run.total_steps)
-  aug = loop._augment(config, run.train_data)
-  steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
-                              aug=aug, mesh=run.mesh,
-                              conv_kernel_grad=config.model.kernel_grad)
-  state = loop.init_state(run, optimizer, aug)
-  data = {k: loop.replicate(run.mesh, getattr(run.train_data, k)) for k in ("images", "labels")}
-  order = [loop.shard_batch(run.mesh, row) for row in np.asarray(
-      __import__("jaxkd.data", fromlist=["x"]).batch_indices(
-          run.train_data.num_examples, config.train.batch_size, seed=0, epoch=0))[:8]]
-  return run, steps, state, data, order
+  trainer = train.build(config)
+  batches = trainer.batches()
+  return trainer.steps, trainer.init_state(), trainer.consts, [batches.get(i) for i in range(8)]
 
 
 def test_mrkd_refresh_stays_on_device_and_snapshots_current_params():
-  _, steps, state, data, order = _build(_config(refresh_every=2))
-  assert int(state.replay.refreshes) == 0
+  steps, state, consts, order = _build(_config(refresh_every=2))
+  assert int(state.teacher.state.refreshes) == 0
   with jax.transfer_guard("disallow"):
-    state, _ = steps.train(state, data, order[0], None, None)
-    state, _ = steps.train(state, data, order[1], None, None)  # step 2: refresh
+    state, _ = steps.train(state, consts, order[0])
+    state, _ = steps.train(state, consts, order[1])  # step 2: refresh
     snapshot = jax.tree_util.tree_map(lambda x: x.copy(), state.params)
-    state, metrics = steps.train(state, data, order[2], None, None)
+    state, metrics = steps.train(state, consts, order[2])
     metrics["loss"].block_until_ready()
-  assert int(state.replay.refreshes) == 1
-  ring_first = jax.tree_util.tree_map(lambda x: x[0], state.replay.params)
+  assert int(state.teacher.state.refreshes) == 1
+  ring_first = jax.tree_util.tree_map(lambda x: x[0], state.teacher.state.params)
   for ring_leaf, snap_leaf, live_leaf in zip(jax.tree_util.tree_leaves(ring_first),
                                              jax.tree_util.tree_leaves(snapshot),
                                              jax.tree_util.tree_leaves(state.params)):
@@ -61,20 +48,20 @@ def test_mrkd_refresh_stays_on_device_and_snapshots_current_params():
 
 
 def test_mrkd_step_compiles_once_across_refreshes():
-  _, steps, state, data, order = _build(_config(refresh_every=2, num_backups=2))
+  steps, state, consts, order = _build(_config(refresh_every=2, num_backups=2))
   for i in range(7):
-    state, metrics = steps.train(state, data, order[i], None, None)
+    state, metrics = steps.train(state, consts, order[i])
     metrics["loss"].block_until_ready()
-  assert int(state.replay.refreshes) == 3
+  assert int(state.teacher.state.refreshes) == 3
   assert steps.train._cache_size() == 1
 
 
 def _train_params(config, steps_to_run=5):
-  _, steps, state, data, order = _build(config)
+  steps, state, consts, order = _build(config)
   for i in range(steps_to_run):
-    state, metrics = steps.train(state, data, order[i], None, None)
+    state, metrics = steps.train(state, consts, order[i])
     metrics["loss"].block_until_ready()
-  return jax.device_get(state.params), jax.device_get(state.replay.params)
+  return jax.device_get(state.params), jax.device_get(state.teacher.state.params)
 
 
 @pytest.mark.parametrize("method", ["mrkd"])
@@ -105,25 +92,12 @@ def test_taps_kernel_gradient_trains_like_xla():
   assert_relative_close(xla, taps, 1e-5)
 
 
-def assert_relative_close(expected, actual, tol):
-  """||actual - expected|| <= tol ||expected|| over the whole pytree, and elementwise to 10 tol.
-
-  Sharding changes the order of the batch reductions (float32 sums), so the parameters differ
-  by rounding only; per-leaf relative error is not meaningful for near-zero BatchNorm biases.
-  """
-  a = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(expected)])
-  b = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(actual)])
-  assert a.shape == b.shape
-  assert np.linalg.norm(b - a) <= tol * np.linalg.norm(a), np.linalg.norm(b - a) / np.linalg.norm(a)
-  np.testing.assert_allclose(b, a, rtol=0, atol=10 * tol * np.abs(a).max())
-
-
 def test_replay_ring_is_fifo():
   params = {"w": np.zeros(2, np.float32)}
-  ring = state_lib.init_replay(params, {}, num_backups=2, start_from_init=False)
+  ring = teachers.init_ring(params, {}, num_backups=2, start_from_init=False)
   for value in (1.0, 2.0, 3.0):
-    ring = state_lib.refresh_replay(ring, {"w": np.full(2, value, np.float32)}, {}, True)
-  ring = state_lib.refresh_replay(ring, {"w": np.full(2, 9.0, np.float32)}, {}, False)
+    ring = teachers.refresh_ring(ring, {"w": np.full(2, value, np.float32)}, {}, True)
+  ring = teachers.refresh_ring(ring, {"w": np.full(2, 9.0, np.float32)}, {}, False)
   np.testing.assert_array_equal(ring.params["w"][:, 0], [3.0, 2.0])  # slot 0 overwritten
   np.testing.assert_array_equal(ring.filled(), [True, True])
   assert int(ring.refreshes) == 3
@@ -136,10 +110,10 @@ def test_replay_logits_are_each_backups_own_forward(train_mode):
   model = models.get("small_cnn", num_classes=10)
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
   backups = [model.init(jax.random.PRNGKey(seed), x) for seed in (1, 2, 3)]
-  ring = state_lib.ReplayRing(params=packed.stack([b["params"] for b in backups]),
+  ring = teachers.ReplayRing(params=packed.stack([b["params"] for b in backups]),
                               batch_stats=packed.stack([b["batch_stats"] for b in backups]),
                               refreshes=np.int32(3))
-  logits = jax.jit(lambda ring: step_lib._replay_logits(model, ring, x, train_mode=train_mode))
+  logits = jax.jit(lambda ring: teachers.ring_logits(model, ring, x, train_mode=train_mode))
   got = np.asarray(logits(ring))
   for i, variables in enumerate(backups):
     out = model.apply(variables, x, train=train_mode, mutable=["batch_stats"] if train_mode

@@ -47,22 +47,14 @@ _CONTROL = "ce@control"
 
 
 def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, warmup: int = 2,
-              augment: str = "cifar", dtype: str = "float32", kernel_grad: str = "xla",
+              augment: str = "cifar", dtype: str = "float32", cpu_conv: str = "xla",
               num_examples: int = 50_000, refresh: bool = True, control: bool = True,
               peak_tflops: float | None = None) -> dict:
   """Builds every case, times them interleaved under the transfer guard, returns the JSON.
 
   ``peak_tflops`` is the device's dense peak for MFU; None: `peak_flops`'s datasheet table.
   """
-  from jaxkd import data as data_lib
-  from jaxkd.train import loop, setup
   dataset = mock_cifar(num_examples)
-  mesh = setup.make_mesh(1)
-  data = {k: loop.replicate(mesh, getattr(dataset, k)) for k in ("images", "labels")}
-  order = data_lib.batch_indices(num_examples, batch_size, seed=0, epoch=0)[:8]
-  pairs = data_lib.partner_indices(dataset.labels, order, seed=0, epoch=0)
-  batches = [loop.shard_batch(mesh, row) for row in order]
-  partners = [loop.shard_batch(mesh, row) for row in pairs]
   plan = [(m, m, {}) for m in ["ce"] + [m for m in methods if m != "ce"]]
   if control:
     # A second, identical ce program: its ratio to ce is the noise floor of this run.
@@ -72,20 +64,19 @@ def run_bench(*, model: str, batch_size: int, methods: list[str], steps: int, wa
   cases = []
   for label, method, overrides in plan:
     before = rss_bytes()
-    case = build_case(label, method, model_name=model, dataset=dataset, data=data,
-                      batch_size=batch_size, augment=augment, dtype=dtype,
-                      kernel_grad=kernel_grad, overrides=overrides,
-                      example=(batches[0], partners[0]))
+    case = build_case(label, method, model_name=model, dataset=dataset,
+                      batch_size=batch_size, augment=augment, dtype=dtype, cpu_conv=cpu_conv,
+                      overrides=overrides, share=cases[0] if cases else None)
     case.rss_delta = rss_bytes() - before
     cases.append(case)
   load_before = os.getloadavg()
   # Any implicit transfer between host and device raises here, so reaching the result below
   # means the timed steps moved no bytes to the host.
   with jax.transfer_guard("disallow"):
-    times = time_interleaved(cases, data, batches, partners, steps=steps, warmup=warmup)
+    times = time_interleaved(cases, steps=steps, warmup=warmup)
   result = {
       "model": model, "batch_size": batch_size, "dtype": dtype, "augment": augment,
-      "kernel_grad": kernel_grad,
+      "cpu_conv": cpu_conv,
       "steps": steps, "warmup": warmup, "num_examples": num_examples,
       "data": f"mock CIFAR: uint8 {dataset.image_shape}, {dataset.num_classes} classes, "
               "on the device",
@@ -130,8 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--augment", default="cifar", choices=sorted(AUGMENTS),
                       help="on-device augmentation in the step (cifar: crop 4, flip, rot 15)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  parser.add_argument("--kernel-grad", default="xla", choices=models.KERNEL_GRADS,
-                      help="convolution kernel gradients on CPU (model.kernel_grad)")
+  parser.add_argument("--cpu-conv", default="xla", choices=models.CPU_CONVS,
+                      help="how convolutions run on CPU (model.cpu_conv; fast: im2col for "
+                           "small maps, per-tap kernel gradients)")
   parser.add_argument("--num-examples", type=int, default=50_000,
                       help="mock training-set size (sets PS-KD's table and epoch length)")
   parser.add_argument("--peak-tflops", type=float, default=None,
@@ -165,7 +157,7 @@ def _command(args) -> str:
   """The command that repeats this run, every flag spelled out (defaults included)."""
   flags = {"model": args.model, "batch-size": args.batch_size, "methods": args.methods,
            "steps": args.steps, "warmup": args.warmup, "augment": args.augment,
-           "dtype": args.dtype, "kernel-grad": args.kernel_grad,
+           "dtype": args.dtype, "cpu-conv": args.cpu_conv,
            "num-examples": args.num_examples}
   if args.peak_tflops:
     flags["peak-tflops"] = args.peak_tflops
@@ -182,7 +174,7 @@ def main(args, *, extra: dict | None = None) -> int:
     return 2
   result = run_bench(model=args.model, batch_size=args.batch_size, methods=methods,
                      steps=args.steps, warmup=args.warmup, augment=args.augment,
-                     dtype=args.dtype, kernel_grad=args.kernel_grad,
+                     dtype=args.dtype, cpu_conv=args.cpu_conv,
                      num_examples=args.num_examples, peak_tflops=args.peak_tflops)
   result["command"] = _command(args)
   result.update(extra or {})

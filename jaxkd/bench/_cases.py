@@ -8,7 +8,8 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["AUGMENTS", "Case", "build_case", "mock_cifar", "snapshot_cost", "time_interleaved"]
+__all__ = ["AUGMENTS", "Case", "bench_config", "build_case", "mock_cifar", "snapshot_cost",
+           "time_interleaved"]
 
 # CIFAR-100 normalisation constants of the Tf-KD code; any positive values would do.
 _MEAN, _STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -31,12 +32,16 @@ def mock_cifar(num_examples: int = 50_000, *, image_shape=(32, 32, 3), num_class
 
 @dataclasses.dataclass
 class Case:
-  """One compiled train step and the state it advances (``state`` is donated every call)."""
+  """One compiled train step, the state it advances (donated every call) and its inputs.
+
+  ``inputs`` is ``(consts, batches)``: the run's constants on the device and a few batch
+  dicts, cycled through.
+  """
   label: str
   method: str
   compiled: Any
   state: Any
-  teacher_vars: Any
+  inputs: Any
   compile_s: float
   memory: dict
   host_ops: int
@@ -44,10 +49,13 @@ class Case:
   cost: dict = dataclasses.field(default_factory=dict)
   rss_delta: int = 0
   steps_done: int = 0
+  trainer: Any = None
 
-  def step(self, data, indices, partners) -> None:
-    """One awaited train step."""
-    self.state, metrics = self.compiled(self.state, data, indices, partners, self.teacher_vars)
+  def step(self) -> None:
+    """One awaited train step on the next batch."""
+    consts, batches = self.inputs
+    batch = batches[self.steps_done % len(batches)]
+    self.state, metrics = self.compiled(self.state, consts, batch)
     jax.block_until_ready((self.state, metrics))
     self.steps_done += 1
 
@@ -85,69 +93,69 @@ def _host_ops(compiled) -> int:
              if not line.lstrip().startswith(("//", "#")))
 
 
-def _hparams(method: str, dataset, batch_size: int, overrides: dict) -> dict:
-  """The engine-derived hyperparameters of a CIFAR-length run (200 epochs), then overrides."""
-  from jaxkd import objectives
-  steps_per_epoch = dataset.num_examples // batch_size
-  derived = {"steps_per_epoch": steps_per_epoch, "num_examples": dataset.num_examples,
-             "total_epochs": 200, "refresh_every": steps_per_epoch}
-  defaults = objectives.defaults(method)
-  hp = {k: v for k, v in derived.items() if k in defaults}
-  if "start_from_init" in defaults:
-    hp["start_from_init"] = True
-  hp.update(overrides)
-  return hp
+def bench_config(method: str, *, model_name: str, batch_size: int, augment: str = "cifar",
+                 dtype: str = "float32", cpu_conv: str = "xla", seed: int = 0,
+                 overrides: dict | None = None):
+  """The config of one case: a CIFAR-length run (200 epochs) of ``method`` on mock data.
 
-
-def build_case(label: str, method: str, *, model_name: str, dataset, data: dict, batch_size: int,
-               augment: str = "cifar", dtype: str = "float32", kernel_grad: str = "xla",
-               seed: int = 0, overrides: dict | None = None, example: tuple = ()) -> Case:
-  """Builds, compiles and initialises one method's train step on a one-device mesh.
-
-  ``example`` is ``(indices, partners)`` on the device, used to lower the program.
+  MrKD's ring starts full (``start_from_init``), so every step pays for the backup forward.
   """
-  from jaxkd import cli, models, objectives
-  from jaxkd.train import loop, setup, step as step_lib
-  hp = _hparams(method, dataset, batch_size, overrides or {})
-  objective = objectives.get(method, **hp)
-  mesh = setup.make_mesh(1)
-  model = models.get(model_name, num_classes=dataset.num_classes, dtype=setup._DTYPES[dtype])
-  config = cli.load_config(None)
+  from jaxkd import objectives
+  from jaxkd.train import defaults
+  config = defaults.get_config()
   config.seed, config.model.name, config.model.dtype = seed, model_name, dtype
-  config.model.kernel_grad = kernel_grad
-  steps_per_epoch = dataset.num_examples // batch_size
-  total_steps = 200 * steps_per_epoch
-  optimizer = setup.make_optimizer(config.train.optimizer, steps_per_epoch=steps_per_epoch,
-                                   total_steps=total_steps)
-  run = setup.Run(config=config, train_data=dataset, eval_data=dataset, model=model,
-                  objective=objective, steps_per_epoch=steps_per_epoch,
-                  total_steps=total_steps, mesh=mesh)
-  aug = step_lib.Augment(mean=dataset.mean, std=dataset.std, **AUGMENTS[augment])
-  teacher_vars = None
-  if objective.teacher == "model":
-    # A frozen teacher of the same architecture from another seed's initialisation.
-    teacher_state = loop.init_state(dataclasses.replace(
-        run, config=_with_seed(config, seed + 1)), optimizer, aug)
-    teacher_vars = {"params": teacher_state.params, "batch_stats": teacher_state.batch_stats}
-  steps = step_lib.make_steps(model=model, objective=objective, optimizer=optimizer, aug=aug,
-                              mesh=mesh, teacher_model=model if teacher_vars else None,
-                              conv_kernel_grad=kernel_grad)
-  state = loop.init_state(run, optimizer, aug)
-  indices, partners = example
-  start = time.perf_counter()
-  compiled = steps.train.lower(state, data, indices, partners if objective.teacher == "partner"
-                               else None, teacher_vars).compile()
-  compile_s = time.perf_counter() - start
-  return Case(label=label, method=method, compiled=compiled, state=state,
-              teacher_vars=teacher_vars, compile_s=compile_s, memory=_memory(compiled),
-              host_ops=_host_ops(compiled), hparams=_jsonable(objective.hparams),
-              cost=_cost(compiled))
-
-
-def _with_seed(config, seed: int):
-  config = config.copy_and_resolve_references()
-  config.seed = seed
+  config.model.cpu_conv = cpu_conv
+  config.data.name = "mock"
+  config.data.update(AUGMENTS[augment])
+  config.train.batch_size, config.train.num_epochs = batch_size, 200
+  config.mesh.data = 1
+  hparams = dict(overrides or {})
+  if "start_from_init" in objectives.defaults(method):
+    hparams.setdefault("start_from_init", True)
+  config.method = {"name": method, **hparams}
   return config
+
+
+def _random_frozen_teacher(config, dataset, seed: int):
+  """A frozen teacher of the student's architecture from another seed's initialisation."""
+  from jaxkd import models, teachers
+  from jaxkd.train import DTYPES
+  model = models.get(config.model.name, num_classes=dataset.num_classes,
+                     dtype=DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv)
+  sample = jax.numpy.zeros((1,) + tuple(dataset.image_shape), jax.numpy.float32)
+  return teachers.frozen(model, model.init(jax.random.PRNGKey(seed), sample, train=False))
+
+
+def build_case(label: str, method: str, *, model_name: str, dataset, batch_size: int,
+               augment: str = "cifar", dtype: str = "float32", cpu_conv: str = "xla",
+               seed: int = 0, overrides: dict | None = None, share: Case | None = None) -> Case:
+  """Builds (`jaxkd.train.build`), compiles and initialises one method's train step.
+
+  Methods whose teacher loads a finished run (kd, tfkd_self) get a randomly initialised
+  frozen teacher of the same model instead. ``share``: a `Case` whose dataset on the device
+  this case reuses.
+  """
+  from jaxkd import objectives
+  from jaxkd.train import build
+  config = bench_config(method, model_name=model_name, batch_size=batch_size, augment=augment,
+                        dtype=dtype, cpu_conv=cpu_conv, seed=seed, overrides=overrides)
+  method_hparams = {k: v for k, v in config.method.items() if k != "name"}
+  teacher = objectives.get(method, **method_hparams).teacher
+  frozen = None
+  if teacher is not None and teacher.setup is not None:
+    frozen = _random_frozen_teacher(config, dataset, seed + 1)
+  trainer = build(config, datasets=(dataset, dataset), teacher=frozen,
+                  share_data_with=None if share is None else share.trainer)
+  state = trainer.init_state()
+  batches = trainer.batches()
+  inputs = (trainer.consts, [batches.get(i) for i in range(8)])
+  start = time.perf_counter()
+  compiled = trainer.steps.train.lower(state, inputs[0], inputs[1][0]).compile()
+  compile_s = time.perf_counter() - start
+  return Case(label=label, method=method, compiled=compiled, state=state, inputs=inputs,
+              compile_s=compile_s, memory=_memory(compiled), host_ops=_host_ops(compiled),
+              hparams=_jsonable(trainer.run.objective.hparams), cost=_cost(compiled),
+              trainer=trainer)
 
 
 def _jsonable(hparams: dict) -> dict:
@@ -155,8 +163,8 @@ def _jsonable(hparams: dict) -> dict:
           for k, v in hparams.items()}
 
 
-def time_interleaved(cases: list[Case], data: dict, batches: list, partners: list, *,
-                     steps: int, warmup: int = 1) -> dict[str, list[tuple[int, float, float]]]:
+def time_interleaved(cases: list[Case], *, steps: int,
+                     warmup: int = 1) -> dict[str, list[tuple[int, float, float]]]:
   """``steps`` timed rounds after ``warmup`` untimed ones; one step of every case per round.
 
   Returns:
@@ -168,10 +176,8 @@ def time_interleaved(cases: list[Case], data: dict, batches: list, partners: lis
   for round_ in range(warmup + steps):
     shift = round_ % len(cases)
     for case in cases[shift:] + cases[:shift]:
-      i = case.steps_done % len(batches)
-      pair = partners[i] if case.method == "cskd" else None
       start, start_cpu = time.perf_counter(), time.process_time()
-      case.step(data, batches[i], pair)
+      case.step()
       wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
       if round_ >= warmup:
         times[case.label].append((case.steps_done, wall, cpu))
@@ -179,14 +185,14 @@ def time_interleaved(cases: list[Case], data: dict, batches: list, partners: lis
 
 
 def snapshot_cost(case: Case, reps: int = 20) -> dict:
-  """Median time of MrKD's snapshot (`refresh_replay`) alone, taken and skipped, interleaved.
+  """Median time of MrKD's snapshot (`refresh_ring`) alone, taken and skipped, interleaved.
 
   The refresh step differs from a normal step only by this copy of the parameters into the
   replay ring; timing it alone measures that difference far below the noise of whole steps.
   """
-  from jaxkd.train import state as state_lib
-  refresh = jax.jit(state_lib.refresh_replay, donate_argnums=0)
-  ring, params, stats = case.state.replay, case.state.params, case.state.batch_stats
+  from jaxkd import teachers
+  refresh = jax.jit(teachers.refresh_ring, donate_argnums=0)
+  ring, params, stats = case.state.teacher.state, case.state.params, case.state.batch_stats
   ring = jax.tree_util.tree_map(lambda x: x.copy(), ring)
   flags = {"taken": jax.numpy.asarray(True), "skipped": jax.numpy.asarray(False)}
   times = {name: [] for name in flags}

@@ -153,16 +153,17 @@ def device_augment(rng: jax.Array, images: jax.Array, *, crop_padding: int = 4,
                       rotate=bool(rotation_degrees), interpolation=interpolation)
 
 
-def normalize(images: jax.Array, mean: Sequence[float],
-              std: Sequence[float]) -> jax.Array:
-  """Per-channel normalisation ``(x / 255 - mean) / std`` in float32.
+def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float], *,
+              max_value: float = 255.0) -> jax.Array:
+  """Per-channel normalisation ``(x / max_value - mean) / std`` in float32.
 
   torchvision's ``ToTensor()`` then ``Normalize(mean, std)``.
 
   Args:
-    images: ``[..., C]`` pixels in 0..255 (uint8 or float).
+    images: ``[..., C]`` pixels in 0..max_value (uint8 or float).
     mean: C per-channel means in [0, 1] units.
     std: C per-channel standard deviations in [0, 1] units.
+    max_value: the pixel value of white: 255 for uint8 images, 1 for images already scaled.
 
   Returns:
     ``float32`` array of the shape of ``images``.
@@ -175,5 +176,5 @@ def normalize(images: jax.Array, mean: Sequence[float],
                      f"mean={mean}, std={std}.")
   if any(isinstance(s, numbers.Real) and not 0 < s < math.inf for s in std):
     raise ValueError(f"std must be positive and finite; got {std}.")
-  x = images.astype(jnp.float32) / 255.0
+  x = images.astype(jnp.float32) / max_value
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

@@ -1,4 +1,4 @@
-"""Training objectives: each method of METHODS.md as a named, jit-able recipe.
+"""Training objectives: each seed method as a named, jit-able recipe, and your own.
 
 Example::
 
@@ -11,34 +11,79 @@ Example::
 Every float hyperparameter may be a schedule ``step -> value`` (optax schedules work as is);
 it is evaluated inside the loss at ``step``, so the step compiles once.
 
-A recipe of your own is a list of `Term` (target transform, weight, loss kind)::
+A recipe of your own is a `Method`: hyperparameter specs and a function building the terms
+(target transform, weight, loss kind); a weight is a number or a schedule::
 
-  from jaxkd import targets
-  smooth_kd = objectives.Objective("smooth_kd", [
-      objectives.Term("ce", targets.label_smoothing(smoothing=0.1), lambda h, on: 0.5),
-      objectives.Term("kd", targets.teacher_softmax(temperature=4.0), lambda h, on: 0.5,
-                      from_teacher=True, kind="kl", temperature=4.0, temperature_squared=True),
-  ], teacher="model", requires=["teacher_logits"])
+  from jaxkd import targets, teachers
+  from jaxkd.objectives import Method, Spec, Term, real, with_teacher_fallback
+
+  def build(hp):
+    return with_teacher_fallback([
+        Term("ce", targets.label_smoothing(smoothing=0.1), 1.0 - hp["alpha"]),
+        Term("kd", targets.teacher_softmax(temperature=4.0), hp["alpha"], kind="kl",
+             temperature=4.0, temperature_squared=True),
+    ], fallback=[Term("ce", targets.one_hot())])
+
+  smooth_kd = Method({"alpha": Spec(0.5, real(0.0, 1.0))}, build,
+                     teacher=lambda hp: teachers.from_run(), requires=("teacher_logits",))
+  objectives.register("smooth_kd", smooth_kd)   # or train it as --config.method.name=pkg.mod:smooth_kd
 """
+import importlib
 from typing import Any
 
-from jaxkd.objectives._core import INPUTS, TEACHER_SOURCES, Objective, Term
+from jaxkd.objectives._core import INPUTS, Objective, Term, with_teacher_fallback
+from jaxkd.objectives._hparams import Spec, boolean, choice, integer, real
 from jaxkd.objectives._hparams import validate as _validate
-from jaxkd.objectives._methods import METHODS as _METHODS
+from jaxkd.objectives._methods import METHODS as _BUILT_IN
+from jaxkd.objectives._methods import Method
 
-__all__ = ["INPUTS", "TEACHER_SOURCES", "Objective", "Term", "defaults", "describe", "get",
-           "names"]
+__all__ = ["INPUTS", "Method", "Objective", "Spec", "Term", "boolean", "choice", "defaults",
+           "describe", "get", "integer", "names", "real", "register", "with_teacher_fallback"]
+
+_REGISTRY: dict[str, Method] = dict(_BUILT_IN)
 
 
 def names() -> tuple[str, ...]:
-  """The names of every built-in method."""
-  return tuple(_METHODS)
+  """The names of every registered method (the built-in ones first)."""
+  return tuple(_REGISTRY)
 
 
-def _method(name):
-  if name not in _METHODS:
-    raise ValueError(f"unknown method {name!r}; allowed: {', '.join(_METHODS)}.")
-  return _METHODS[name]
+def register(name: str, method: Method, *, overwrite: bool = False) -> None:
+  """Makes ``method`` available as ``get(name)`` (and ``--config.method.name=name``).
+
+  Raises:
+    ValueError: ``name`` is taken (unless ``overwrite``), not an identifier, or ``method`` is
+      not a `Method`.
+  """
+  if not isinstance(name, str) or not name.isidentifier():
+    raise ValueError(f"method name={name!r} is not allowed; allowed: a Python identifier.")
+  if not isinstance(method, Method):
+    raise ValueError(f"method {name!r}: {method!r} is not allowed; allowed: a "
+                     "jaxkd.objectives.Method.")
+  if name in _REGISTRY and not overwrite:
+    raise ValueError(f"method name={name!r} is taken; allowed: a new name, or overwrite=True.")
+  _REGISTRY[name] = method
+
+
+def _method(name: str) -> Method:
+  """A registered method, or ``package.module:attribute`` imported."""
+  if name in _REGISTRY:
+    return _REGISTRY[name]
+  if not isinstance(name, str) or ":" not in name:
+    raise ValueError(f"unknown method {name!r}; allowed: {', '.join(_REGISTRY)}, or "
+                     "'package.module:attribute' naming a jaxkd.objectives.Method.")
+  module_name, _, attribute = name.partition(":")
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as err:
+    raise ValueError(f"method {name!r}: cannot import module {module_name!r} ({err}); allowed: "
+                     "a module on the Python path.") from None
+  method = getattr(module, attribute, None)
+  if not isinstance(method, Method):
+    found = "nothing" if method is None else type(method).__name__
+    raise ValueError(f"method {name!r}: {module_name}.{attribute} is {found}; allowed: a "
+                     "jaxkd.objectives.Method.")
+  return method
 
 
 def defaults(name: str) -> dict[str, Any]:
@@ -59,11 +104,11 @@ def get(name: str, **hparams: Any) -> Objective:
   """Builds the objective of method ``name``.
 
   Args:
-    name: one of `names`.
+    name: one of `names`, or ``"package.module:attribute"`` naming a `Method`.
     **hparams: hyperparameters (see `defaults`); float ones may be schedules.
 
   Returns:
-    An `Objective`.
+    An `Objective`; ``objective.teacher`` is the method's `jaxkd.teachers.Teacher` or None.
 
   Raises:
     ValueError: an unknown method or hparam, or a value out of range (the message names the
@@ -71,13 +116,22 @@ def get(name: str, **hparams: Any) -> Objective:
   """
   method = _method(name)
   hp = _validate(name, method.specs, hparams)
-  replay = None
-  if method.replay:
-    replay = {k: hp[k] for k in ("num_backups", "refresh_every", "start_from_init",
-                                 "train_mode")}
   required = {field: spec.doc for field, spec in method.specs.items()
               if spec.default is None and spec.doc}
-  return Objective(name, lambda: method.build(hp), hparams=hp, teacher=method.teacher,
-                   requires=method.requires, replay=replay,
-                   aux_classifier_seed=hp["seed"] if method.aux_classifier else None,
-                   required_at_init=required)
+
+  def build():
+    for field, doc in required.items():
+      if hp.get(field) is None:
+        raise ValueError(f"{name} needs hparam {field} ({doc}); got None: the training "
+                         "engine or the config must set it.")
+    return method.build(hp)
+
+  def check(num_classes):
+    try:
+      method.check(hp, num_classes)
+    except ValueError as err:
+      raise ValueError(f"{name}.{err}") from None
+
+  return Objective(name, build, hparams=hp,
+                   teacher=None if method.teacher is None else method.teacher(hp),
+                   requires=method.requires, check=None if method.check is None else check)

@@ -5,81 +5,93 @@ Every method is a `Method`: its hyperparameters (`Spec` with default and allowed
 ``(1 - a) CE(z, y) + a m KL(teacher || softmax(z / T_s))``, and differs only in its teacher
 transform and conventions. Defaults marked "ours" are not the papers' numbers.
 """
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 from jaxkd import losses
 from jaxkd import targets as T
+from jaxkd import teachers
 from jaxkd.objectives import _hparams as H
-from jaxkd.objectives._core import Term
+from jaxkd.objectives._core import Term, with_teacher_fallback
 
 __all__ = ["METHODS", "Method"]
 
 
 class Method(NamedTuple):
-  """A method's recipe.
+  """A method's recipe: what `jaxkd.objectives.get` builds an objective from.
 
   Attributes:
-    specs: hparam name -> `Spec`.
+    specs: hparam name -> `Spec` (default, allowed values, doc).
     build: ``hp -> tuple[Term, ...]`` (hp: the validated hparams).
-    teacher: where teacher logits come from (None, "model", "replay", "partner").
+    teacher: ``hp -> jaxkd.teachers.Teacher``, where the engine gets teacher logits from;
+      None for methods without one.
     requires: optional `Objective.loss` inputs the method needs.
-    replay: True for the MrKD family (the engine keeps a replay ring).
-    aux_classifier: True for RAS-KD (a trainable linear head in the objective's state).
+    check: ``check(hp, num_classes)`` raising ValueError for hparams that do not suit the
+      number of classes (called by `Objective.init`); None: no such check.
     doc: one line naming the paper and the formula, with provenance.
   """
   specs: dict
   build: Callable[[dict], tuple]
-  teacher: Optional[str] = None
+  teacher: Optional[Callable[[dict], Any]] = None
   requires: tuple = ()
-  replay: bool = False
-  aux_classifier: bool = False
+  check: Optional[Callable[[dict, int], None]] = None
   doc: str = ""
 
 
-def _one(h, on):
-  del h, on
-  return 1.0
+def _product(*factors: T.Hyperparam) -> T.Hyperparam:
+  """The product of hyperparameters, a number or (with any schedule among them) a schedule."""
+  if not any(callable(f) for f in factors):
+    return math.prod(factors)
+  return lambda step: math.prod(T.value_at(f, step) for f in factors)
 
 
-def _const(name):
-  return lambda h, on: h[name]
+def _one_minus(value: T.Hyperparam) -> T.Hyperparam:
+  if callable(value):
+    return lambda step: 1.0 - T.value_at(value, step)
+  return 1.0 - value
 
 
-def _ce(weight=_one) -> Term:
+def _ce(weight: T.Hyperparam = 1.0) -> Term:
   return Term("ce", T.one_hot(), weight)
 
 
-def _distillation(teacher: T.TargetTransform, *, from_teacher: bool, student_temperature: Any,
+def _distillation(teacher: T.TargetTransform, *, alpha: T.Hyperparam,
+                  multiplier: T.Hyperparam = 1.0, from_teacher: bool, student_temperature: Any,
                   temperature_squared: bool, kl_reduction: str) -> tuple:
   """``(1 - a) CE(z, y) + a m KL(teacher || softmax(z / T_s))``.
 
   When the teacher is read from teacher logits (``from_teacher``) and no member is valid, the
   loss is the plain ``CE(z, y)`` (MrKD before its first backup), not ``(1 - a) CE``.
   """
-
-  def ce_weight(h, on):
-    return 1.0 - h["alpha"] * (on if from_teacher else 1.0)
-
-  return (
-      _ce(ce_weight),
-      Term("kd", teacher, lambda h, on: h["alpha"] * h.get("multiplier", 1.0),
-           from_teacher=from_teacher, kind="kl", temperature=student_temperature,
-           temperature_squared=temperature_squared, kl_reduction=kl_reduction),
-  )
+  terms = (_ce(_one_minus(alpha)),
+           Term("kd", teacher, _product(alpha, multiplier), kind="kl",
+                temperature=student_temperature, temperature_squared=temperature_squared,
+                kl_reduction=kl_reduction))
+  return with_teacher_fallback(terms, fallback=(_ce(),)) if from_teacher else terms
 
 
-def _kd(hp):
-  return _distillation(T.teacher_softmax(temperature=hp["temperature"]), from_teacher=True,
+def _from_teacher(hp, teacher: T.TargetTransform, multiplier: T.Hyperparam = 1.0) -> tuple:
+  """`_distillation` from the teacher logits, with the method's temperature and conventions."""
+  return _distillation(teacher, alpha=hp["alpha"], multiplier=multiplier, from_teacher=True,
                        student_temperature=hp["temperature"],
                        temperature_squared=hp["temperature_squared"],
                        kl_reduction=hp["kl_reduction"])
+
+
+def _kd(hp):
+  return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"]), hp["multiplier"])
+
+
+def _mrkd(hp):
+  return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"]))
 
 
 def _tfkd_reg(hp):
   teacher = T.chain(T.uniform_teacher(correct_prob=hp["correct_prob"]),
                     T.soften(temperature=hp["temperature"]))
   paper = hp["form"] == "paper"
-  return _distillation(teacher, from_teacher=False,
+  return _distillation(teacher, alpha=hp["alpha"], multiplier=hp["multiplier"],
+                       from_teacher=False,
                        student_temperature=hp["temperature"] if paper else 1.0,
                        temperature_squared=paper, kl_reduction=hp["kl_reduction"])
 
@@ -87,7 +99,8 @@ def _tfkd_reg(hp):
 def _lsrkd(correct_prob_key):
   def build(hp):
     prob = None if correct_prob_key is None else hp[correct_prob_key]
-    return _distillation(T.uniform_teacher(correct_prob=prob), from_teacher=False,
+    return _distillation(T.uniform_teacher(correct_prob=prob), alpha=hp["alpha"],
+                         from_teacher=False,
                          student_temperature=hp["temperature"], temperature_squared=True,
                          kl_reduction="batchmean")
   return build
@@ -99,15 +112,17 @@ def _mrkd_tc(hp):
   else:
     teacher = T.chain(T.teacher_softmax(temperature=hp["temperature"]),
                       T.teacher_correction(weight=hp["correct_weight"]))
-  return _distillation(teacher, from_teacher=True, student_temperature=hp["temperature"],
-                       temperature_squared=hp["temperature_squared"],
-                       kl_reduction=hp["kl_reduction"])
+  return _from_teacher(hp, teacher)
+
+
+def _teacher_kd(hp):
+  """``w T^2 KL_batchmean(teacher_T || s_T)`` while the teacher has a valid member."""
+  return Term("kd", T.teacher_softmax(temperature=hp["temperature"]), hp["weight"],
+              teacher=True, kind="kl", temperature=hp["temperature"], temperature_squared=True)
 
 
 def _cskd(hp):
-  return (_ce(), Term("kd", T.teacher_softmax(temperature=hp["temperature"]), _const("weight"),
-                      from_teacher=True, kind="kl", temperature=hp["temperature"],
-                      temperature_squared=True))
+  return (_ce(), _teacher_kd(hp))
 
 
 def _ras_kd(hp):
@@ -115,11 +130,28 @@ def _ras_kd(hp):
                               relation_temperature=hp["relation_temperature"],
                               representatives=hp["representatives"],
                               momentum=hp["ema_momentum"])
-  return (Term("soft_ce", relation, _one),
-          Term("kd", T.teacher_softmax(temperature=hp["temperature"]), _const("weight"),
-               from_teacher=True, kind="kl", temperature=hp["temperature"],
-               temperature_squared=True),
-          Term("aux_ce", T.one_hot(), _one, on_aux=True))
+  return (Term("soft_ce", relation), _teacher_kd(hp),
+          Term("aux_ce", T.one_hot(), on_teacher=True))
+
+
+def _share_beats_uniform(key):
+  """A true-class share must beat the 1/K of the uniform teacher."""
+  def check(hp, num_classes):
+    share = hp[key]
+    if isinstance(share, (int, float)) and not share > 1.0 / num_classes:
+      raise ValueError(f"{key}={share!r} is not allowed for K={num_classes} classes; allowed: "
+                       f"(1/K, 1) = ({1.0 / num_classes:.4g}, 1).")
+  return check
+
+
+def _replay_teacher(hp):
+  return teachers.replay(num_backups=hp["num_backups"], refresh_every=hp["refresh_every"],
+                         start_from_init=hp["start_from_init"], train_mode=hp["train_mode"])
+
+
+def _frozen_teacher(hp):
+  del hp
+  return teachers.from_run()
 
 
 _PROB = H.real(0.0, 1.0)
@@ -156,48 +188,47 @@ METHODS = {
         {"smoothing": H.Spec(0.1, _SMOOTHING),
          "convention": H.Spec("uniform", H.choice(T.SMOOTHING_CONVENTIONS))},
         lambda hp: (Term("lsr", T.label_smoothing(smoothing=hp["smoothing"],
-                                                  convention=hp["convention"]), _one),),
+                                                  convention=hp["convention"])),),
         doc="Label smoothing (Szegedy et al. 2016) [code]: CE(z, q_smooth)."),
-    "kd": Method(_kd_specs(0.9, 4.0, 1.0, "batchmean"), _kd, teacher="model",
+    "kd": Method(_kd_specs(0.9, 4.0, 1.0, "batchmean"), _kd, teacher=_frozen_teacher,
                  requires=("teacher_logits",),
                  doc="Hinton KD [code: Tf-KD loss_kd]: (1-a) CE + a m T^2 KL(t_T || s_T)."),
-    "tfkd_self": Method(_kd_specs(0.95, 6.0, 50.0, "elementwise_mean"), _kd, teacher="model",
-                        requires=("teacher_logits",),
+    "tfkd_self": Method(_kd_specs(0.95, 6.0, 50.0, "elementwise_mean"), _kd,
+                        teacher=_frozen_teacher, requires=("teacher_logits",),
                         doc="Tf-KD_self [code: loss_kd_self], official ResNet18 (0.95, 6, 50)."),
     "tfkd_reg": Method(
         {"alpha": H.Spec(0.1, _PROB), "temperature": H.Spec(20.0, _POS),
          "multiplier": H.Spec(100.0, _NONNEG), "correct_prob": H.Spec(0.99, _SHARE),
          "form": H.Spec("code", H.choice(("code", "paper"))),
          "kl_reduction": H.Spec("elementwise_mean", _KL)},
-        _tfkd_reg,
+        _tfkd_reg, check=_share_beats_uniform("correct_prob"),
         doc="Tf-KD_reg [code: loss_kd_regularization], official ResNet18 (T 20, a 0.1, m 100)."),
     "lsrkd": Method({"alpha": H.Spec(0.9, _PROB), "temperature": H.Spec(4.0, _POS)},
                     _lsrkd(None),
                     doc="LsrKD [abs, reconstructed; defaults ours]: (1-a) CE + a tau^2 KL(u||s)."),
     "lsrkd_tc": Method({"alpha": H.Spec(0.9, _PROB), "temperature": H.Spec(4.0, _POS),
                         "correct_prob": H.Spec(0.5, _SHARE)},
-                       _lsrkd("correct_prob"),
+                       _lsrkd("correct_prob"), check=_share_beats_uniform("correct_prob"),
                        doc="LsrKD + TC [abs, reconstructed; defaults ours]: teacher u_TC."),
-    "mrkd": Method(_mrkd_specs(), _kd, teacher="replay", requires=("teacher_logits",),
-                   replay=True,
+    "mrkd": Method(_mrkd_specs(), _mrkd, teacher=_replay_teacher, requires=("teacher_logits",),
                    doc="MrKD [abs, reconstructed; defaults ours]: KD from replay backups."),
     "mrkd_tc": Method(
         _mrkd_specs(correction=H.Spec("mix", H.choice(("mix", "swap"))),
                     correct_weight=H.Spec(0.5, _PROB)),
-        _mrkd_tc, teacher="replay", requires=("teacher_logits",), replay=True,
+        _mrkd_tc, teacher=_replay_teacher, requires=("teacher_logits",),
         doc="MrKD + TC [abs, reconstructed; defaults ours]: corrected replay teacher."),
     "alr": Method(
         {"alpha": H.Spec(1.0, _NONNEG), "momentum": H.Spec(0.9, _PROB),
          "steps_per_epoch": _STEPS},
         lambda hp: (_ce(), Term("residual", T.adaptive_label_regularization(
-            momentum=hp["momentum"], steps_per_epoch=hp["steps_per_epoch"]), _const("alpha"))),
+            momentum=hp["momentum"], steps_per_epoch=hp["steps_per_epoch"]), hp["alpha"])),
         doc="ALR [abs, reconstructed; defaults ours]: CE + a CE(z, R[y])."),
     "ols": Method(
         {"hard_weight": H.Spec(0.5, _NONNEG), "soft_weight": H.Spec(0.5, _NONNEG),
          "steps_per_epoch": _STEPS},
-        lambda hp: (_ce(_const("hard_weight")), Term(
+        lambda hp: (_ce(hp["hard_weight"]), Term(
             "soft_ce", T.online_label_smoothing(steps_per_epoch=hp["steps_per_epoch"]),
-            _const("soft_weight"))),
+            hp["soft_weight"])),
         doc="Online label smoothing [code: CIFAR script]: 0.5 CE + 0.5 CE(z, S[y])."),
     "pskd": Method(
         {"alpha_final": H.Spec(0.8, _PROB),
@@ -205,17 +236,17 @@ METHODS = {
          "steps_per_epoch": _STEPS},
         lambda hp: (Term("soft_ce", T.progressive_self_knowledge(
             alpha_final=hp["alpha_final"], total_epochs=hp["total_epochs"],
-            steps_per_epoch=hp["steps_per_epoch"]), _one),),
+            steps_per_epoch=hp["steps_per_epoch"])),),
         requires=("example_ids",),
         doc="PS-KD [code: lgcnsai/PS-KD-Pytorch main.py]: CE(z, (1-a_t) e_y + a_t P[id])."),
     "cskd": Method({"weight": H.Spec(1.0, _NONNEG), "temperature": H.Spec(4.0, _POS)}, _cskd,
-                   teacher="partner", requires=("teacher_logits",),
+                   teacher=lambda hp: teachers.partner(), requires=("teacher_logits",),
                    doc="CS-KD [code: alinlab/cs-kd]: CE + lam T^2 KL_batchmean(partner || s)."),
     "zipf": Method(
         {"weight": H.Spec(0.1, _NONNEG), "power": H.Spec(1.0, _NONNEG),
          "upsample": H.Spec(2, H.integer(1))},
         lambda hp: (_ce(), Term("zipf", T.zipf_targets(power=hp["power"], upsample=hp["upsample"]),
-                                _const("weight"), kind="kl", non_target=True)),
+                                hp["weight"], kind="kl", non_target=True)),
         requires=("dense_logits",),
         doc="Zipf's LS [code: megvii-research/zipfls]: CE + lam KL over non-target classes."),
     "ras_kd": Method(
@@ -223,6 +254,7 @@ METHODS = {
          "temperature": H.Spec(4.0, _POS), "weight": H.Spec(1.0, _NONNEG),
          "representatives": H.Spec("classifier", H.choice(T.REPRESENTATIVES)),
          "ema_momentum": H.Spec(0.9, _PROB), "seed": H.Spec(0, H.integer(0))},
-        _ras_kd, requires=("features",), aux_classifier=True,
+        _ras_kd, teacher=lambda hp: teachers.aux_head(seed=hp["seed"]),
+        requires=("features", "teacher_logits"),
         doc="RAS-KD [abs, reconstructed; defaults ours]: relation targets + aux-head KD."),
 }

@@ -20,7 +20,6 @@ from jaxkd import analysis
 from jaxkd import data as data_lib
 from jaxkd import models
 from jaxkd.train import checkpoint as ckpt_lib
-from jaxkd.train import step as step_lib
 
 __all__ = ["collect", "machine"]
 
@@ -66,11 +65,11 @@ def _head_templates(params, feature_dim: int, num_classes: int) -> np.ndarray:
 def _forward(config, variables, dataset, batch_size: int):
   model = models.get(config.model.name, num_classes=dataset.num_classes,
                      dtype=config.model.dtype)
-  aug = step_lib.Augment(mean=tuple(dataset.mean), std=tuple(dataset.std))
 
   @jax.jit
   def apply(images):
-    out = model.apply(variables, step_lib.preprocess(None, images, aug), train=False)
+    out = model.apply(variables, data_lib.normalize(images, dataset.mean, dataset.std),
+                      train=False)
     return out["logits"], out["features"]
 
   logits, features = [], []

@@ -14,7 +14,7 @@ Example::
   q, state = targets.build_targets(tfkd_reg, tfkd_reg.init(num_classes=100), ctx)
 """
 from jaxkd.targets._base import (EmptyState, Hyperparam, TargetContext, TargetTransform,
-                                 build_targets, chain, make_context, resolve, stateless)
+                                 build_targets, chain, make_context, stateless, value_at)
 from jaxkd.targets._labels import (SMOOTHING_CONVENTIONS, label_smoothing, one_hot, soften,
                                    teacher_correction, uniform_teacher)
 from jaxkd.targets._online import (ClassMatrixState, adaptive_label_regularization,
@@ -49,11 +49,11 @@ __all__ = [
     "one_hot",
     "online_label_smoothing",
     "progressive_self_knowledge",
-    "resolve",
     "soften",
     "stateless",
     "teacher_correction",
     "teacher_softmax",
     "uniform_teacher",
+    "value_at",
     "zipf_targets",
 ]

@@ -19,8 +19,8 @@ __all__ = [
     "build_targets",
     "chain",
     "make_context",
-    "resolve",
     "stateless",
+    "value_at",
 ]
 
 # A float hyperparameter: a number, or a schedule `step -> value` (optax schedules work as is).
@@ -71,7 +71,7 @@ class TargetTransform(NamedTuple):
   update: Callable[[chex.Array, Any, TargetContext], tuple[chex.Array, Any]]
 
 
-def resolve(value: Hyperparam, step: chex.Numeric) -> chex.Numeric:
+def value_at(value: Hyperparam, step: chex.Numeric) -> chex.Numeric:
   """Evaluates a hyperparameter that may be a schedule.
 
   Args:

@@ -65,7 +65,7 @@ def label_smoothing(*, smoothing: _base.Hyperparam,
                      f"{', '.join(SMOOTHING_CONVENTIONS)}.")
 
   def fn(targets, ctx):
-    eps = _base.resolve(smoothing, ctx.step)
+    eps = _base.value_at(smoothing, ctx.step)
     if convention == "uniform":
       prior = jnp.full_like(targets, 1.0 / targets.shape[-1])
     else:
@@ -99,7 +99,7 @@ def uniform_teacher(*, correct_prob: Optional[_base.Hyperparam] = None) -> _base
   def fn(targets, ctx):
     if correct_prob is None:
       return jnp.full_like(targets, 1.0 / targets.shape[-1])
-    b = _base.resolve(correct_prob, ctx.step)
+    b = _base.value_at(correct_prob, ctx.step)
     return b * _one_hot(ctx) + (1.0 - b) * _others(ctx)
 
   return _base.stateless(fn)
@@ -119,7 +119,7 @@ def teacher_correction(*, weight: _base.Hyperparam) -> _base.TargetTransform:
   """
 
   def fn(targets, ctx):
-    g = _base.resolve(weight, ctx.step)
+    g = _base.value_at(weight, ctx.step)
     return (1.0 - g) * targets + g * _one_hot(ctx)
 
   return _base.stateless(fn)
@@ -144,6 +144,6 @@ def soften(*, temperature: _base.Hyperparam) -> _base.TargetTransform:
   """
 
   def fn(targets, ctx):
-    return jax.nn.softmax(targets / _base.resolve(temperature, ctx.step), axis=-1)
+    return jax.nn.softmax(targets / _base.value_at(temperature, ctx.step), axis=-1)
 
   return _base.stateless(fn)

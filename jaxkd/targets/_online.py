@@ -165,7 +165,7 @@ def adaptive_label_regularization(*, momentum: _base.Hyperparam,
     return wrong.astype(jnp.float32), residual
 
   def finish(state, step):
-    mu = _base.resolve(momentum, step)
+    mu = _base.value_at(momentum, step)
     blended = mu * state.matrix + (1.0 - mu) * _per_class_mean(state)
     return jnp.where(state.counts[:, None] > 0, blended, state.matrix)
 

@@ -71,7 +71,7 @@ def progressive_self_knowledge(*, alpha_final: _base.Hyperparam, total_epochs: i
                        "of every example in the batch) to read its table; got None.")
     one_hot = jax.nn.one_hot(ctx.labels, ctx.logits.shape[-1], dtype=jnp.float32)
     epoch = jnp.asarray(ctx.step) // steps_per_epoch
-    alpha = _base.resolve(alpha_final, ctx.step) * (epoch + 1) / total_epochs
+    alpha = _base.value_at(alpha_final, ctx.step) * (epoch + 1) / total_epochs
     alpha = jnp.maximum(alpha, 0.0)
     past = jnp.where(epoch == 0, one_hot, state.table[ctx.example_ids])
     new_targets = (1.0 - alpha) * one_hot + alpha * past

@@ -92,15 +92,15 @@ def class_relation(*, smoothing: _base.Hyperparam, relation_temperature: _base.H
       if ctx.features is None:
         raise ValueError("class_relation with representatives='ema' needs features; got None.")
       reps = state.prototypes
-    eps = _base.resolve(smoothing, ctx.step)
+    eps = _base.value_at(smoothing, ctx.step)
     relation = class_relation_matrix(
-        reps, temperature=_base.resolve(relation_temperature, ctx.step))
+        reps, temperature=_base.value_at(relation_temperature, ctx.step))
     one_hot = jax.nn.one_hot(ctx.labels, reps.shape[0], dtype=jnp.float32)
     new_targets = (1.0 - eps) * targets + eps * (one_hot @ relation)
     if representatives == "ema":
       counts = jnp.sum(one_hot, axis=0)[:, None]
       means = one_hot.T @ ctx.features / jnp.maximum(counts, 1.0)
-      m = _base.resolve(momentum, ctx.step)
+      m = _base.value_at(momentum, ctx.step)
       state = RelationState(jnp.where(counts > 0, m * reps + (1.0 - m) * means, reps))
     return new_targets, state
 

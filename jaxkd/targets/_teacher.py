@@ -71,7 +71,7 @@ def teacher_softmax(*, temperature: _base.Hyperparam,
     logits = ctx.teacher_logits
     if adjust:
       logits = knowledge_adjustment(logits, ctx.labels)
-    probs = jax.nn.softmax(logits / _base.resolve(temperature, ctx.step), axis=-1)
+    probs = jax.nn.softmax(logits / _base.value_at(temperature, ctx.step), axis=-1)
     mask = ctx.teacher_mask.astype(jnp.float32)
     total = jnp.einsum("m,mbk->bk", mask, probs)
     return total / jnp.maximum(jnp.sum(mask), 1.0)

@@ -81,7 +81,7 @@ def zipf_targets(*, power: _base.Hyperparam = 1.0, upsample: int = 2) -> _base.T
                        "last feature map) to rank the classes; got None.")
     ranks = min_rank(dense_votes(ctx.dense_logits, upsample=upsample))
     non_target = 1.0 - jax.nn.one_hot(ctx.labels, targets.shape[-1], dtype=jnp.float32)
-    weights = non_target * ranks ** (-_base.resolve(power, ctx.step))
+    weights = non_target * ranks ** (-_base.value_at(power, ctx.step))
     return weights / jnp.sum(weights, axis=-1, keepdims=True)
 
   return _base.stateless(fn)

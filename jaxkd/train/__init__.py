@@ -1,13 +1,21 @@
-"""The training engine: train state, sharded jitted steps, checkpoints and the loop."""
-from jaxkd.train.checkpoint import CheckpointStore, load_variables
-from jaxkd.train.loop import NonFiniteError, init_state, train_and_evaluate
-from jaxkd.train.setup import ConfigError, Run, make_mesh, make_optimizer, resolve
-from jaxkd.train.state import ReplayRing, TrainState, init_replay, refresh_replay
-from jaxkd.train.step import Augment, StepFns, make_steps, preprocess
+"""The training engine: train state, sharded jitted steps, checkpoints and the loop.
+
+``build(config)`` assembles a run (`Trainer`: data, model, objective, teacher, optimizer,
+jitted steps, constants on the mesh); ``train_and_evaluate(config, workdir)`` trains it with
+checkpoints and logs.
+"""
+from jaxkd.train.checkpoint import CheckpointStore
+from jaxkd.train.loop import NonFiniteError, maybe_initialize_distributed, train_and_evaluate
+from jaxkd.train.run import (DTYPES, AugmentConfig, ConfigError, Run, augment_config,
+                             build_run, derived_hparams, make_mesh, make_optimizer)
+from jaxkd.train.state import TrainState, trainable
+from jaxkd.train.step import StepFns, make_steps, preprocess
+from jaxkd.train.trainer import Batches, Trainer, build, init_state, replicate, shard_batch
 
 __all__ = [
-    "Augment", "CheckpointStore", "ConfigError", "NonFiniteError", "ReplayRing", "Run",
-    "StepFns", "TrainState", "init_replay", "init_state", "load_variables", "make_mesh",
-    "make_optimizer", "make_steps", "preprocess", "refresh_replay", "resolve",
+    "DTYPES", "AugmentConfig", "Batches", "CheckpointStore", "ConfigError", "NonFiniteError", "Run",
+    "StepFns", "TrainState", "Trainer", "augment_config", "build", "build_run",
+    "derived_hparams", "init_state", "make_mesh", "make_optimizer", "make_steps",
+    "maybe_initialize_distributed", "preprocess", "replicate", "shard_batch", "trainable",
     "train_and_evaluate",
 ]

@@ -1,6 +1,6 @@
-"""orbax checkpoints of a run: save every N steps, keep the last K, resume, load teachers.
+"""orbax checkpoints of a run: save every N steps, keep the last K, resume.
 
-A checkpoint holds the whole `TrainState` (method state and MrKD ring included) and a small
+A checkpoint holds the whole `TrainState` (method and teacher state included) and a small
 JSON with the loop's position and best-so-far metrics. orbax writes each step into a temporary
 directory and renames it when complete, so a run killed mid-write never leaves a checkpoint
 that `latest_step` would pick up; a checkpoint that fails to restore anyway (a corrupted disk)
@@ -15,6 +15,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from jaxkd.teachers import load_variables  # a finished run's model variables
 
 __all__ = ["CheckpointStore", "load_variables"]
 
@@ -71,37 +73,3 @@ class CheckpointStore:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-def load_variables(workdir: str, *, step: int | None = None) -> tuple[dict, int]:
-  """A finished run's model variables (``params``, ``batch_stats``) for use as a frozen teacher.
-
-  Args:
-    workdir: the teacher run's workdir (the one holding ``checkpoints/``).
-    step: which checkpoint; ``None`` takes the latest (De-KD uses an early one).
-
-  Returns:
-    ``({"params": ..., "batch_stats": ...}, step)`` as host arrays.
-  """
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  # orbax renames a step's temporary directory to its plain number only once it is complete.
-  steps = sorted(int(name) for name in os.listdir(directory) if name.isdigit()) \
-      if os.path.isdir(directory) else []
-  if not steps:
-    raise FileNotFoundError(f"teacher.workdir={workdir!r} holds no checkpoint under {directory}; "
-                            "train the teacher there first (jaxkd train --workdir ...)")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise ValueError(f"teacher.step={step} is not among the checkpoints of {workdir!r}: {steps}")
-  # The teacher may have run on another topology (one GPU, a pod slice): restore onto this
-  # process's first device, with shapes and dtypes from the checkpoint's own metadata.
-  path = os.path.join(directory, str(step), "state")
-  with ocp.StandardCheckpointer() as checkpointer:
-    tree = checkpointer.metadata(path).item_metadata
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-    state = checkpointer.restore(path, target)
-  variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
-  return jax.device_get(variables), step

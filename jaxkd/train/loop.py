@@ -22,13 +22,11 @@ import numpy as np
 import tqdm
 
 from jaxkd import analysis
-from jaxkd import data as data_lib
 from jaxkd.train import checkpoint as ckpt_lib
-from jaxkd.train import setup as setup_lib
-from jaxkd.train import state as state_lib
-from jaxkd.train import step as step_lib
+from jaxkd.train import run as run_lib
+from jaxkd.train import trainer as trainer_lib
 
-__all__ = ["init_state", "train_and_evaluate", "maybe_initialize_distributed"]
+__all__ = ["NonFiniteError", "maybe_initialize_distributed", "train_and_evaluate"]
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -47,55 +45,6 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   number = lambda key: int(env[key]) if env.get(key) else None
   jax.distributed.initialize(env.get("JAX_COORDINATOR_ADDRESS"), number("JAX_NUM_PROCESSES"),
                              number("JAX_PROCESS_ID"))
-
-
-def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
-  """A host array as one replicated global array (works across processes)."""
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
-
-
-def shard_batch(mesh: jax.sharding.Mesh, rows: np.ndarray) -> jax.Array:
-  """The global batch ``rows`` sharded over ``data``; each process feeds only its own slice."""
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  per_process = rows.shape[0] // jax.process_count()
-  start = jax.process_index() * per_process
-  return jax.make_array_from_process_local_data(
-      sharding, rows[start:start + per_process], rows.shape)
-
-
-def init_state(run: setup_lib.Run, optimizer, aug: step_lib.Augment) -> state_lib.TrainState:
-  """Initial `TrainState`, created directly on the mesh (replicated)."""
-  key = jax.random.PRNGKey(run.config.seed)
-  init_key, state_key = jax.random.split(key)
-  sample = step_lib.preprocess(None, jnp.asarray(run.train_data.images[:1]), aug)
-  feature_dim = jax.eval_shape(
-      lambda: run.model.apply(run.model.init(init_key, sample), sample))["features"].shape[-1]
-  replay = run.objective.replay
-
-  def init():
-    variables = run.model.init(init_key, sample, train=False)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    objective = run.objective.init(num_classes=run.train_data.num_classes,
-                                   num_examples=run.train_data.num_examples,
-                                   feature_dim=feature_dim)
-    ring = None
-    if replay is not None:
-      ring = state_lib.init_replay(params, batch_stats, num_backups=replay["num_backups"],
-                                   start_from_init=replay["start_from_init"])
-    return state_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-        opt_state=optimizer.init(state_lib.trainable(params, objective)), objective=objective,
-        replay=ring, rng=state_key)
-
-  replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
-  return jax.jit(init, out_shardings=replicated)()
-
-
-def _augment(config, dataset) -> step_lib.Augment:
-  return step_lib.Augment(mean=tuple(dataset.mean), std=tuple(dataset.std),
-                          crop_padding=int(config.data.crop_padding), flip=bool(config.data.flip),
-                          rotation_degrees=float(config.data.rotation_degrees))
 
 
 def _step_of(line: str) -> int | None:
@@ -127,15 +76,17 @@ class _Logger:
         f.write(json.dumps(record) + "\n")
 
 
-def _evaluate(steps, state, run, eval_data, batch_size: int) -> dict:
+def _evaluate(trainer: trainer_lib.Trainer, state, batch_size: int) -> dict:
+  run = trainer.run
   n = run.eval_data.num_examples
   sums = None
   for start in range(0, n, batch_size):
     rows = np.arange(start, start + batch_size)
     mask = rows < n
-    out = steps.eval(state.params, state.batch_stats, eval_data,
-                     shard_batch(run.mesh, np.where(mask, rows, 0).astype(np.int32)),
-                     shard_batch(run.mesh, mask))
+    out = trainer.steps.eval(
+        state.params, state.batch_stats, trainer.eval_consts,
+        trainer_lib.shard_batch(run.mesh, np.where(mask, rows, 0).astype(np.int32)),
+        trainer_lib.shard_batch(run.mesh, mask))
     sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
   return analysis.finalize_metrics(jax.device_get(sums))
 
@@ -157,7 +108,7 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       old = json.load(f)
     if old != new:
       changed = sorted(_diff_keys(old, new))
-      raise setup_lib.ConfigError(
+      raise run_lib.ConfigError(
           f"workdir={workdir!r} holds a run of another config (differs in {', '.join(changed)}); "
           "use a new workdir, or the same config to resume")
   _write_json(path, new)
@@ -170,17 +121,7 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
   return [] if old == new else [prefix.rstrip(".")]
 
 
-def _load_teacher(run: setup_lib.Run):
-  if run.objective.teacher != "model":
-    return None, None
-  variables, _ = ckpt_lib.load_variables(
-      run.config.teacher.workdir,
-      step=None if run.config.teacher.step < 0 else run.config.teacher.step)
-  return setup_lib.teacher_model(run.config), jax.tree_util.tree_map(
-      lambda x: replicate(run.mesh, np.asarray(x)), variables)
-
-
-def _summary(history: list[dict], *, wall_time: float, run: setup_lib.Run, state) -> dict:
+def _summary(history: list[dict], *, wall_time: float, run: run_lib.Run, state) -> dict:
   best = max(history, key=lambda r: r["eval/top1"])
   last = history[-1]
   pick = lambda r: {k.split("/", 1)[1]: r[k] for k in r if k.startswith("eval/")} | {
@@ -200,18 +141,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     top-5, NLL and ECE, wall time, devices.
   """
   maybe_initialize_distributed(config)
-  run = setup_lib.resolve(config)
-  train_cfg = config.train
-  aug = _augment(config, run.train_data)
-  optimizer = setup_lib.make_optimizer(train_cfg.optimizer, steps_per_epoch=run.steps_per_epoch,
-                                       total_steps=run.total_steps)
-  teacher_model, teacher_vars = _load_teacher(run)
-  steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
-                              aug=aug, mesh=run.mesh, teacher_model=teacher_model,
-                              teacher_train_mode=config.teacher.train_mode,
-                              skip_nonfinite=train_cfg.skip_nonfinite,
-                              conv_kernel_grad=config.model.kernel_grad)
-  state = init_state(run, optimizer, aug)
+  trainer = trainer_lib.build(config)
+  run, train_cfg = trainer.run, config.train
+  state = trainer.init_state()
   _prepare_workdir(config, workdir)  # only once every input is known to be good
   store = ckpt_lib.CheckpointStore(workdir, max_to_keep=train_cfg.keep_checkpoints)
   restored = store.restore_latest(state)
@@ -219,16 +151,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logger = _Logger(workdir, int(state.step))
   history = meta["history"]
   start_time = time.time() - meta["wall_time_s"]
-  train_data = {k: replicate(run.mesh, getattr(run.train_data, k)) for k in ("images", "labels")}
-  eval_data = {k: replicate(run.mesh, getattr(run.eval_data, k)) for k in ("images", "labels")}
-  batches = _Batches(run, config)
+  batches = trainer.batches()
   pending, last_log = [], (int(state.step), time.time())
   bar = tqdm.tqdm(total=run.total_steps, initial=int(state.step), unit="step", dynamic_ncols=True,
                   disable=jax.process_index() != 0,
                   mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs stay short
   for step in range(int(state.step), run.total_steps):
-    indices, partners = batches.get(step)
-    state, metrics = steps.train(state, train_data, indices, partners, teacher_vars)
+    state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
     # One step in flight: the host prepares and dispatches step t+1 while the device runs
     # step t, and waits only for step t-1. An unbounded queue of sharded steps times out
     # in XLA:CPU's collectives.
@@ -249,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if done % run.steps_per_epoch == 0 or done == run.total_steps:
       record = {"step": done, "epoch": done / run.steps_per_epoch,
                 **{f"eval/{k}": v for k, v in _evaluate(
-                    steps, state, run, eval_data, train_cfg.eval_batch_size).items()}}
+                    trainer, state, train_cfg.eval_batch_size).items()}}
       history.append(record)
       logger.write(record)
     if save:
@@ -259,27 +188,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = _summary(history, wall_time=time.time() - start_time, run=run, state=state)
   _write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
-
-
-class _Batches:
-  """Global batches of example indices; the order is a pure function of (seed, epoch)."""
-
-  def __init__(self, run: setup_lib.Run, config):
-    self.run, self.seed, self.batch = run, config.seed, config.train.batch_size
-    self.epoch, self.order, self.partners = None, None, None
-
-  def get(self, step: int):
-    epoch, i = divmod(step, self.run.steps_per_epoch)
-    if epoch != self.epoch:
-      self.epoch = epoch
-      self.order = data_lib.batch_indices(self.run.train_data.num_examples, self.batch,
-                                          seed=self.seed, epoch=epoch)
-      if self.run.objective.teacher == "partner":
-        self.partners = data_lib.partner_indices(self.run.train_data.labels, self.order,
-                                                 seed=self.seed, epoch=epoch)
-    partners = (shard_batch(self.run.mesh, self.partners[i])
-                if self.partners is not None else None)
-    return shard_batch(self.run.mesh, self.order[i]), partners
 
 
 def _train_record(pending: list[dict], done: int, run, last_log) -> tuple[dict, tuple]:

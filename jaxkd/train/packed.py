@@ -4,33 +4,34 @@ Small networks leave most of a device idle, and every step pays a fixed dispatch
 stacks the train states of S seeds (or of S hyperparameter settings) on a leading axis and
 vmaps the unjitted step (`StepFns.train_fn`) over it, so one program advances all S runs.
 Every run keeps its own initialisation, batch order, augmentation stream (the per-step key is
-``fold_in(state.rng, state.step)``) and method state; the dataset and a frozen teacher are
-shared. Run ``s`` of a packed run computes what a separate run of seed ``s`` computes (up to
-float reassociation: a vmapped convolution is one grouped convolution). ``strategy="unroll"``
-puts S copies of the step in the program instead of vmapping it (faster for conv nets on CPU).
+``fold_in(state.rng, state.step)``) and method state; the run's constants (the dataset, a
+frozen teacher) are shared. Run ``s`` of a packed run computes what a separate run of seed
+``s`` computes (up to float reassociation: a vmapped convolution is one grouped convolution).
+``strategy="unroll"`` puts S copies of the step in the program instead of vmapping it (faster
+for conv nets on CPU).
 
-    states = packed.init_states(run, optimizer, aug, seeds=(0, 1, 2, 3))
-    step = packed.pack_step(steps.train_fn, mesh=run.mesh)
-    rows = packed.batch_indices(run.train_data.num_examples, batch, seeds=(0, 1, 2, 3), epoch=0)
-    states, metrics = step(states, data, packed.shard_rows(run.mesh, rows[i]), None, None)
+    trainer = jaxkd.train.build(config)
+    states = packed.init_states(trainer, seeds=(0, 1, 2, 3))
+    step = packed.pack_step(trainer.steps.train_fn, mesh=trainer.run.mesh)
+    batches = packed.Batches(trainer, seeds=(0, 1, 2, 3))
+    states, metrics = step(states, trainer.consts, batches.get(i))
 
 Settings packing vmaps over hyperparameters as well: ``build(setting)`` returns the train step
 of one setting (float hyperparameters arrive as tracers, which `jaxkd.objectives` accepts).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd import data as data_lib
-from jaxkd.train import loop, state as state_lib
+from jaxkd.train import state as state_lib
+from jaxkd.train import trainer as trainer_lib
 
-__all__ = ["batch_indices", "init_states", "pack_settings_step", "pack_step", "shard_rows",
-           "stack", "unstack"]
+__all__ = ["Batches", "init_states", "pack_settings_step", "pack_step", "shard_rows", "stack",
+           "unstack"]
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -43,27 +44,35 @@ def unstack(tree: Any, index: int) -> Any:
   return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
-def init_states(run, optimizer, aug, *, seeds: Sequence[int]) -> state_lib.TrainState:
-  """The initial states of ``seeds``, each as `loop.init_state` makes it, stacked."""
+def init_states(trainer: trainer_lib.Trainer, *, seeds: Sequence[int]) -> state_lib.TrainState:
+  """The initial states of ``seeds``, each as `Trainer.init_state` makes it, stacked."""
   if not seeds:
     raise ValueError(f"seeds={seeds!r}: allowed: a non-empty sequence of ints")
-  states = []
-  for seed in seeds:
-    config = run.config.copy_and_resolve_references()
-    config.seed = int(seed)
-    states.append(loop.init_state(dataclasses.replace(run, config=config), optimizer, aug))
-  return jax.jit(stack, out_shardings=_replicated(run.mesh))(states)
+  states = [trainer.init_state(seed=int(seed)) for seed in seeds]
+  return jax.jit(stack, out_shardings=_replicated(trainer.run.mesh))(states)
 
 
-def batch_indices(num_examples: int, batch_size: int, *, seeds: Sequence[int],
-                  epoch: int) -> np.ndarray:
-  """``int32 [steps, S, B]``: epoch ``epoch`` of every seed's own batch order."""
-  return np.stack([data_lib.batch_indices(num_examples, batch_size, seed=s, epoch=epoch)
-                   for s in seeds], axis=1)
+class Batches:
+  """The batches of S seeds of one run: every row of `jaxkd.train.Batches` gets an ``[S]`` axis.
+
+  ``host(step)`` gives ``{name: int32 [S, B]}``; ``get(step)`` the same with the batch axis
+  sharded over ``data``.
+  """
+
+  def __init__(self, trainer: trainer_lib.Trainer, *, seeds: Sequence[int]):
+    self.mesh = trainer.run.mesh
+    self._runs = [trainer.batches(seed=int(s)) for s in seeds]
+
+  def host(self, step: int) -> dict:
+    rows = [run.host(step) for run in self._runs]
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+  def get(self, step: int) -> dict:
+    return {k: shard_rows(self.mesh, v) for k, v in self.host(step).items()}
 
 
 def shard_rows(mesh: jax.sharding.Mesh, rows: np.ndarray) -> jax.Array:
-  """``[S, B]`` example indices, the batch axis sharded over ``data`` (like `loop.shard_batch`)."""
+  """``[S, B]`` rows, the batch axis sharded over ``data`` (like `jaxkd.train.shard_batch`)."""
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
   per_process = rows.shape[1] // jax.process_count()
   start = jax.process_index() * per_process
@@ -76,11 +85,11 @@ def _replicated(mesh):
 
 
 def _unrolled(one: Callable) -> Callable:
-  """``vmap`` of ``one`` over axis 0 of its first two arguments, as S calls in one program."""
-  def packed(states, settings, data, indices, partners, teacher_vars):
+  """``vmap`` of ``one`` over axis 0 of its batched arguments, as S calls in one program."""
+  def packed(states, settings, consts, batch):
     size = jax.tree_util.tree_leaves(states)[0].shape[0]
-    outs = [one(unstack(states, i), unstack(settings, i), data, indices[i],
-                None if partners is None else partners[i], teacher_vars) for i in range(size)]
+    outs = [one(unstack(states, i), unstack(settings, i), consts, unstack(batch, i))
+            for i in range(size)]
     return stack(outs)
   return packed
 
@@ -91,9 +100,8 @@ def pack_settings_step(build: Callable[[Mapping[str, jax.Array]], Callable], *,
 
   Args:
     build: ``setting -> train_fn``; ``setting`` maps names to scalars (tracers under the
-      vmap) and ``train_fn(state, data, indices, partners, teacher_vars)`` is the unjitted step
-      of that setting, e.g. ``make_steps(objective=objectives.get(name, **setting), ...)
-      .train_fn``.
+      vmap) and ``train_fn(state, consts, batch)`` is the unjitted step of that setting, e.g.
+      ``make_steps(objective=objectives.get(name, **setting), ...).train_fn``.
     mesh: the run's mesh; states are replicated, the batch axis of the indices sharded.
     strategy: ``"vmap"`` batches every operation over the S runs; ``"unroll"`` writes S
       copies of the step into the one program instead. Both compute the same thing. Under
@@ -102,24 +110,23 @@ def pack_settings_step(build: Callable[[Mapping[str, jax.Array]], Callable], *,
       ``"unroll"`` is the better choice for convolutional nets on CPU.
 
   Returns:
-    ``step(states, settings, data, indices, partners, teacher_vars) -> (states, metrics)``:
-    ``settings`` maps names to ``[S]`` arrays, ``indices`` (and ``partners`` or None) are
-    ``int32 [S, B]``; every metric gets a leading ``[S]`` axis. ``states`` is donated.
+    ``step(states, settings, consts, batch) -> (states, metrics)``: ``settings`` maps names
+    to ``[S]`` arrays, every row of ``batch`` is ``int32 [S, B]`` (`Batches`); every metric
+    gets a leading ``[S]`` axis. ``states`` is donated.
   """
-  def one(state, setting, data, indices, partners, teacher_vars):
-    return build(setting)(state, data, indices, partners, teacher_vars)
+  def one(state, setting, consts, batch):
+    return build(setting)(state, consts, batch)
 
-  def vmapped(states, settings, data, indices, partners, teacher_vars):
+  def vmapped(states, settings, consts, batch):
     # Every packed run is at the same step. Passed in unbatched, the step keeps each
     # `lax.cond` on it (MrKD's refresh) a conditional; a batched predicate would make it a
     # select that runs both branches for every run (6-10% of an MLP step at S=4).
     step = states.step[0]
 
-    def at_step(state, setting, indices, partners):
-      return one(state.replace(step=step), setting, data, indices, partners, teacher_vars)
+    def at_step(state, setting, batch):
+      return one(state.replace(step=step), setting, consts, batch)
 
-    partner_axis = None if partners is None else 0
-    return jax.vmap(at_step, in_axes=(0, 0, 0, partner_axis))(states, settings, indices, partners)
+    return jax.vmap(at_step)(states, settings, batch)
 
   strategies = {"vmap": vmapped, "unroll": _unrolled(one)}
   if strategy not in strategies:
@@ -132,12 +139,12 @@ def pack_step(train_fn: Callable, *, mesh: jax.sharding.Mesh,
   """One jitted step over S seeds of one config: ``train_fn`` vmapped over stacked states.
 
   Returns:
-    ``step(states, data, indices, partners, teacher_vars) -> (states, metrics)`` with the
-    shapes of `pack_settings_step` (see there for ``strategy``).
+    ``step(states, consts, batch) -> (states, metrics)`` with the shapes of
+    `pack_settings_step` (see there for ``strategy``).
   """
   packed = pack_settings_step(lambda setting: train_fn, mesh=mesh, strategy=strategy)
 
-  def step(states, data, indices, partners, teacher_vars):
-    return packed(states, {}, data, indices, partners, teacher_vars)
+  def step(states, consts, batch):
+    return packed(states, {}, consts, batch)
 
   return step

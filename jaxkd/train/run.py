@@ -1,4 +1,4 @@
-"""From a config to the pieces of a run: data, model, objective, optimizer, mesh.
+"""From a config to the pieces of a run: data, model, objective, teacher, optimizer, mesh.
 
 Everything here runs before anything compiles, so a bad config fails in a second with one
 line naming the key, the value and what is allowed (`ConfigError`).
@@ -6,8 +6,6 @@ line naming the key, the value and what is allowed (`ConfigError`).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import jax
@@ -19,13 +17,13 @@ import optax
 from jaxkd import data as data_lib
 from jaxkd import models
 from jaxkd import objectives
+from jaxkd import teachers
 from jaxkd.train import defaults
 
-__all__ = ["ConfigError", "Run", "make_mesh", "make_optimizer", "resolve", "teacher_model"]
+__all__ = ["AugmentConfig", "ConfigError", "DTYPES", "Run", "augment_config", "build_run",
+           "derived_hparams", "make_mesh", "make_optimizer"]
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# Hyperparameters whose value follows from the data and the schedule of the run.
-_DERIVED = ("steps_per_epoch", "total_epochs", "num_examples", "refresh_every")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class ConfigError(ValueError):
@@ -33,13 +31,36 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """On-device augmentation and normalisation (static settings of the jitted step)."""
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  crop_padding: int = 0
+  flip: bool = False
+  rotation_degrees: float = 0.0
+
+
+def augment_config(config: ml_collections.ConfigDict, dataset) -> AugmentConfig:
+  """The ``data`` section's augmentation with ``dataset``'s normalisation constants."""
+  return AugmentConfig(mean=tuple(dataset.mean), std=tuple(dataset.std),
+                       crop_padding=int(config.data.crop_padding), flip=bool(config.data.flip),
+                       rotation_degrees=float(config.data.rotation_degrees))
+
+
+@dataclasses.dataclass(frozen=True)
 class Run:
-  """A resolved config: everything the loop needs, built before anything compiles."""
+  """A resolved config: everything the loop needs, built before anything compiles.
+
+  ``teacher`` is the objective's teacher bound to this run (a frozen teacher's checkpoint
+  loaded), or None.
+  """
   config: ml_collections.ConfigDict
   train_data: Any
   eval_data: Any
   model: Any
   objective: Any
+  teacher: Any
+  augment: AugmentConfig
   steps_per_epoch: int
   total_steps: int
   mesh: jax.sharding.Mesh
@@ -85,22 +106,47 @@ def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
   return optax.adamw(schedule, weight_decay=opt.weight_decay)
 
 
-def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: int):
-  method = config.method.to_dict()
-  name = method.pop("name", None)
-  _require(name in objectives.names(), "method.name", name,
-           f"allowed: {', '.join(objectives.names())}")
-  defaults = objectives.defaults(name)
+def derived_hparams(method: str, *, num_examples: int, steps_per_epoch: int,
+                    total_steps: int) -> dict:
+  """The hyperparameters of ``method`` that follow from the data and the schedule of a run.
+
+  Only those the method has: ``steps_per_epoch``, ``num_examples``, ``total_epochs`` and
+  ``refresh_every`` (one epoch).
+  """
   derived = {"steps_per_epoch": steps_per_epoch, "num_examples": num_examples,
              "total_epochs": max(1, -(-total_steps // steps_per_epoch)),
              "refresh_every": steps_per_epoch}
-  for key in _DERIVED:
-    if key in defaults and method.get(key) is None:
-      method[key] = derived[key]
+  return {k: v for k, v in derived.items() if k in objectives.defaults(method)}
+
+
+def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: int):
+  method = config.method.to_dict()
+  name = method.pop("name", None)
+  try:
+    derived = derived_hparams(name, num_examples=num_examples, steps_per_epoch=steps_per_epoch,
+                              total_steps=total_steps)
+  except ValueError as err:
+    raise ConfigError(f"config.method.name={name!r}: {err}") from None
+  for key, value in derived.items():
+    if method.get(key) is None:
+      method[key] = value
   try:
     return objectives.get(name, **method)
   except ValueError as err:
     raise ConfigError(f"method: {err}") from None
+
+
+def _bind_teacher(objective, config, num_classes: int):
+  """The objective's teacher bound to this run (``Teacher.setup``), or None."""
+  teacher = objective.teacher
+  if teacher is None or teacher.setup is None:
+    return teacher
+  env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
+                            num_classes=num_classes)
+  try:
+    return teacher.setup(env)
+  except ValueError as err:
+    raise ConfigError(str(err)) from None
 
 
 def _schema() -> dict:
@@ -135,16 +181,23 @@ def _check_train(config, mesh) -> None:
            config.data.rotation_degrees, "must be in [0, 180]")
 
 
-def resolve(config: ml_collections.ConfigDict) -> Run:
-  """Validates ``config`` and loads data, model, objective and mesh (no compilation)."""
+def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
+              teacher: Any = None) -> Run:
+  """Validates ``config`` and loads data, model, objective, teacher and mesh (no compilation).
+
+  Args:
+    config: the run's config.
+    datasets: ``(train, eval)`` `jaxkd.data.ArrayDataset` replacing ``config.data.name``.
+    teacher: a bound `jaxkd.teachers.Teacher` replacing the objective's own.
+  """
   _check_keys(config.to_dict(), _schema())
   train_cfg = config.train
   _require(config.data.name in data_lib.names(), "data.name", config.data.name,
            f"allowed: {', '.join(data_lib.names())}")
   _require(config.model.name in models.names(), "model.name", config.model.name,
            f"allowed: {', '.join(models.names())}")
-  _require(config.model.dtype in _DTYPES, "model.dtype", config.model.dtype,
-           f"allowed: {', '.join(_DTYPES)}")
+  _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype,
+           f"allowed: {', '.join(DTYPES)}")
   _require(config.model.kernel_grad in models.KERNEL_GRADS, "model.kernel_grad",
            config.model.kernel_grad, f"allowed: {', '.join(models.KERNEL_GRADS)}")
   mesh = make_mesh(config.mesh.data)
@@ -152,9 +205,12 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
   batch = train_cfg.batch_size
   _require(isinstance(batch, int) and batch > 0 and batch % mesh.size == 0, "train.batch_size",
            batch, f"must be a positive multiple of the {mesh.size} devices of the mesh")
-  data_dir = config.data.data_dir or None
-  train_data = data_lib.load(config.data.name, split="train", data_dir=data_dir)
-  eval_data = data_lib.load(config.data.name, split="test", data_dir=data_dir)
+  if datasets is None:
+    data_dir = config.data.data_dir or None
+    train_data = data_lib.load(config.data.name, split="train", data_dir=data_dir)
+    eval_data = data_lib.load(config.data.name, split="test", data_dir=data_dir)
+  else:
+    train_data, eval_data = datasets
   _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
            f"test images {eval_data.image_shape} differ from train images "
            f"{train_data.image_shape}")
@@ -166,45 +222,11 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
   _require(total_steps > 0, "train.num_epochs", train_cfg.num_epochs,
            "must be > 0 (or set train.num_steps > 0)")
   model = models.get(config.model.name, num_classes=train_data.num_classes,
-                     dtype=_DTYPES[config.model.dtype])
+                     dtype=DTYPES[config.model.dtype])
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-  if objective.teacher == "model":
-    _check_teacher(config)
+  if teacher is None:
+    teacher = _bind_teacher(objective, config, train_data.num_classes)
   return Run(config=config, train_data=train_data, eval_data=eval_data, model=model,
-             objective=objective, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-             mesh=mesh)
-
-
-def _check_teacher(config) -> None:
-  """The teacher run exists, was trained on the same data, and has a checkpoint."""
-  workdir = config.teacher.workdir
-  _require(bool(workdir), "teacher.workdir", workdir,
-           f"method {config.method.name!r} needs a teacher: the workdir of a finished run")
-  path = os.path.join(workdir, "config.json")
-  _require(os.path.isfile(path), "teacher.workdir", workdir,
-           "must be the workdir of a jaxkd run (no config.json there)")
-  with open(path) as f:
-    teacher = json.load(f)
-  _require(teacher["data"]["name"] == config.data.name, "teacher.workdir", workdir,
-           f"the teacher was trained on {teacher['data']['name']!r} (its classes), "
-           f"the student on {config.data.name!r}")
-  _require(teacher["model"]["name"] in models.names(), "teacher.workdir", workdir,
-           f"its model {teacher['model']['name']!r} is not one of jaxkd.models.names()")
-  checkpoints = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit()) \
-      if os.path.isdir(checkpoints) else []
-  _require(bool(steps), "teacher.workdir", workdir, "holds no checkpoint; train the teacher first")
-  step = config.teacher.step
-  _require(step < 0 or step in steps, "teacher.step", step,
-           f"allowed: -1 (latest) or one of the teacher's checkpoints {steps}")
-
-
-def teacher_model(config) -> Any:
-  """The frozen teacher's module, rebuilt from its run's saved config."""
-  with open(os.path.join(config.teacher.workdir, "config.json")) as f:
-    teacher = json.load(f)
-  num_classes = data_lib.load(teacher["data"]["name"], split="test",
-                              data_dir=teacher["data"]["data_dir"] or None).num_classes
-  return models.get(teacher["model"]["name"], num_classes=num_classes,
-                    dtype=_DTYPES[teacher["model"]["dtype"]])
+             objective=objective, teacher=teacher, augment=augment_config(config, train_data),
+             steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh)

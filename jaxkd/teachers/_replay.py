@@ -1,0 +1,136 @@
+"""MrKD's replay teacher: a ring of the model's own earlier copies, kept on the device.
+
+Memory-replay KD (arXiv 2009.05226) distils the model from backups of itself taken every
+``refresh_every`` steps. The ring holds ``num_backups`` backups stacked on a leading axis; the
+refresh is a ``lax.cond`` inside the jitted step, so a snapshot is a device-side copy into one
+slot, never a host round trip and never a retrace. The teacher's members are the backups,
+masked until they hold a snapshot.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxkd.teachers._base import Teacher, TeacherInputs, TeacherOutput, TeacherState, apply_model
+
+__all__ = ["ReplayRing", "init_ring", "refresh_ring", "replay", "ring_logits"]
+
+
+@flax.struct.dataclass
+class ReplayRing:
+  """MrKD's memory: ``n`` frozen backups of the model, stacked on a leading axis.
+
+  Attributes:
+    params: the model parameters with a leading axis ``[n, ...]``.
+    batch_stats: the BatchNorm statistics with a leading axis ``[n, ...]``.
+    refreshes: how many snapshots were taken so far (int32 scalar); backup ``i`` is filled
+      once ``refreshes > i`` and the next snapshot overwrites slot ``refreshes % n`` (the
+      oldest), so the ring is FIFO.
+  """
+  params: Any
+  batch_stats: Any
+  refreshes: jax.Array
+
+  @property
+  def num_backups(self) -> int:
+    return jax.tree_util.tree_leaves(self.params)[0].shape[0]
+
+  def backup(self, index: int) -> tuple[Any, Any]:
+    """``(params, batch_stats)`` of backup ``index``."""
+    take = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+    return take(self.params), take(self.batch_stats)
+
+  def filled(self) -> jax.Array:
+    """Bool ``[n]``: which backups hold a snapshot (the teacher mask)."""
+    return jnp.arange(self.num_backups) < self.refreshes
+
+
+def init_ring(params: Any, batch_stats: Any, *, num_backups: int,
+              start_from_init: bool) -> ReplayRing:
+  """A ring of ``num_backups`` backups; filled with the init weights if ``start_from_init``.
+
+  Without ``start_from_init`` the slots hold zeros and are masked out, so the KD term is off
+  until the first refresh (the option is ours).
+  """
+  def stack(tree):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(x, (num_backups,) + x.shape) *
+        (1 if start_from_init else 0), tree)
+  return ReplayRing(params=stack(params), batch_stats=stack(batch_stats),
+                    refreshes=jnp.asarray(num_backups if start_from_init else 0, jnp.int32))
+
+
+def refresh_ring(ring: ReplayRing, params: Any, batch_stats: Any,
+                 do_refresh: jax.Array) -> ReplayRing:
+  """Overwrites the oldest backup with ``params`` when ``do_refresh`` (traced bool)."""
+  def take(ring):
+    slot = ring.refreshes % ring.num_backups
+    put = lambda stack, x: jax.lax.dynamic_update_index_in_dim(stack, x.astype(stack.dtype),
+                                                              slot, 0)
+    return ReplayRing(params=jax.tree_util.tree_map(put, ring.params, params),
+                      batch_stats=jax.tree_util.tree_map(put, ring.batch_stats, batch_stats),
+                      refreshes=ring.refreshes + 1)
+  return jax.lax.cond(do_refresh, take, lambda ring: ring, ring)
+
+
+def ring_logits(model, ring: ReplayRing, x: jax.Array, *, train_mode: bool) -> jax.Array:
+  """Logits of every backup, ``[n, B, K]``, through one vmap; skipped while the ring is empty.
+
+  On CPU the backups run one after another instead: XLA:CPU computes a vmapped convolution
+  whose weights differ per backup as one grouped convolution, much slower than n plain ones.
+  """
+  one = lambda p, bs: apply_model(model, {"params": p, "batch_stats": bs}, x,
+                                  train=train_mode)[0]["logits"]
+
+  def vmapped(ring):
+    return jax.vmap(one)(ring.params, ring.batch_stats)
+
+  def unrolled(ring):
+    return jnp.stack([one(*ring.backup(i)) for i in range(ring.num_backups)])
+
+  def forward(ring):
+    return jax.lax.platform_dependent(ring, cpu=unrolled, default=vmapped)
+
+  shape = jax.eval_shape(forward, ring)
+  return jax.lax.cond(ring.refreshes > 0, forward,
+                      lambda ring: jnp.zeros(shape.shape, shape.dtype), ring)
+
+
+def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
+           start_from_init: bool = False, train_mode: bool = False) -> Teacher:
+  """MrKD's teacher: the student's own backups, refreshed every ``refresh_every`` steps.
+
+  Args:
+    num_backups: backups in the ring (FIFO); the teacher averages the valid ones.
+    refresh_every: steps between snapshots (the training engine sets one epoch when None).
+    start_from_init: fill the ring with the initial weights, so the KD term is on from step 0;
+      otherwise it starts at the first snapshot.
+    train_mode: run the backups with batch statistics (no update of their running statistics).
+
+  Returns:
+    A `Teacher` whose state is a `ReplayRing`.
+  """
+
+  def init(student, **_) -> TeacherState:
+    return TeacherState(state=init_ring(student["params"], student.get("batch_stats", {}),
+                                        num_backups=num_backups,
+                                        start_from_init=start_from_init))
+
+  def logits(state: TeacherState, consts, inputs: TeacherInputs) -> TeacherOutput:
+    del consts
+    ring = state.state
+    return TeacherOutput(ring_logits(inputs.model, ring, inputs.inputs, train_mode=train_mode),
+                         mask=ring.filled())
+
+  def update(state: TeacherState, student: dict, step) -> TeacherState:
+    if refresh_every is None:
+      raise ValueError("replay teacher: refresh_every is None; set it (steps between "
+                       "snapshots; jaxkd.train sets one epoch)")
+    ring = refresh_ring(state.state, student["params"], student.get("batch_stats", {}),
+                        step % refresh_every == 0)
+    return state.replace(state=ring)
+
+  return Teacher(init=init, logits=logits, update=update, name="replay")
