@@ -131,10 +131,10 @@ def table():
           Claim("MrKD + TC beats MrKD", "mrkd_tc", "mrkd"),
           Claim("Tf-KD_self beats the CE baseline", "tfkd_self", "ce"),
           Claim("LSR beats the CE baseline", "lsr", "ce"),
-          Claim("Shen et al.: the LS teacher's features are more stable (more erased "
-                "information) than the CE teacher's", "teacher_ls", "teacher_ce",
+          Claim("Shen et al.: the LS teacher is more stable (higher S, lower 1 - S: more "
+                "information erased) than the CE teacher", "teacher_ls", "teacher_ce",
                 metric="stability"),
-          Claim("Shen et al.: LSR students' features are more stable than CE students'",
+          Claim("Shen et al.: LSR students are more stable (higher S) than CE students",
                 "lsr", "ce", metric="stability"),
           Claim("Shen et al.: at T=1 the LS teacher is the better teacher",
                 "kd_T1_from_ls", "kd_T1_from_ce"),

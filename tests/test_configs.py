@@ -1,8 +1,8 @@
 """Table configs: every row's smoke variant trains through the engine, and the full configs
-carry the published hyperparameters and values of shared/METHODS.md.
+carry the published hyperparameters and values of the papers and their official code.
 
-The expected numbers below are copied from METHODS.md by hand (the independent reference),
-not read from the configs.
+The expected numbers below are copied from the papers and code by hand (the independent
+reference), not read from the configs.
 """
 import glob
 import json
@@ -115,17 +115,49 @@ def test_tfkd_recipe():
   assert (lsr["smoothing"], lsr["convention"]) == (0.1, "others")
 
 
-def test_ls_vs_kd_students_learn_from_the_teacher_only():
+def _schedule(config):
+  opt = config.train.optimizer
+  return (config.train.num_epochs, opt.name, opt.learning_rate, opt.momentum, opt.weight_decay,
+          opt.schedule, tuple(opt.milestones), opt.gamma, opt.warmup_epochs)
+
+
+def test_ls_vs_kd_rows_follow_their_protocol():
+  """Shen et al. (ICLR 2021) and the ICML'22 re-run, each row with its own protocol's values."""
   _, table = _load("ls_vs_kd_cifar100")
-  temperatures = set()
+  # 90 epochs, lr 0.1, x0.1 every 30: Shen et al.'s teachers and torchvision's recipe.
+  teacher_schedule = (90, "sgd", 0.1, 0.9, 1e-4, "multistep", (30, 60), 0.1, 0.0)
+  for stage in table.teachers:
+    assert _schedule(_row_config("ls_vs_kd_cifar100", stage.name)) == teacher_schedule
+  ce = _method(_row_config("ls_vs_kd_cifar100", "teacher_ce"))
+  assert ce == {} and "both protocols" in table.row("teacher_ce").note
+  shen_ls = _method(_row_config("ls_vs_kd_cifar100", "shen_teacher_ls"))
+  assert (shen_ls["smoothing"], shen_ls["convention"]) == (0.1, "others")
+  icml_ls = _method(_row_config("ls_vs_kd_cifar100", "icml22_teacher_ls"))
+  assert (icml_ls["smoothing"], icml_ls["convention"]) == (0.1, "uniform")
+  temperatures = {"shen": set(), "icml22": set()}
   for row in table.rows:
-    hp = _method(_row_config("ls_vs_kd_cifar100", row.name))
+    protocol = row.name.split("_")[0]
+    assert protocol in temperatures and protocol in row.arg, row.name
+    assert ("Shen et al." if protocol == "shen" else "ICML'22") in row.note, row.name
+    assert row.teacher in ("teacher_ce", f"{protocol}_teacher_ls"), row.name
+    config = _row_config("ls_vs_kd_cifar100", row.name)
+    hp = _method(config)
+    # KD only: alpha 1 gives the CE term a weight of 1 - alpha = 0.
     assert (hp["alpha"], hp["kl_reduction"], hp["temperature_squared"]) == (
-        1.0, "batchmean", True)
-    temperatures.add(hp["temperature"])
-  assert temperatures == {1.0, 2.0, 3.0, 64.0}
-  assert {r.teacher for r in table.rows} == {"teacher_ce", "teacher_ls"}
-  assert _method(_row_config("ls_vs_kd_cifar100", "teacher_ls"))["smoothing"] == 0.1
+        1.0, "batchmean", True), row.name
+    temperatures[protocol].add(hp["temperature"])
+    warmup = 5.0 if protocol == "icml22" else 0.0
+    assert _schedule(config) == (200, "sgd", 0.1, 0.9, 1e-4, "multistep", (80, 160), 0.1,
+                                 warmup), row.name
+  assert temperatures == {"shen": {1.0}, "icml22": {1.0, 2.0, 3.0, 64.0}}
+  assert {r.teacher for r in table.rows} == {"teacher_ce", "shen_teacher_ls",
+                                             "icml22_teacher_ls"}
+  module, _ = _load("ls_vs_kd_cifar100")
+  with pytest.raises(ValueError, match="temperature=64.0 is not Shen et al.'s protocol; "
+                                       "allowed: 1"):
+    module.get_config("protocol=shen,method=kd,T=64")
+  with pytest.raises(ValueError, match="method=lsr needs protocol=; allowed: shen, icml22"):
+    module.get_config("model=resnet50,method=lsr")
 
 
 def test_self_kd_baselines_recipes_and_values():

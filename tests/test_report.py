@@ -40,7 +40,7 @@ TINY_TABLE = textwrap.dedent('''
 ''')
 
 
-def _record(row, seed, top1, *, last_top1=None, stability=0.5, teacher=None):
+def _record(row, seed, top1, *, last_top1=None, stability=0.9, teacher=None):
   """A result record as `runner.run_one` writes it, with the fields the report reads."""
   bins = [0] * 15
   bins[-1] = 100
@@ -58,7 +58,7 @@ def _record(row, seed, top1, *, last_top1=None, stability=0.5, teacher=None):
       "final": {"correct_top1": round(100 * last), "correct_top5": 100, "count": 100,
                 "nll_sum": 60.0, "ece_bin_count": bins, "ece_bin_correct":
                 [0] * 14 + [round(100 * last)], "ece_bin_confidence": [0.0] * 14 + [97.0]},
-      "stability": {"features": stability, "probabilities": 0.9},
+      "stability": {"features": 0.5, "probabilities": stability},
   }
 
 
@@ -74,7 +74,7 @@ def tiny(tmp_path):
   config = tmp_path / "tiny.py"
   config.write_text(TINY_TABLE)
   results = tmp_path / "results"
-  _write(str(results), _record("teacher", 100, 0.9, stability=0.8))
+  _write(str(results), _record("teacher", 100, 0.9, stability=0.95))
   for seed, (ce, kd) in enumerate(((0.70, 0.80), (0.72, 0.83), (0.74, 0.83))):
     _write(str(results), _record("ce", seed, ce, last_top1=ce - 0.01))
     _write(str(results), _record("kd", seed, kd, teacher="teacher"))
@@ -116,6 +116,11 @@ def test_report_numbers_published_difference_and_claims(tiny):
   assert "| lsr | none | not run |" in text
   assert "| KD beats CE | best top-1 (%) | kd | ce | +10.00 |" in text
   assert "single runs" in text  # teacher vs CE stability: one teacher run
+  # Shen et al.'s S = 0.95 (teacher) and 0.9 (every ce seed): the table prints 1 - S, the
+  # claim compares S.
+  assert "| 1 - S (Shen Eq. 2) |" in text
+  assert "| 0.600 | 0.0500 |\n" in text and "| 0.1000 ± 0.0000 | 50.00 |" in text
+  assert "| the teacher is more stable | S (Shen Eq. 2) | teacher | ce | +0.0500 |" in text
   # Last-epoch means 71.00 and 82.00: an 11-point gap is far beyond the 2-point spread.
   assert ("`ce` (2 epochs, 3 seeds) reaches 71.00 last-epoch top-1; `kd` (2 epochs, 3 seeds) "
           "reaches 82.00, +11.00 points: the table's runs are not converged") in text
@@ -200,6 +205,7 @@ def test_run_one_collects_what_the_engine_measured(tmp_path):
   assert final["correct_top1"] / final["count"] == pytest.approx(last["top1"], abs=1e-6)
   assert final["nll"] == pytest.approx(last["nll"], rel=1e-4)
   assert 0.0 <= record["stability"]["features"] <= 1.0
+  assert 0.0 < record["stability"]["probabilities"] <= 1.0  # Shen et al.'s S
   assert "projection" in record  # lsr is one of the study's projected rows
   assert record["curves"]["eval/top1"]["value"][-1] == pytest.approx(last["top1"], abs=1e-6)
   path = runner.result_path(str(tmp_path / "r"), runner.load_table(FASHION)[1], "lsr", 0)

@@ -1,4 +1,4 @@
-"""Analysis: calibration (ECE, NLL), accuracy, the stability metric, feature projections, plots.
+"""Analysis: calibration (ECE, NLL), accuracy, Shen et al.'s stability, feature projections, plots.
 
 The metric functions are pure ``jax.numpy`` and jit-able, so an evaluation step can compute
 them on the device; they return additive sums that add up exactly over batches. Projections
@@ -16,7 +16,11 @@ from jaxkd.analysis._plots import plot_training_curves
 from jaxkd.analysis._plots import reliability_diagram
 from jaxkd.analysis._projection import ThreeClassProjection
 from jaxkd.analysis._projection import project_three_classes
+from jaxkd.analysis._stability import feature_stability
+from jaxkd.analysis._stability import feature_stability_statistics
+from jaxkd.analysis._stability import finalize_intra_class_variance
 from jaxkd.analysis._stability import finalize_stability
+from jaxkd.analysis._stability import intra_class_variance
 from jaxkd.analysis._stability import stability
 from jaxkd.analysis._stability import stability_statistics
 
@@ -26,8 +30,12 @@ __all__ = [
     "classification_metrics",
     "ece_bin_statistics",
     "expected_calibration_error",
+    "feature_stability",
+    "feature_stability_statistics",
+    "finalize_intra_class_variance",
     "finalize_metrics",
     "finalize_stability",
+    "intra_class_variance",
     "load_metrics",
     "metric_series",
     "plot_projection",

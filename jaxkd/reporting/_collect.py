@@ -2,8 +2,9 @@
 
 The record holds what the report and its figures need and nothing machine-specific beyond
 what the summary states: best/last metrics, per-epoch test curves, the training-loss curve,
-the final model's reliability statistics, its stability (METHODS.md s6, reconstructed) and,
-for chosen rows, the three-class projection of its penultimate features.
+the final model's reliability statistics, its stability (Shen et al.'s S of their Eq. 2, and
+our feature variant) and, for chosen rows, the three-class projection of its penultimate
+features.
 """
 from __future__ import annotations
 
@@ -101,8 +102,11 @@ def collect(config, workdir: str, summary: dict, *,
 
   Returns:
     A JSON-ready dict: ``summary``, ``curves``, ``final`` (test sums of
-    ``classification_metrics`` of the last checkpoint, rates included), ``stability``
-    (of L2-normalised penultimate features and of probabilities) and ``projection``.
+    ``classification_metrics`` of the last checkpoint, rates included), ``stability`` and
+    ``projection``. ``stability.probabilities`` is Shen et al.'s S (ICLR 2021, Eq. 2) of
+    ``softmax(z)`` at T = 1 over the test split (the report prints ``1 - S``, the number of
+    their Table 1); ``stability.features`` is ``analysis.feature_stability`` of the
+    L2-normalised penultimate features, our variant, not the paper's.
   """
   variables, step = ckpt_lib.load_variables(workdir)
   dataset = data_lib.load(config.data.name, split="test", data_dir=config.data.data_dir or None)
@@ -110,16 +114,15 @@ def collect(config, workdir: str, summary: dict, *,
   labels = dataset.labels
   sums = jax.device_get(analysis.classification_metrics(logits, labels))
   num_classes = dataset.num_classes
-  probabilities = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
   record = {
       "summary": summary,
       "curves": _curves(workdir),
       "final": {"step": int(step), **{k: np.asarray(v).tolist() for k, v in sums.items()},
                 **analysis.finalize_metrics(sums)},
       "stability": {
-          "features": float(analysis.stability(features, labels, num_classes=num_classes)),
-          "probabilities": float(analysis.stability(probabilities, labels,
-                                                    num_classes=num_classes, normalize=False)),
+          "features": float(analysis.feature_stability(features, labels,
+                                                       num_classes=num_classes)),
+          "probabilities": float(analysis.stability(logits, labels, num_classes=num_classes)),
       },
       "machine": machine(),
   }

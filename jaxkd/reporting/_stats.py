@@ -17,7 +17,12 @@ METRICS = {
     "last_top1": (lambda r: r["summary"]["last"]["top1"], 100.0, 2, "last top-1 (%)"),
     "ece": (lambda r: r["summary"]["last"]["ece"], 100.0, 2, "last-epoch ECE (%)"),
     "nll": (lambda r: r["summary"]["last"]["nll"], 1.0, 3, "last-epoch NLL"),
-    "stability": (lambda r: r["stability"]["features"], 1.0, 3, "stability (features)"),
+    # Shen et al.'s Eq. 2 on the test probabilities at T = 1: S, and 1 - S (their Table 1).
+    "stability": (lambda r: r["stability"]["probabilities"], 1.0, 4, "S (Shen Eq. 2)"),
+    "intra_class_variance": (lambda r: 1.0 - r["stability"]["probabilities"], 1.0, 4,
+                             "1 - S (Shen Eq. 2)"),
+    "feature_stability": (lambda r: r["stability"]["features"], 1.0, 3,
+                          "feature stability (ours)"),
     "best_epoch": (lambda r: r["summary"]["best"]["epoch"], 1.0, 1, "best epoch"),
 }
 

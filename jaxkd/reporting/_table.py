@@ -43,7 +43,9 @@ class Claim:
     text: the claim in words.
     better: the row expected to be higher on ``metric``.
     worse: the row it is compared with.
-    metric: ``"best_top1"``, ``"last_top1"``, ``"ece"``, ``"nll"`` or ``"stability"``.
+    metric: a name in ``jaxkd.reporting._stats.METRICS``: ``"best_top1"``, ``"last_top1"``,
+      ``"ece"``, ``"nll"``, ``"stability"`` (Shen et al.'s S: higher = more information
+      erased), ``"intra_class_variance"`` (their 1 - S), ``"feature_stability"`` (ours).
   """
   text: str
   better: str

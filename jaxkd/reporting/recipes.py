@@ -1,18 +1,23 @@
 """Training recipes shared by the table configs, and the smoke switch.
 
 Every table config starts from ``configs/default.py``'s ``get_config()`` (`base_config`) and
-overrides fields with one of these recipes; the values are the papers' (shared/METHODS.md)
-unless a docstring says "ours".
+overrides fields with one of these recipes; the values are the papers' or their official
+code's (each docstring names which) unless a docstring says "ours".
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import ml_collections
 
-__all__ = ["base_config", "cskd_cifar", "kd_only", "only_with", "pskd_cifar", "row_config",
-           "smoke", "tfkd_cifar", "SMOKE_MODEL"]
+__all__ = ["base_config", "cskd_cifar", "kd_only", "ls_kd_protocol", "only_with", "pskd_cifar",
+           "row_config", "smoke", "tfkd_cifar", "LS_KD_PROTOCOLS", "SMOKE_MODEL"]
 
 # The tiny network every smoke variant trains (no convolution: compiles in a second).
 SMOKE_MODEL = "mlp"
+
+# The two protocols of the LS-vs-KD question, see `ls_kd_protocol`.
+LS_KD_PROTOCOLS = ("shen", "icml22")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,7 +51,13 @@ def only_with(values: dict, key: str, default: str, method: str) -> bool:
 
 
 def kd_only(config: ml_collections.ConfigDict, temperature: float) -> None:
-  """Shen et al.'s students: the KD term alone (alpha 1), T^2 KL with ``batchmean``."""
+  """A KD-only student: ``T^2 KL(softmax(z_t/T) || softmax(z/T))``, ``batchmean``, no CE term.
+
+  ``kd`` weighs CE by ``1 - alpha``, so alpha 1 leaves the KD term alone. This is the student
+  of both LS-vs-KD protocols (`ls_kd_protocol`): at T = 1 the T^2 factor is 1 and the KL
+  differs from Shen et al.'s cross-entropy ``H(p_T, p_S)`` by the teacher's entropy only, a
+  constant with no gradient.
+  """
   config.method.alpha = 1.0
   config.method.temperature = float(temperature)
   config.method.kl_reduction = "batchmean"
@@ -72,7 +83,7 @@ def _sgd_cifar(config, *, dataset: str, rotation: float, batch_size: int, epochs
 
 def tfkd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100",
                batch_size: int = 128) -> None:
-  """Tf-KD's CIFAR recipe (yuanli2333/Teacher-free-Knowledge-Distillation, METHODS.md s3).
+  """Tf-KD's CIFAR recipe (official code: yuanli2333/Teacher-free-Knowledge-Distillation).
 
   SGD momentum 0.9, weight decay 5e-4, lr 0.1 x batch/128, 200 epochs, lr x0.2 at epochs
   60/120/160, one epoch of linear warm-up; crop 32 pad 4, horizontal flip, rotation 15 deg.
@@ -83,7 +94,7 @@ def tfkd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100",
 
 
 def cskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:
-  """CS-KD's CIFAR recipe (alinlab/cs-kd, METHODS.md s8).
+  """CS-KD's CIFAR recipe (official code: alinlab/cs-kd).
 
   SGD momentum 0.9, lr 0.1, batch 128, weight decay 1e-4, 200 epochs, lr /10 at 100 and 150,
   crop 32 pad 4 and flip; no warm-up.
@@ -94,14 +105,65 @@ def cskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") 
 
 
 def pskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:
-  """PS-KD's CIFAR recipe (lgcnsai/PS-KD-Pytorch, METHODS.md s8).
+  """PS-KD's CIFAR recipe (official code: lgcnsai/PS-KD-Pytorch).
 
   SGD Nesterov momentum 0.9, lr 0.1, batch 128, 300 epochs, lr /10 at 150 and 225, crop 32
-  pad 4 and flip; no warm-up. Weight decay 5e-4 (the base config's; METHODS.md names none).
+  pad 4 and flip; no warm-up. Weight decay 5e-4: the base config's (ours; the recipe as we
+  have it names none).
   """
   _sgd_cifar(config, dataset=dataset, rotation=0.0, batch_size=128, epochs=300,
              learning_rate=0.1, weight_decay=5e-4, nesterov=True, milestones=(150, 225),
              gamma=0.1, warmup_epochs=0.0)
+
+
+def ls_kd_protocol(config: ml_collections.ConfigDict, protocol: str, *,
+                   temperature: Optional[float] = None, dataset: str = "cifar100") -> None:
+  """A teacher (``temperature`` None) or KD-only student of one LS-vs-KD protocol, on CIFAR.
+
+  ``"shen"``: Shen et al., ICLR 2021. LS teachers in the ``others`` convention (1 - e on the
+  label, e/(K-1) on each other class, e = 0.1); teachers 90 epochs, lr 0.1, x0.1 every 30
+  epochs. Students: the KD term alone at T = 1 only; 200 epochs, lr 0.1, x0.1 every 80, no
+  warm-up: Shen et al.'s main text does not give the student schedule, the ICML'22 re-run's
+  code (``train_student_dali.py``) calls it Shen et al.'s and adds the warm-up itself.
+
+  ``"icml22"``: Chandrasegaran et al.'s ICML 2022 re-run
+  (sutd-visual-computing-group/LS-KD-compatibility). LS teachers in the ``uniform``
+  convention (1 - e + e/K on the label, e/K elsewhere, e = 0.1), trained with torchvision's
+  90-epoch recipe (``train_teacher.py``: lr 0.1, x0.1 every 30, momentum 0.9, weight decay
+  1e-4). Students: ``T^2 KL`` with ``batchmean`` alone, T in {1, 2, 3, 64}; SGD momentum 0.9,
+  weight decay 1e-4, lr 0.1, x0.1 every 80 epochs of 200, 5 epochs of linear warm-up.
+
+  Shared, and ours where no source states them: SGD momentum 0.9 and weight decay 1e-4 for
+  Shen et al. too (the torchvision values their re-run uses), batch 128 (their ImageNet
+  scripts use 256 per GPU), crop 32 pad 4 and flip; so both protocols train the same CE
+  teacher.
+
+  Args:
+    config: a `row_config` of method ``ce`` or ``lsr`` (teachers) or ``kd`` (students).
+    protocol: one of `LS_KD_PROTOCOLS`.
+    temperature: the student's T (``"shen"``: 1 only); None for a teacher.
+    dataset: the dataset's registry name.
+  """
+  if protocol not in LS_KD_PROTOCOLS:
+    raise ValueError(f"protocol={protocol!r} is not known; allowed: "
+                     f"{', '.join(LS_KD_PROTOCOLS)}")
+  if (temperature is None) == (config.method.name == "kd"):
+    raise ValueError(f"temperature={temperature!r} with method={config.method.name!r}: a "
+                     "temperature is given for method=kd (the students) and only for it")
+  if protocol == "shen" and temperature not in (None, 1.0):
+    raise ValueError(f"temperature={temperature!r} is not Shen et al.'s protocol; allowed: 1 "
+                     "(their students learn at T = 1 only; the T sweep is protocol=icml22)")
+  if config.method.name == "lsr":
+    config.method.smoothing = 0.1
+    config.method.convention = "others" if protocol == "shen" else "uniform"
+  if temperature is None:
+    epochs, milestones, warmup = 90, (30, 60), 0.0
+  else:
+    kd_only(config, temperature)
+    epochs, milestones, warmup = 200, (80, 160), (5.0 if protocol == "icml22" else 0.0)
+  _sgd_cifar(config, dataset=dataset, rotation=0.0, batch_size=128, epochs=epochs,
+             learning_rate=0.1, weight_decay=1e-4, nesterov=False, milestones=milestones,
+             gamma=0.1, warmup_epochs=warmup)
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

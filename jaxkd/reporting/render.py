@@ -18,7 +18,8 @@ from jaxkd.reporting._table import Table
 
 __all__ = ["load_records", "render", "render_markdown"]
 
-_COLUMNS = ("best_top1", "best_ece", "best_nll", "last_top1", "ece", "nll", "stability")
+_COLUMNS = ("best_top1", "best_ece", "best_nll", "last_top1", "ece", "nll",
+            "intra_class_variance")
 _FIGURE_ROWS = 6  # rows per curves/reliability figure beyond which panels get unreadable
 
 
@@ -185,8 +186,8 @@ def _draw_figures(table: Table, by_row, directory: str, class_names) -> list[str
               f"![projection]({os.path.relpath(path, os.path.dirname(directory))})", ""]
   names = [r.name for r in table.teachers + table.rows if r.name in by_row]
   path = _figures.stability_bars(by_row, names, os.path.join(directory, "stability.png"),
-                                 title="Stability (METHODS.md s6, reconstructed)")
-  lines += ["### Stability of the final features", "",
+                                 title="1 - S (Shen et al. Eq. 2), test set, last epoch")
+  lines += ["### Intra-class variance 1 - S of the final probabilities", "",
             f"![stability]({os.path.relpath(path, os.path.dirname(directory))})", ""]
   return lines
 
@@ -200,9 +201,10 @@ def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
   lines += _machine_lines(by_row) + [""]
   lines += ["Columns: mean ± sample standard deviation over seeds. *best* is the epoch of "
             "highest test top-1 (as the papers report), *last* the final epoch; ECE with 15 "
-            "bins; stability (METHODS.md s6) is our reconstruction of Shen et al.'s metric, "
-            "1 - mean within-class spread of the L2-normalised penultimate features of the "
-            "test set at the last epoch (higher = more information erased).", ""]
+            "bins; 1 - S is the intra-class variance of Shen et al. (ICLR 2021, Eq. 2; the "
+            "number of their Table 1): the mean over classes of the mean squared distance of "
+            "each test example's softmax probabilities (T = 1) to its class mean, at the last "
+            "epoch (lower = more information erased; S is their stability).", ""]
   if table.teachers:
     lines += ["## Teacher stages", ""] + _table_lines(table.teachers, by_row, False) + [""]
   for group, rows in _groups(table):

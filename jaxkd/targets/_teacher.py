@@ -12,7 +12,14 @@ def knowledge_adjustment(logits: chex.Array, labels: chex.Array) -> chex.Array:
   """Swaps the arg-max logit with the true-class logit where they differ.
 
   After the swap the teacher's arg-max is always the label, and the other logits keep their
-  values (the "knowledge adjustment" form of Teacher Correction).
+  values (the "knowledge adjustment" form of Teacher Correction, as Wen et al., arXiv
+  1911.07471, describe knowledge adjustment).
+
+  Not KD_Lib's: its ``ProbShift`` (``KD_Lib/KD/vision/KA/PS.py``), the only public code that
+  claims knowledge adjustment, swaps a wrong teacher's top-1 and top-2 classes instead, a
+  different operation whenever the label is not the runner-up (and that code calls
+  ``softmax(dim=1)`` on a single row, so it fails at run time); it is no reference for this
+  function.
 
   Args:
     logits: ``[..., batch, classes]`` teacher logits.
@@ -55,7 +62,9 @@ def teacher_softmax(*, temperature: _base.Hyperparam,
 
   Args:
     temperature: T > 0, or a schedule.
-    adjust: apply `knowledge_adjustment` to every member's logits before tempering.
+    adjust: apply `knowledge_adjustment` to every member's logits before tempering: swap
+      the arg-max and the true-class logits of a wrong member (not KD_Lib's ``ProbShift``,
+      which swaps the top two classes).
 
   Returns:
     A stateless `TargetTransform` reading ``ctx.teacher_logits``.
