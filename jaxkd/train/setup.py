@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
@@ -26,6 +27,10 @@ __all__ = ["ConfigError", "Run", "make_mesh", "make_optimizer", "resolve", "teac
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Hyperparameters whose value follows from the data and the schedule of the run.
 _DERIVED = ("steps_per_epoch", "total_epochs", "num_examples", "refresh_every")
+# The longest warm-up, as a fraction of the run's steps (`make_optimizer`).
+_MAX_WARMUP_FRACTION = 0.1
+
+_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -61,14 +66,24 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
 
 def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
                    total_steps: int) -> optax.GradientTransformation:
-  """SGD (torch-style coupled weight decay) or AdamW with warm-up and a decay schedule."""
+  """SGD (torch-style coupled weight decay) or AdamW with warm-up and a decay schedule.
+
+  The linear warm-up lasts ``warmup_epochs``, but at most 10% of the run's steps (clipped with
+  a warning), so a short run (``num_steps=3``, one epoch) trains mostly at its schedule's rates.
+  """
   lr, name = opt.learning_rate, opt.schedule
-  warmup = int(round(opt.warmup_epochs * steps_per_epoch))
   _require(lr > 0, "train.optimizer.learning_rate", lr, "must be > 0")
   _require(name in ("constant", "cosine", "multistep"), "train.optimizer.schedule", name,
            "allowed: constant, cosine, multistep")
-  _require(0 <= warmup < max(total_steps, 1), "train.optimizer.warmup_epochs", opt.warmup_epochs,
-           "must be >= 0 and shorter than the run")
+  _require(opt.warmup_epochs >= 0, "train.optimizer.warmup_epochs", opt.warmup_epochs,
+           "must be >= 0")
+  warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+  limit = int(_MAX_WARMUP_FRACTION * total_steps)
+  if warmup > limit:
+    _log.warning("train.optimizer.warmup_epochs=%r (%d steps) clipped to %d steps, %d%% of "
+                 "this %d-step run", opt.warmup_epochs, warmup, limit,
+                 round(100 * _MAX_WARMUP_FRACTION), total_steps)
+    warmup = limit
   if name == "constant":
     main = optax.constant_schedule(lr)
   elif name == "cosine":
