@@ -106,13 +106,13 @@ def build_case(label: str, method: str, *, model_name: str, dataset, data: dict,
 
   ``example`` is ``(indices, partners)`` on the device, used to lower the program.
   """
-  from jaxkd import cli, models, objectives
+  from jaxkd import config as config_lib, models, objectives
   from jaxkd.train import loop, setup, step as step_lib
   hp = _hparams(method, dataset, batch_size, overrides or {})
   objective = objectives.get(method, **hp)
   mesh = setup.make_mesh(1)
   model = models.get(model_name, num_classes=dataset.num_classes, dtype=setup._DTYPES[dtype])
-  config = cli.load_config(None)
+  config = config_lib.default()
   config.seed, config.model.name, config.model.dtype = seed, model_name, dtype
   config.model.kernel_grad = kernel_grad
   steps_per_epoch = dataset.num_examples // batch_size

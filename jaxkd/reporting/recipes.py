@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxkd import config as config_lib
+
 __all__ = ["base_config", "cskd_cifar", "kd_only", "only_with", "pskd_cifar", "row_config",
            "smoke", "tfkd_cifar", "SMOKE_MODEL"]
 
@@ -17,8 +19,7 @@ SMOKE_MODEL = "mlp"
 
 def base_config() -> ml_collections.ConfigDict:
   """``configs/default.py``'s ``get_config()``: the base every table config overrides."""
-  from jaxkd import cli  # pylint: disable=import-outside-toplevel
-  return cli.load_config(None)
+  return config_lib.default()
 
 
 def row_config(values: dict) -> ml_collections.ConfigDict:

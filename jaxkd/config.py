@@ -1,0 +1,93 @@
+"""Config files and command-line overrides, for ``jaxkd train``, ``jaxkd report`` and your code.
+
+A config file defines ``get_config(arg=None)`` returning an `ml_collections.ConfigDict`;
+``load("path.py:arg")`` passes the part after ``:`` as ``arg`` (big_vision style: rows of a
+table, ``smoke``). A table config (``jaxkd report``) also defines ``table()``. Every config
+extends `default` (``configs/default.py``, defined in `jaxkd.train.defaults`).
+
+Overrides are ``--config.KEY=VALUE``; a value is a Python literal or a plain string. Importing
+this module is cheap (no jax).
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from types import ModuleType
+
+import ml_collections
+
+__all__ = ["UsageError", "default", "load", "load_module", "override"]
+
+_PREFIX = "--config."
+
+
+class UsageError(ValueError):
+  """Bad command-line input (exit status 2)."""
+
+
+def default() -> ml_collections.ConfigDict:
+  """The default config (``configs/default.py``), which every config file extends."""
+  from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
+  return defaults.get_config()
+
+
+def load_module(path: str, *, needs: str = "get_config", label: str = "--config") -> ModuleType:
+  """Executes the config file ``path``; raises `UsageError` unless it defines ``needs``."""
+  if not os.path.isfile(path):
+    raise UsageError(f"{label}={path!r}: no such file (give a config file, e.g. one in configs/)")
+  spec = importlib.util.spec_from_file_location("_jaxkd_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, needs):
+    raise UsageError(f"{label}={path!r}: the file defines no {needs}()")
+  return module
+
+
+def load(spec: str | None) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of ``path/to/config.py[:arg]``; None or "": `default`."""
+  if not spec:
+    return default()
+  path, _, arg = spec.partition(":")
+  return load_module(path).get_config(arg or None)
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+  """Sets ``config.<key>`` from command-line text; new keys are allowed only under ``method``.
+
+  Method hyperparameters are open-ended (each method has its own), and `jaxkd.objectives`
+  rejects unknown ones with a message naming them.
+  """
+  *parents, leaf = key.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise UsageError(f"{_PREFIX}{key}: unknown key {'.'.join(parents[:i + 1])!r}; "
+                       f"allowed: {', '.join(sorted(node.keys()))}")
+    node = node[part]
+  value = _parse_value(text)
+  if leaf not in node:
+    if parents != ["method"]:
+      raise UsageError(f"{_PREFIX}{key}={text!r}: unknown key {leaf!r}; "
+                       f"allowed: {', '.join(sorted(node.keys()))}")
+    with node.unlocked():
+      node[leaf] = value
+    return
+  old = node[leaf]
+  if isinstance(old, bool) and not isinstance(value, bool):
+    raise UsageError(f"{_PREFIX}{key}={text!r}: must be True or False")
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(old, str) and not isinstance(value, str):
+    value = text
+  try:
+    node[leaf] = value
+  except TypeError:
+    raise UsageError(f"{_PREFIX}{key}={text!r}: must be of type {type(old).__name__}") from None
