@@ -2,8 +2,9 @@
 
     jaxkd train [--config configs/FILE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
-Config files and overrides are `jaxkd.config`'s: ``--config.KEY=VALUE`` sets a field. Bad input
-prints one line naming the key, the value and what is allowed, and exits with status 2.
+Config files and overrides are `jaxkd.config`'s: ``--config.KEY=VALUE`` or ``--config.KEY
+VALUE`` sets a field. Bad input prints one line naming the key, the value and what is allowed,
+and exits with status 2.
 """
 from __future__ import annotations
 
@@ -42,18 +43,23 @@ def _parser(modules: dict) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  overrides = [a for a in argv if a.startswith("--config.")]
+  # The top-level parser has no options with values: its first positional is the command.
+  command = next((a for a in argv if not a.startswith("-")), None)
+  overrides = []
+  if command == "train":
+    try:
+      argv, overrides = config_lib.split_overrides(argv)
+    except config_lib.UsageError as err:
+      print(f"jaxkd: error: {err}", file=sys.stderr)
+      return 2
   modules = _command_modules()
-  args = _parser(modules).parse_args([a for a in argv if not a.startswith("--config.")])
+  args = _parser(modules).parse_args(argv)
   if args.command != "train":
     return modules[args.command].main(args)
   from jaxkd.train import loop  # imported late: `jaxkd --help` stays instant
   try:
     config = config_lib.load(args.config)
-    for item in overrides:
-      key, sep, text = item[len("--config."):].partition("=")
-      if not sep:
-        raise config_lib.UsageError(f"{item!r}: write overrides as --config.KEY=VALUE")
+    for key, text in overrides:
       config_lib.override(config, key, text)
     summary = loop.train_and_evaluate(config, args.workdir)
   except (ValueError, FileNotFoundError) as err:  # UsageError, ConfigError, data errors

@@ -5,8 +5,9 @@ A config file defines ``get_config(arg=None)`` returning an `ml_collections.Conf
 table, ``smoke``). A table config (``jaxkd report``) also defines ``table()``. Every config
 extends `default` (``configs/default.py``, defined in `jaxkd.train.defaults`).
 
-Overrides are ``--config.KEY=VALUE``; a value is a Python literal or a plain string. Importing
-this module is cheap (no jax).
+Overrides are ``--config.KEY=VALUE`` or ``--config.KEY VALUE`` (absl's form, as typed for flax
+and big_vision); a value is a Python literal or a plain string. Importing this module is cheap
+(no jax).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from types import ModuleType
 
 import ml_collections
 
-__all__ = ["UsageError", "default", "load", "load_module", "override"]
+__all__ = ["UsageError", "default", "load", "load_module", "override", "split_overrides"]
 
 _PREFIX = "--config."
 
@@ -91,3 +92,25 @@ def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     node[leaf] = value
   except TypeError:
     raise UsageError(f"{_PREFIX}{key}={text!r}: must be of type {type(old).__name__}") from None
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """``(other arguments, [(key, text), ...])`` from ``--config.KEY=VALUE`` / ``--config.KEY VALUE``.
+
+  In the second form the next argument is the value unless it starts with ``--`` (a negative
+  number such as ``-1`` is a value).
+  """
+  rest, pairs, i = [], [], 0
+  while i < len(argv):
+    item = argv[i]
+    i += 1
+    if not item.startswith(_PREFIX):
+      rest.append(item)
+      continue
+    key, sep, text = item[len(_PREFIX):].partition("=")
+    if not sep:
+      if i == len(argv) or argv[i].startswith("--"):
+        raise UsageError(f"{item!r}: no value; write {_PREFIX}KEY=VALUE or {_PREFIX}KEY VALUE")
+      text, i = argv[i], i + 1
+    pairs.append((key, text))
+  return rest, pairs

@@ -1,4 +1,5 @@
-"""The command line: short runs."""
+"""The command line: both override forms, short runs."""
+import json
 import logging
 import math
 
@@ -6,7 +7,47 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxkd import cli, config as config_lib
 from jaxkd.train import defaults, setup
+
+
+SPACE_FORM = ["train", "--config.method.name", "lsr", "--workdir", "w",
+              "--config.method.smoothing", "0.2", "--config.seed", "-1",
+              "--config.train.optimizer.milestones", "(3, 6)",
+              "--config.train.skip_nonfinite", "True", "--config.data.name", "mock"]
+EQUALS_FORM = ["train", "--config.method.name=lsr", "--workdir", "w",
+               "--config.method.smoothing=0.2", "--config.seed=-1",
+               "--config.train.optimizer.milestones=(3, 6)",
+               "--config.train.skip_nonfinite=True", "--config.data.name=mock"]
+
+
+def _config(argv):
+  rest, pairs = config_lib.split_overrides(argv)
+  config = config_lib.load(None)
+  for key, text in pairs:
+    config_lib.override(config, key, text)
+  return rest, pairs, config
+
+
+def test_space_form_equals_equals_form():
+  rest_space, pairs, space = _config(SPACE_FORM)
+  rest_equals, _, equals = _config(EQUALS_FORM)
+  assert rest_space == rest_equals == ["train", "--workdir", "w"]
+  assert pairs == [("method.name", "lsr"), ("method.smoothing", "0.2"), ("seed", "-1"),
+                   ("train.optimizer.milestones", "(3, 6)"),
+                   ("train.skip_nonfinite", "True"), ("data.name", "mock")]
+  assert space.to_dict() == equals.to_dict()
+  assert (space.method.name, space.method.smoothing, space.seed) == ("lsr", 0.2, -1)
+  assert space.train.optimizer.milestones == (3, 6) and space.train.skip_nonfinite is True
+  assert space.data.name == "mock" and space.model.name == "small_cnn"  # untouched
+
+
+@pytest.mark.parametrize("argv", [["--config.seed"], ["--config.seed", "--workdir", "w"]])
+def test_space_form_without_a_value_names_both_forms(argv):
+  with pytest.raises(config_lib.UsageError) as err:
+    config_lib.split_overrides(argv)
+  assert str(err.value) == ("'--config.seed': no value; write --config.KEY=VALUE or "
+                            "--config.KEY VALUE")
 
 
 def _learning_rates(*, steps_per_epoch, total_steps, num, **opt_fields):
@@ -54,3 +95,15 @@ def test_negative_warmup_is_rejected():
   assert str(err.value) == "config.train.optimizer.warmup_epochs=-0.5: must be >= 0"
 
 
+def test_three_steps_of_the_default_data_with_space_overrides(tmp_path, capsys, caplog):
+  workdir = tmp_path / "run"
+  with caplog.at_level(logging.WARNING):
+    assert cli.main(["train", "--workdir", str(workdir), "--config.train.num_steps", "3",
+                     "--config.method.name", "ce", "--config.mesh.data", "1"]) == 0
+  assert "clipped to 0 steps, 10% of this 3-step run" in caplog.text
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["train"]["num_steps"] == 3 and saved["method"]["name"] == "ce"
+  assert saved["data"]["name"] == "digits"
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert records[-1]["step"] == 3 and 0.0 <= records[-1]["eval/top1"] <= 1.0
+  assert capsys.readouterr().out.startswith("best top-1 ")
