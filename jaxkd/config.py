@@ -6,19 +6,21 @@ table, ``smoke``). A table config (``jaxkd report``) also defines ``table()``. E
 extends `default` (``configs/default.py``, defined in `jaxkd.train.defaults`).
 
 Overrides are ``--config.KEY=VALUE`` or ``--config.KEY VALUE`` (absl's form, as typed for flax
-and big_vision); a value is a Python literal or a plain string. Importing this module is cheap
-(no jax).
+and big_vision); a value is a Python literal or a plain string. An unknown key names the closest
+valid one (`did_you_mean`). Importing this module is cheap (no jax).
 """
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import os
 from types import ModuleType
 
 import ml_collections
 
-__all__ = ["UsageError", "default", "load", "load_module", "override", "split_overrides"]
+__all__ = ["UsageError", "default", "did_you_mean", "load", "load_module", "override",
+           "split_overrides"]
 
 _PREFIX = "--config."
 
@@ -53,6 +55,31 @@ def load(spec: str | None) -> ml_collections.ConfigDict:
   return load_module(path).get_config(arg or None)
 
 
+def _leaves(tree: dict, prefix: str = "") -> list[str]:
+  paths = []
+  for key, value in tree.items():
+    paths += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key]
+  return paths
+
+
+def did_you_mean(key: str, schema: dict) -> str:
+  """`` (did you mean PATH?)`` for the field of ``schema`` closest to ``key``, or "".
+
+  A field's dotted path is scored by the better of two similarities, of the full paths and of
+  their last parts, so a field given at the wrong depth is found (``train.learning_rate`` ->
+  ``train.optimizer.learning_rate``) as well as a misspelt one (``train.optimiser.name``). Ties
+  go to the path holding more of ``key``'s parents (``train.name`` -> ``train.optimizer.name``).
+  """
+  def ratio(a, b):
+    return difflib.SequenceMatcher(None, a, b).ratio()
+  *parents, leaf = key.split(".")
+  scored = [(max(ratio(key, p), ratio(leaf, p.rsplit(".", 1)[-1])),
+             len(set(parents) & set(p.split(".")[:-1])), ratio(key, p), p)
+            for p in _leaves(schema) if p != key]
+  best = max(scored, default=(0.0, 0, 0.0, ""))
+  return f" (did you mean {best[-1]}?)" if best[0] >= 0.75 else ""
+
+
 def _parse_value(text: str):
   try:
     return ast.literal_eval(text)
@@ -70,13 +97,15 @@ def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
   node = config
   for i, part in enumerate(parents):
     if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-      raise UsageError(f"{_PREFIX}{key}: unknown key {'.'.join(parents[:i + 1])!r}; "
+      raise UsageError(f"{_PREFIX}{key}: unknown key {'.'.join(parents[:i + 1])!r}"
+                       f"{did_you_mean(key, config.to_dict())}; "
                        f"allowed: {', '.join(sorted(node.keys()))}")
     node = node[part]
   value = _parse_value(text)
   if leaf not in node:
     if parents != ["method"]:
-      raise UsageError(f"{_PREFIX}{key}={text!r}: unknown key {leaf!r}; "
+      raise UsageError(f"{_PREFIX}{key}={text!r}: unknown key {leaf!r}"
+                       f"{did_you_mean(key, config.to_dict())}; "
                        f"allowed: {', '.join(sorted(node.keys()))}")
     with node.unlocked():
       node[leaf] = value

@@ -1,4 +1,4 @@
-"""The command line: both override forms, short runs."""
+"""The command line: both override forms, did-you-mean, short runs."""
 import json
 import logging
 import math
@@ -48,6 +48,45 @@ def test_space_form_without_a_value_names_both_forms(argv):
     config_lib.split_overrides(argv)
   assert str(err.value) == ("'--config.seed': no value; write --config.KEY=VALUE or "
                             "--config.KEY VALUE")
+
+
+@pytest.mark.parametrize("key,closest", [
+    ("train.learning_rate", "train.optimizer.learning_rate"),
+    ("learning_rate", "train.optimizer.learning_rate"),
+    ("train.optimiser.name", "train.optimizer.name"),
+    ("train.name", "train.optimizer.name"),
+    ("train.batchsize", "train.batch_size"),
+    ("num_epochs", "train.num_epochs"),
+    ("teacher.dir", "teacher.workdir"),
+    ("model.nme", "model.name"),
+])
+def test_unknown_key_suggests_the_closest_in_the_whole_schema(key, closest):
+  config = config_lib.load(None)
+  with pytest.raises(config_lib.UsageError) as err:
+    config_lib.override(config, key, "1")
+  assert f"(did you mean {closest}?)" in str(err.value), err.value
+  assert f"--config.{key}" in str(err.value) and "allowed: " in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["train.bogus", "bogus.x", "mesh.devices"])
+def test_unknown_key_far_from_every_field_gets_no_suggestion(key):
+  with pytest.raises(config_lib.UsageError) as err:
+    config_lib.override(config_lib.load(None), key, "1")
+  assert "did you mean" not in str(err.value) and "allowed: " in str(err.value)
+
+
+def test_config_file_with_an_unknown_key_suggests_the_closest(tmp_path, capsys):
+  path = tmp_path / "mine.py"
+  path.write_text("from jaxkd.train.defaults import get_config as base\n\n"
+                  "def get_config(arg=None):\n  config = base()\n"
+                  "  config.train.learning_rate = 0.1\n  return config\n")
+  assert cli.main(["train", "--config", str(path), "--workdir", str(tmp_path / "w")]) == 2
+  assert capsys.readouterr().err.strip() == (
+      "jaxkd: error: config.train.learning_rate=0.1: unknown key (did you mean "
+      "train.optimizer.learning_rate?); allowed here: batch_size, checkpoint_every_steps, "
+      "eval_batch_size, keep_checkpoints, log_every_steps, num_epochs, num_steps, optimizer, "
+      "skip_nonfinite")
+  assert not (tmp_path / "w").exists()
 
 
 def _learning_rates(*, steps_per_epoch, total_steps, num, **opt_fields):

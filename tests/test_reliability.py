@@ -92,6 +92,8 @@ BAD_INPUTS = [
     (["--config.train.batch_size=abc"], ["train.batch_size", "'abc'", "type int"]),
     (["--config.train.skip_nonfinite=3"], ["train.skip_nonfinite", "'3'", "True or False"]),
     (["--config.train.batch_size"], ["--config.train.batch_size", "--config.KEY=VALUE"]),
+    (["--config.train.learning_rate=0.1"],
+     ["train.learning_rate='0.1'", "did you mean train.optimizer.learning_rate?"]),
     (["--config.data.name=cifar10", "--config.data.data_dir=/tmp/jaxkd-no-data"],
      ["cifar10", "/tmp/jaxkd-no-data", "tfds build"]),
 ]

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxkd import config as config_lib
 from jaxkd import data as data_lib
 from jaxkd import models
 from jaxkd import objectives
@@ -123,14 +124,17 @@ def _schema() -> dict:
   return defaults.get_config().to_dict()
 
 
-def _check_keys(config: dict, schema: dict, prefix: str = "") -> None:
+def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None = None) -> None:
+  root = schema if root is None else root
   for key, value in config.items():
     if prefix == "method.":  # method hyperparameters are checked by jaxkd.objectives
       continue
-    _require(key in schema, f"{prefix}{key}", value,
-             f"unknown key; allowed here: {', '.join(sorted(schema))}")
+    if key not in schema:
+      raise ConfigError(f"config.{prefix}{key}={value!r}: unknown key"
+                        f"{config_lib.did_you_mean(prefix + key, root)}; "
+                        f"allowed here: {', '.join(sorted(schema))}")
     if isinstance(value, dict) and isinstance(schema[key], dict):
-      _check_keys(value, schema[key], f"{prefix}{key}.")
+      _check_keys(value, schema[key], f"{prefix}{key}.", root)
 
 
 def _check_train(config, mesh) -> None:
