@@ -1,14 +1,51 @@
-"""The command line: both override forms, did-you-mean, short runs."""
+"""The command line: help, both override forms, did-you-mean, short runs, `jaxkd methods`."""
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import cli, config as config_lib
+from jaxkd import cli, config as config_lib, data, models, objectives
 from jaxkd.train import defaults, setup
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _help(capsys, argv):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 0
+  return capsys.readouterr().out
+
+
+def test_train_help_lists_overrides_methods_models_datasets_and_examples(capsys):
+  out = _help(capsys, ["train", "--help"])
+  for form in ("--config.KEY=VALUE", "--config.KEY VALUE", "--config.method.HPARAM",
+               "jaxkd methods", "examples:", "--config.train.num_steps=3"):
+    assert form in out, form
+  for name in objectives.names():
+    assert f"  {name:<9}  {objectives.describe(name)}\n" in out, name
+  listed = " ".join(out.split("models (--config.model.name):")[1].split("\n\n")[0].split())
+  assert listed == ", ".join(models.names())
+  listed = " ".join(out.split("datasets (")[1].split("\n\n")[0].split(":", 1)[1].split())
+  assert listed == ", ".join(data.names())
+  assert "mock" in listed and "cifar100" in listed and "resnet18" in out
+
+
+def test_top_level_help_lists_the_commands_and_does_not_import_jax():
+  script = ("import sys\nfrom jaxkd import cli\ntry:\n  cli.main(['--help'])\n"
+            "except SystemExit:\n  pass\nprint('jax imported:', 'jax' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, text=True,
+                       stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT}).stdout
+  for command in ("train", "methods", "report", "bench"):
+    assert f"    {command} " in out, (command, out)
+  assert "time every method's train step" in out  # jaxkd.bench's HELP, read from its source
+  assert out.strip().endswith("jax imported: False"), out
 
 
 SPACE_FORM = ["train", "--config.method.name", "lsr", "--workdir", "w",
@@ -132,6 +169,31 @@ def test_negative_warmup_is_rejected():
   with pytest.raises(setup.ConfigError) as err:
     _learning_rates(steps_per_epoch=22, total_steps=100, num=1, warmup_epochs=-0.5)
   assert str(err.value) == "config.train.optimizer.warmup_epochs=-0.5: must be >= 0"
+
+
+# README's method table: kd and tfkd_self read a finished run, MrKD its replay ring, CS-KD a
+# partner example of the same class; the others make their targets without a teacher network.
+TEACHERS = {"ce": "-", "lsr": "-", "kd": "model", "tfkd_self": "model", "tfkd_reg": "-",
+            "lsrkd": "-", "lsrkd_tc": "-", "mrkd": "replay", "mrkd_tc": "replay", "alr": "-",
+            "ols": "-", "pskd": "-", "cskd": "partner", "zipf": "-", "ras_kd": "-"}
+
+
+def test_methods_lists_every_method_with_teacher_and_defaults(capsys):
+  assert cli.main(["methods"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  heads = [i for i, line in enumerate(lines) if line and not line[0].isspace()]
+  rows = {lines[i].split()[0]: (lines[i], " ".join(l.strip() for l in lines[i + 1:j]))
+          for i, j in zip(heads[1:], heads[2:] + [len(lines)])}
+  assert set(TEACHERS) == set(objectives.names()) <= set(rows)
+  for name in objectives.names():
+    head, hparams = rows[name]
+    assert head.split()[1] == TEACHERS[name], name
+    assert head.endswith(objectives.describe(name)), name
+    for key, value in objectives.defaults(name).items():
+      assert f"{key}={'<run>' if value is None else repr(value)}" in hparams.split(), (name, key)
+  assert rows["kd"][1].startswith("alpha=0.9 temperature=4.0 multiplier=1.0")
+  assert rows["ce"][1].startswith("(none)")
+  assert "[abs, reconstructed" in rows["mrkd"][0] and "[code: Tf-KD loss_kd]" in rows["kd"][0]
 
 
 def test_three_steps_of_the_default_data_with_space_overrides(tmp_path, capsys, caplog):
