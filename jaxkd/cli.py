@@ -1,11 +1,11 @@
 """The ``jaxkd`` command line.
 
     jaxkd train [--config configs/FILE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+    jaxkd methods
 
-A config file defines ``get_config(arg=None)`` returning an `ml_collections.ConfigDict`; the
-part after ``:`` is passed as ``arg`` (big_vision style: rows of a table, ``smoke``).
-``--config.KEY=VALUE`` overrides a field; values are Python literals or plain strings. Bad
-input prints one line naming the key, the value and what is allowed, and exits with status 2.
+Config files and overrides are `jaxkd.config`'s: ``--config.KEY=VALUE`` or ``--config.KEY
+VALUE`` sets a field. Bad input prints one line naming the key, the value and what is allowed,
+and exits with status 2. ``jaxkd train --help`` lists the methods, models and datasets.
 """
 from __future__ import annotations
 
@@ -13,113 +13,129 @@ import argparse
 import ast
 import importlib
 import importlib.util
-import os
 import sys
+import textwrap
 
-import ml_collections
+from jaxkd import config as config_lib
 
-__all__ = ["load_config", "main", "override"]
-
-class UsageError(ValueError):
-  """Bad command-line input (exit status 2)."""
-
-
-def load_config(spec: str | None) -> ml_collections.ConfigDict:
-  """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``; None: the default."""
-  if not spec:
-    from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
-    return defaults.get_config()
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise UsageError(f"--config={spec!r}: no such file (give a path like configs/default.py)")
-  module_spec = importlib.util.spec_from_file_location("_jaxkd_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise UsageError(f"--config={spec!r}: the file defines no get_config(arg)")
-  return module.get_config(arg or None)
-
-
-def _parse_value(text: str):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
-  """Sets ``config.<key>`` from command-line text; new keys are allowed only under ``method``.
-
-  Method hyperparameters are open-ended (each method has its own), and `jaxkd.objectives`
-  rejects unknown ones with a message naming them.
-  """
-  *parents, leaf = key.split(".")
-  node = config
-  for i, part in enumerate(parents):
-    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-      raise UsageError(f"--config.{key}: unknown key {'.'.join(parents[:i + 1])!r}; "
-                       f"allowed: {', '.join(sorted(node.keys()))}")
-    node = node[part]
-  value = _parse_value(text)
-  if leaf not in node:
-    if parents != ["method"]:
-      raise UsageError(f"--config.{key}={text!r}: unknown key {leaf!r}; "
-                       f"allowed: {', '.join(sorted(node.keys()))}")
-    with node.unlocked():
-      node[leaf] = value
-    return
-  old = node[leaf]
-  if isinstance(old, bool) and not isinstance(value, bool):
-    raise UsageError(f"--config.{key}={text!r}: must be True or False")
-  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
-  if isinstance(old, str) and not isinstance(value, str):
-    value = text
-  try:
-    node[leaf] = value
-  except TypeError:
-    raise UsageError(f"--config.{key}={text!r}: must be of type {type(old).__name__}") from None
-
+__all__ = ["main", "methods_table"]
 
 # Further commands live in their own modules, each with `add_arguments(parser)`, a `HELP`
-# line and `main(args) -> int`; they are imported only when present.
+# line and `main(args) -> int`; only the module of the command being run is imported.
 _COMMANDS = {"report": "jaxkd.report", "bench": "jaxkd.bench"}
 
+_OVERRIDES = """\
+overrides:
+  --config.KEY=VALUE or --config.KEY VALUE sets a field of the config (configs/default.py lists
+  them); VALUE is a Python literal (3, 0.1, True, (60, 120)) or a plain string. Method
+  hyperparameters are --config.method.HPARAM (`jaxkd methods` lists them with their defaults).
+  An unknown key names the closest valid one."""
 
-def _command_modules() -> dict:
-  modules = {}
+_EXAMPLES = """\
+examples:
+  jaxkd train --workdir /tmp/mrkd      # configs/default.py: MrKD, a small CNN, digits
+  jaxkd train --workdir /tmp/ce --config.method.name ce --config.train.num_epochs 5
+  jaxkd train --workdir /tmp/kd --config.method.name=kd --config.teacher.workdir=/tmp/ce
+  jaxkd train --workdir /tmp/try --config.train.num_steps=3    # 3 steps, no warm-up left
+  jaxkd train --workdir DIR --config configs/tfkd_cifar100.py:model=resnet18,method=tfkd_reg"""
+
+
+def _help_line(module_name: str) -> str:
+  """A command module's ``HELP`` line, read from its source without importing it.
+
+  Importing jaxkd.bench imports jax (2.5 s here), too slow for ``jaxkd --help``.
+  """
+  with open(importlib.util.find_spec(module_name).origin, encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  return next((ast.literal_eval(node.value) for node in tree.body
+               if isinstance(node, ast.Assign)
+               and [getattr(t, "id", None) for t in node.targets] == ["HELP"]), "")
+
+
+class _Parser(argparse.ArgumentParser):
+  """An `argparse.ArgumentParser` whose epilog may be a function, called only to print help."""
+
+  def format_help(self) -> str:
+    if callable(self.epilog):
+      self.epilog = self.epilog()
+    return super().format_help()
+
+
+def _listing(title: str, names) -> str:
+  return "\n".join([f"{title}:"] + textwrap.wrap(", ".join(names), 92, initial_indent="  ",
+                                                 subsequent_indent="  "))
+
+
+def _train_epilog() -> str:
+  """Overrides, methods, models, datasets and examples; imports jax (the registries)."""
+  from jaxkd import data, models, objectives  # pylint: disable=import-outside-toplevel
+  width = max(map(len, objectives.names()))
+  methods = [f"  {name:<{width}}  {objectives.describe(name)}" for name in objectives.names()]
+  return "\n\n".join([
+      _OVERRIDES,
+      "\n".join(["methods (--config.method.name; `jaxkd methods` adds teachers and "
+                 "hyperparameters):", *methods]),
+      _listing("models (--config.model.name)", models.names()),
+      _listing("datasets (--config.data.name; digits and mock need no download)", data.names()),
+      _EXAMPLES])
+
+
+def _default(value) -> str:
+  return "<run>" if value is None else repr(value)
+
+
+def methods_table() -> str:
+  """What ``jaxkd methods`` prints, all of it from `jaxkd.objectives`.
+
+  Every method with its one-line description (provenance in brackets), its teacher and its
+  hyperparameter defaults.
+  """
+  from jaxkd import objectives  # pylint: disable=import-outside-toplevel
+  width = max(map(len, objectives.names()))
+  indent = " " * (width + 11)
+  lines = [f"{'method':<{width}}  {'teacher':<7}  description / hyperparameters (defaults)"]
+  for name in objectives.names():
+    teacher = objectives.get(name).teacher or "-"
+    lines.append(f"{name:<{width}}  {teacher:<7}  {objectives.describe(name)}")
+    hparams = " ".join(f"{k}={_default(v)}" for k, v in objectives.defaults(name).items())
+    lines += textwrap.wrap(hparams or "(none)", 100, initial_indent=indent,
+                           subsequent_indent=indent)
+  return "\n".join(lines + [
+      "",
+      "[code]: matches the authors' official code; [abs]: only the abstract is public, so the",
+      "  method is reconstructed.",
+      "teacher: model = a finished run (--config.teacher.workdir); replay = the student's own",
+      "  earlier weights (MrKD); partner = another example of the same class in the batch.",
+      "<run>: filled in from the data and the schedule of the run.",
+      "Choose with --config.method.name=NAME, set with --config.method.HPARAM=VALUE."])
+
+
+def _parser(command: str | None) -> argparse.ArgumentParser:
+  parser = _Parser(prog="jaxkd", description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  train = sub.add_parser(
+      "train", help="train and evaluate one config in a workdir (resumes)",
+      description="Trains and evaluates one config in a workdir; the same command on the same "
+                  "workdir resumes.", epilog=_train_epilog,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  train.add_argument("--config", default=None,
+                     help="config file[:arg] (default: configs/default.py)")
+  train.add_argument("--workdir", required=True, help="output directory; resumed if it exists")
+  sub.add_parser("methods", help="list the methods: description, teacher, hyperparameters")
   for name, module_name in _COMMANDS.items():
     if importlib.util.find_spec(module_name) is not None:
-      modules[name] = importlib.import_module(module_name)
-  return modules
-
-
-def _parser(modules: dict) -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="jaxkd", description=__doc__.split("\n\n")[0])
-  sub = parser.add_subparsers(dest="command", required=True)
-  train = sub.add_parser("train", help="train and evaluate one config in a workdir (resumes)")
-  train.add_argument("--config", default=None, help="config file[:arg] (default: configs/default.py)")
-  train.add_argument("--workdir", required=True, help="output directory; resumed if it exists")
-  for name, module in modules.items():
-    module.add_arguments(sub.add_parser(name, help=module.HELP))
+      command_parser = sub.add_parser(name, help=_help_line(module_name))
+      if name == command:
+        importlib.import_module(module_name).add_arguments(command_parser)
   return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  overrides = [a for a in argv if a.startswith("--config.")]
-  modules = _command_modules()
-  args = _parser(modules).parse_args([a for a in argv if not a.startswith("--config.")])
-  if args.command != "train":
-    return modules[args.command].main(args)
+def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
   from jaxkd.train import loop  # imported late: `jaxkd --help` stays instant
   try:
-    config = load_config(args.config)
-    for item in overrides:
-      key, sep, text = item[len("--config."):].partition("=")
-      if not sep:
-        raise UsageError(f"{item!r}: write overrides as --config.KEY=VALUE")
-      override(config, key, text)
+    config = config_lib.load(args.config)
+    for key, text in overrides:
+      config_lib.override(config, key, text)
     summary = loop.train_and_evaluate(config, args.workdir)
   except (ValueError, FileNotFoundError) as err:  # UsageError, ConfigError, data errors
     print(f"jaxkd: error: {err}", file=sys.stderr)
@@ -131,6 +147,26 @@ def main(argv: list[str] | None = None) -> int:
   print(f"best top-1 {best['top1']:.4f} (epoch {best['epoch']:.0f}), last top-1 "
         f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}; {args.workdir}")
   return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  # The top-level parser has no options with values: its first positional is the command.
+  command = next((a for a in argv if not a.startswith("-")), None)
+  overrides = []
+  if command == "train":
+    try:
+      argv, overrides = config_lib.split_overrides(argv)
+    except config_lib.UsageError as err:
+      print(f"jaxkd: error: {err}", file=sys.stderr)
+      return 2
+  args = _parser(command).parse_args(argv)
+  if args.command == "train":
+    return _train(args, overrides)
+  if args.command == "methods":
+    print(methods_table())
+    return 0
+  return importlib.import_module(_COMMANDS[args.command]).main(args)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ import time
 import jax
 import numpy as np
 
-from jaxkd import bench, cli, models
+from jaxkd import bench, config as config_lib, models
 from jaxkd.train import loop, packed, setup, step as step_lib
 
 
 def _build(args):
-  config = cli.load_config(None)
+  config = config_lib.default()
   config.method.name = args.method
   config.model.name = args.model
   config.train.batch_size = args.batch_size

@@ -101,8 +101,8 @@ def bench_config(method: str, *, model_name: str, batch_size: int, augment: str 
   MrKD's ring starts full (``start_from_init``), so every step pays for the backup forward.
   """
   from jaxkd import objectives
-  from jaxkd.train import defaults
-  config = defaults.get_config()
+  from jaxkd import config as config_lib
+  config = config_lib.default()
   config.seed, config.model.name, config.model.dtype = seed, model_name, dtype
   config.model.cpu_conv = cpu_conv
   config.data.name = "mock"

@@ -10,6 +10,8 @@ from typing import Optional
 
 import ml_collections
 
+from jaxkd import config as config_lib
+
 __all__ = ["base_config", "cskd_cifar", "kd_only", "ls_kd_protocol", "only_with", "pskd_cifar",
            "row_config", "smoke", "tfkd_cifar", "LS_KD_PROTOCOLS", "SMOKE_MODEL"]
 
@@ -22,8 +24,7 @@ LS_KD_PROTOCOLS = ("shen", "icml22")
 
 def base_config() -> ml_collections.ConfigDict:
   """``configs/default.py``'s ``get_config()``: the base every table config overrides."""
-  from jaxkd import cli  # pylint: disable=import-outside-toplevel
-  return cli.load_config(None)
+  return config_lib.default()
 
 
 def row_config(values: dict) -> ml_collections.ConfigDict:

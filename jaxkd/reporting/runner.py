@@ -7,7 +7,6 @@ an interrupted table resumes where it stopped (and each run resumes from its che
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
+from jaxkd import config as config_lib
 from jaxkd.reporting._table import Row, Table
 
 __all__ = ["Job", "load_table", "plan", "result_path", "run_one", "run_table", "workdir"]
@@ -22,13 +22,7 @@ __all__ = ["Job", "load_table", "plan", "result_path", "run_one", "run_table", "
 
 def load_table(config_path: str):
   """``(module, table)`` of a table config file (it defines ``get_config`` and ``table``)."""
-  if not os.path.isfile(config_path):
-    raise FileNotFoundError(f"config={config_path!r}: no such file (give configs/<table>.py)")
-  spec = importlib.util.spec_from_file_location("_jaxkd_table_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "table"):
-    raise ValueError(f"config={config_path!r} defines no table(): it is not a table config")
+  module = config_lib.load_module(config_path, needs="table", label="config")
   return module, module.table()
 
 

@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           "schedule": "cosine",  # constant | cosine | multistep
           "milestones": (),  # epochs, for multistep
           "gamma": 0.1,
-          "warmup_epochs": 1.0,
+          "warmup_epochs": 1.0,  # linear; clipped to 10% of a shorter run, with a warning
       },
       "checkpoint_every_steps": 500,
       "keep_checkpoints": 2,

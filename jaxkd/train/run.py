@@ -6,6 +6,7 @@ line naming the key, the value and what is allowed (`ConfigError`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import jax
@@ -14,6 +15,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxkd import config as config_lib
 from jaxkd import data as data_lib
 from jaxkd import models
 from jaxkd import objectives
@@ -24,6 +26,10 @@ __all__ = ["AugmentConfig", "ConfigError", "DTYPES", "Run", "augment_config", "b
            "derived_hparams", "make_mesh", "make_optimizer"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# The longest warm-up, as a fraction of the run's steps (`make_optimizer`).
+_MAX_WARMUP_FRACTION = 0.1
+
+_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -82,14 +88,24 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
 
 def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
                    total_steps: int) -> optax.GradientTransformation:
-  """SGD (torch-style coupled weight decay) or AdamW with warm-up and a decay schedule."""
+  """SGD (torch-style coupled weight decay) or AdamW with warm-up and a decay schedule.
+
+  The linear warm-up lasts ``warmup_epochs``, but at most 10% of the run's steps (clipped with
+  a warning), so a short run (``num_steps=3``, one epoch) trains mostly at its schedule's rates.
+  """
   lr, name = opt.learning_rate, opt.schedule
-  warmup = int(round(opt.warmup_epochs * steps_per_epoch))
   _require(lr > 0, "train.optimizer.learning_rate", lr, "must be > 0")
   _require(name in ("constant", "cosine", "multistep"), "train.optimizer.schedule", name,
            "allowed: constant, cosine, multistep")
-  _require(0 <= warmup < max(total_steps, 1), "train.optimizer.warmup_epochs", opt.warmup_epochs,
-           "must be >= 0 and shorter than the run")
+  _require(opt.warmup_epochs >= 0, "train.optimizer.warmup_epochs", opt.warmup_epochs,
+           "must be >= 0")
+  warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+  limit = int(_MAX_WARMUP_FRACTION * total_steps)
+  if warmup > limit:
+    _log.warning("train.optimizer.warmup_epochs=%r (%d steps) clipped to %d steps, %d%% of "
+                 "this %d-step run", opt.warmup_epochs, warmup, limit,
+                 round(100 * _MAX_WARMUP_FRACTION), total_steps)
+    warmup = limit
   if name == "constant":
     main = optax.constant_schedule(lr)
   elif name == "cosine":
@@ -154,14 +170,17 @@ def _schema() -> dict:
   return defaults.get_config().to_dict()
 
 
-def _check_keys(config: dict, schema: dict, prefix: str = "") -> None:
+def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None = None) -> None:
+  root = schema if root is None else root
   for key, value in config.items():
     if prefix == "method.":  # method hyperparameters are checked by jaxkd.objectives
       continue
-    _require(key in schema, f"{prefix}{key}", value,
-             f"unknown key; allowed here: {', '.join(sorted(schema))}")
+    if key not in schema:
+      raise ConfigError(f"config.{prefix}{key}={value!r}: unknown key"
+                        f"{config_lib.did_you_mean(prefix + key, root)}; "
+                        f"allowed here: {', '.join(sorted(schema))}")
     if isinstance(value, dict) and isinstance(schema[key], dict):
-      _check_keys(value, schema[key], f"{prefix}{key}.")
+      _check_keys(value, schema[key], f"{prefix}{key}.", root)
 
 
 def _check_train(config, mesh) -> None:

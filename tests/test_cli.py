@@ -1,0 +1,211 @@
+"""The command line: help, both override forms, did-you-mean, short runs, `jaxkd methods`."""
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkd import cli, config as config_lib, data, models, objectives
+from jaxkd.train import defaults
+from jaxkd.train import run as setup
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _help(capsys, argv):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 0
+  return capsys.readouterr().out
+
+
+def test_train_help_lists_overrides_methods_models_datasets_and_examples(capsys):
+  out = _help(capsys, ["train", "--help"])
+  for form in ("--config.KEY=VALUE", "--config.KEY VALUE", "--config.method.HPARAM",
+               "jaxkd methods", "examples:", "--config.train.num_steps=3"):
+    assert form in out, form
+  for name in objectives.names():
+    assert f"  {name:<9}  {objectives.describe(name)}\n" in out, name
+  listed = " ".join(out.split("models (--config.model.name):")[1].split("\n\n")[0].split())
+  assert listed == ", ".join(models.names())
+  listed = " ".join(out.split("datasets (")[1].split("\n\n")[0].split(":", 1)[1].split())
+  assert listed == ", ".join(data.names())
+  assert "mock" in listed and "cifar100" in listed and "resnet18" in out
+
+
+def test_top_level_help_lists_the_commands_and_does_not_import_jax():
+  script = ("import sys\nfrom jaxkd import cli\ntry:\n  cli.main(['--help'])\n"
+            "except SystemExit:\n  pass\nprint('jax imported:', 'jax' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, text=True,
+                       stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT}).stdout
+  for command in ("train", "methods", "report", "bench"):
+    assert f"    {command} " in out, (command, out)
+  assert "time every method's train step" in out  # jaxkd.bench's HELP, read from its source
+  assert out.strip().endswith("jax imported: False"), out
+
+
+SPACE_FORM = ["train", "--config.method.name", "lsr", "--workdir", "w",
+              "--config.method.smoothing", "0.2", "--config.seed", "-1",
+              "--config.train.optimizer.milestones", "(3, 6)",
+              "--config.train.skip_nonfinite", "True", "--config.data.name", "mock"]
+EQUALS_FORM = ["train", "--config.method.name=lsr", "--workdir", "w",
+               "--config.method.smoothing=0.2", "--config.seed=-1",
+               "--config.train.optimizer.milestones=(3, 6)",
+               "--config.train.skip_nonfinite=True", "--config.data.name=mock"]
+
+
+def _config(argv):
+  rest, pairs = config_lib.split_overrides(argv)
+  config = config_lib.load(None)
+  for key, text in pairs:
+    config_lib.override(config, key, text)
+  return rest, pairs, config
+
+
+def test_space_form_equals_equals_form():
+  rest_space, pairs, space = _config(SPACE_FORM)
+  rest_equals, _, equals = _config(EQUALS_FORM)
+  assert rest_space == rest_equals == ["train", "--workdir", "w"]
+  assert pairs == [("method.name", "lsr"), ("method.smoothing", "0.2"), ("seed", "-1"),
+                   ("train.optimizer.milestones", "(3, 6)"),
+                   ("train.skip_nonfinite", "True"), ("data.name", "mock")]
+  assert space.to_dict() == equals.to_dict()
+  assert (space.method.name, space.method.smoothing, space.seed) == ("lsr", 0.2, -1)
+  assert space.train.optimizer.milestones == (3, 6) and space.train.skip_nonfinite is True
+  assert space.data.name == "mock" and space.model.name == "small_cnn"  # untouched
+
+
+@pytest.mark.parametrize("argv", [["--config.seed"], ["--config.seed", "--workdir", "w"]])
+def test_space_form_without_a_value_names_both_forms(argv):
+  with pytest.raises(config_lib.UsageError) as err:
+    config_lib.split_overrides(argv)
+  assert str(err.value) == ("'--config.seed': no value; write --config.KEY=VALUE or "
+                            "--config.KEY VALUE")
+
+
+@pytest.mark.parametrize("key,closest", [
+    ("train.learning_rate", "train.optimizer.learning_rate"),
+    ("learning_rate", "train.optimizer.learning_rate"),
+    ("train.optimiser.name", "train.optimizer.name"),
+    ("train.name", "train.optimizer.name"),
+    ("train.batchsize", "train.batch_size"),
+    ("num_epochs", "train.num_epochs"),
+    ("teacher.dir", "teacher.workdir"),
+    ("model.nme", "model.name"),
+])
+def test_unknown_key_suggests_the_closest_in_the_whole_schema(key, closest):
+  config = config_lib.load(None)
+  with pytest.raises(config_lib.UsageError) as err:
+    config_lib.override(config, key, "1")
+  assert f"(did you mean {closest}?)" in str(err.value), err.value
+  assert f"--config.{key}" in str(err.value) and "allowed: " in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["train.bogus", "bogus.x", "mesh.devices"])
+def test_unknown_key_far_from_every_field_gets_no_suggestion(key):
+  with pytest.raises(config_lib.UsageError) as err:
+    config_lib.override(config_lib.load(None), key, "1")
+  assert "did you mean" not in str(err.value) and "allowed: " in str(err.value)
+
+
+def test_config_file_with_an_unknown_key_suggests_the_closest(tmp_path, capsys):
+  path = tmp_path / "mine.py"
+  path.write_text("from jaxkd.train.defaults import get_config as base\n\n"
+                  "def get_config(arg=None):\n  config = base()\n"
+                  "  config.train.learning_rate = 0.1\n  return config\n")
+  assert cli.main(["train", "--config", str(path), "--workdir", str(tmp_path / "w")]) == 2
+  assert capsys.readouterr().err.strip() == (
+      "jaxkd: error: config.train.learning_rate=0.1: unknown key (did you mean "
+      "train.optimizer.learning_rate?); allowed here: batch_size, checkpoint_every_steps, "
+      "eval_batch_size, keep_checkpoints, log_every_steps, num_epochs, num_steps, optimizer, "
+      "skip_nonfinite")
+  assert not (tmp_path / "w").exists()
+
+
+def _learning_rates(*, steps_per_epoch, total_steps, num, **opt_fields):
+  """The learning rate of the first ``num`` steps, read off SGD updates of a gradient of 1."""
+  opt = defaults.get_config().train.optimizer
+  opt.momentum, opt.weight_decay = 0.0, 0.0
+  opt.update(opt_fields)
+  tx = setup.make_optimizer(opt, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  params = jnp.zeros(())
+  state = tx.init(params)
+  rates = []
+  for _ in range(num):
+    updates, state = tx.update(jnp.ones(()), state, params)
+    rates.append(-float(updates))
+  return np.array(rates)
+
+
+def _cosine(step, decay_steps, lr=0.05):
+  return 0.5 * lr * (1 + math.cos(math.pi * step / decay_steps))
+
+
+@pytest.mark.parametrize("total_steps,warmup", [(100, 10), (22, 2), (3, 0)])
+def test_warmup_longer_than_a_tenth_of_the_run_is_clipped(total_steps, warmup, caplog):
+  with caplog.at_level(logging.WARNING):
+    rates = _learning_rates(steps_per_epoch=22, total_steps=total_steps, num=total_steps)
+  assert (f"train.optimizer.warmup_epochs=1.0 (22 steps) clipped to {warmup} steps, 10% of this "
+          f"{total_steps}-step run") in caplog.text
+  expected = [0.05 * t / warmup if t < warmup else _cosine(t - warmup, total_steps - warmup)
+              for t in range(total_steps)]
+  np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-9)
+  assert rates[0] == pytest.approx(0.0 if warmup else 0.05)  # no warm-up left: full rate
+
+
+def test_warmup_within_a_tenth_of_the_run_is_kept(caplog):
+  with caplog.at_level(logging.WARNING):
+    rates = _learning_rates(steps_per_epoch=22, total_steps=1000, num=30)
+  assert "clipped" not in caplog.text
+  np.testing.assert_allclose(rates[[0, 11, 22, 26]],
+                             [0.0, 0.025, 0.05, _cosine(4, 1000 - 22)], rtol=1e-6)
+
+
+def test_negative_warmup_is_rejected():
+  with pytest.raises(setup.ConfigError) as err:
+    _learning_rates(steps_per_epoch=22, total_steps=100, num=1, warmup_epochs=-0.5)
+  assert str(err.value) == "config.train.optimizer.warmup_epochs=-0.5: must be >= 0"
+
+
+# README's method table: kd and tfkd_self read a finished run, MrKD its replay ring, CS-KD a
+# partner example of the same class; the others make their targets without a teacher network.
+TEACHERS = {"ce": "-", "lsr": "-", "kd": "model", "tfkd_self": "model", "tfkd_reg": "-",
+            "lsrkd": "-", "lsrkd_tc": "-", "mrkd": "replay", "mrkd_tc": "replay", "alr": "-",
+            "ols": "-", "pskd": "-", "cskd": "partner", "zipf": "-", "ras_kd": "-"}
+
+
+def test_methods_lists_every_method_with_teacher_and_defaults(capsys):
+  assert cli.main(["methods"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  heads = [i for i, line in enumerate(lines) if line and not line[0].isspace()]
+  rows = {lines[i].split()[0]: (lines[i], " ".join(l.strip() for l in lines[i + 1:j]))
+          for i, j in zip(heads[1:], heads[2:] + [len(lines)])}
+  assert set(TEACHERS) == set(objectives.names()) <= set(rows)
+  for name in objectives.names():
+    head, hparams = rows[name]
+    assert head.split()[1] == TEACHERS[name], name
+    assert head.endswith(objectives.describe(name)), name
+    for key, value in objectives.defaults(name).items():
+      assert f"{key}={'<run>' if value is None else repr(value)}" in hparams.split(), (name, key)
+  assert rows["kd"][1].startswith("alpha=0.9 temperature=4.0 multiplier=1.0")
+  assert rows["ce"][1].startswith("(none)")
+  assert "[abs, reconstructed" in rows["mrkd"][0] and "[code: Tf-KD loss_kd]" in rows["kd"][0]
+
+
+def test_three_steps_of_the_default_data_with_space_overrides(tmp_path, capsys, caplog):
+  workdir = tmp_path / "run"
+  with caplog.at_level(logging.WARNING):
+    assert cli.main(["train", "--workdir", str(workdir), "--config.train.num_steps", "3",
+                     "--config.method.name", "ce", "--config.mesh.data", "1"]) == 0
+  assert "clipped to 0 steps, 10% of this 3-step run" in caplog.text
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["train"]["num_steps"] == 3 and saved["method"]["name"] == "ce"
+  assert saved["data"]["name"] == "digits"
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert records[-1]["step"] == 3 and 0.0 <= records[-1]["eval/top1"] <= 1.0
+  assert capsys.readouterr().out.startswith("best top-1 ")
