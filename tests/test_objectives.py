@@ -218,6 +218,7 @@ CASES = [
     Case("lsrkd", ref_lsrkd),
     Case("lsrkd_tc", ref_lsrkd),
     Case("mrkd", ref_kd),
+    Case("ema_kd", ref_kd),
     Case("mrkd_tc", ref_kd),
     Case("mrkd_tc", ref_kd, dict(correction="swap"), label="mrkd_tc_swap"),
     Case("alr", ref_alr, EPOCH, steps=5),

@@ -82,7 +82,7 @@ def _kd(hp):
   return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"]), hp["multiplier"])
 
 
-def _mrkd(hp):
+def _kd_no_multiplier(hp):
   return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"]))
 
 
@@ -149,6 +149,11 @@ def _replay_teacher(hp):
                          start_from_init=hp["start_from_init"], train_mode=hp["train_mode"])
 
 
+def _ema_teacher(hp):
+  return teachers.ema(decay=hp["decay"], average_batch_stats=hp["average_batch_stats"],
+                      train_mode=hp["train_mode"])
+
+
 def _frozen_teacher(hp):
   del hp
   return teachers.from_run()
@@ -210,7 +215,8 @@ METHODS = {
                         "correct_prob": H.Spec(0.5, _SHARE)},
                        _lsrkd("correct_prob"), check=_share_beats_uniform("correct_prob"),
                        doc="LsrKD + TC [abs, reconstructed; defaults ours]: teacher u_TC."),
-    "mrkd": Method(_mrkd_specs(), _mrkd, teacher=_replay_teacher, requires=("teacher_logits",),
+    "mrkd": Method(_mrkd_specs(), _kd_no_multiplier, teacher=_replay_teacher,
+                   requires=("teacher_logits",),
                    doc="MrKD [abs, reconstructed; defaults ours]: KD from replay backups."),
     "mrkd_tc": Method(
         _mrkd_specs(correction=H.Spec("mix", H.choice(("mix", "swap"))),
@@ -249,6 +255,16 @@ METHODS = {
                                 hp["weight"], kind="kl", non_target=True)),
         requires=("dense_logits",),
         doc="Zipf's LS [code: megvii-research/zipfls]: CE + lam KL over non-target classes."),
+    "ema_kd": Method(
+        {"alpha": H.Spec(0.5, _PROB), "temperature": H.Spec(4.0, _POS),
+         "decay": H.Spec(0.999, H.real(0.0, 1.0, hi_open=True)),
+         "kl_reduction": H.Spec("batchmean", _KL),
+         "temperature_squared": H.Spec(True, H.boolean()),
+         "average_batch_stats": H.Spec(True, H.boolean()),
+         "train_mode": H.Spec(False, H.boolean())},
+        _kd_no_multiplier, teacher=_ema_teacher, requires=("teacher_logits",),
+        doc="EMA self-KD [ours; mean teacher, Tarvainen & Valpola 2017]: KD from the weights' "
+            "moving average."),
     "ras_kd": Method(
         {"smoothing": H.Spec(0.1, _SMOOTHING), "relation_temperature": H.Spec(0.5, _POS),
          "temperature": H.Spec(4.0, _POS), "weight": H.Spec(1.0, _NONNEG),

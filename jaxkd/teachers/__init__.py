@@ -8,17 +8,19 @@ file. Built in:
 * `frozen` / `from_run`: a fixed network (Hinton KD, Tf-KD_self, Re-KD, De-KD);
 * `replay`: MrKD's ring of the model's own backups (`ReplayRing`);
 * `partner`: CS-KD's same-class partner, the student itself on another example;
-* `aux_head`: RAS-KD's jointly trained linear head on the student's features.
+* `aux_head`: RAS-KD's jointly trained linear head on the student's features;
+* `ema`: a mean teacher, the moving average of the student's weights (our addition).
 """
 from jaxkd.teachers._aux_head import aux_head, head_logits, init_head
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model, keep_state)
+from jaxkd.teachers._ema import ema, ema_update
 from jaxkd.teachers._frozen import from_run, frozen, load_variables
 from jaxkd.teachers._partner import partner
 from jaxkd.teachers._replay import ReplayRing, init_ring, refresh_ring, replay, ring_logits
 
 __all__ = [
     "ReplayRing", "Teacher", "TeacherEnv", "TeacherInputs", "TeacherOutput", "TeacherState",
-    "apply_model", "aux_head", "from_run", "frozen", "head_logits", "init_head", "init_ring",
+    "apply_model", "aux_head", "ema", "ema_update", "from_run", "frozen", "head_logits", "init_head", "init_ring",
     "keep_state", "load_variables", "partner", "refresh_ring", "replay", "ring_logits",
 ]
