@@ -12,7 +12,7 @@ import pytest
 
 from jaxkd import cli, config as config_lib, data, models, objectives
 from jaxkd.train import defaults
-from jaxkd.train import run as setup
+from jaxkd.train import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,7 +132,7 @@ def _learning_rates(*, steps_per_epoch, total_steps, num, **opt_fields):
   opt = defaults.get_config().train.optimizer
   opt.momentum, opt.weight_decay = 0.0, 0.0
   opt.update(opt_fields)
-  tx = setup.make_optimizer(opt, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  tx = run_lib.make_optimizer(opt, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   params = jnp.zeros(())
   state = tx.init(params)
   rates = []
@@ -167,7 +167,7 @@ def test_warmup_within_a_tenth_of_the_run_is_kept(caplog):
 
 
 def test_negative_warmup_is_rejected():
-  with pytest.raises(setup.ConfigError) as err:
+  with pytest.raises(run_lib.ConfigError) as err:
     _learning_rates(steps_per_epoch=22, total_steps=100, num=1, warmup_epochs=-0.5)
   assert str(err.value) == "config.train.optimizer.warmup_epochs=-0.5: must be >= 0"
 
