@@ -7,7 +7,7 @@ smoothing truly incompatible with knowledge distillation?"), at a size that runs
 
 Setting (sized so the study fits about 75 minutes on 2 shared CPU cores, see REPORT.md):
   data: a fixed stratified subset of Fashion-MNIST, 500 training and 300 test images per class
-    (5,000 + 3,000), mean-pooled 2x2 to 14x14 (`jaxkd.reporting.fashion_subset`; written to
+    (5,000 + 3,000), mean-pooled 2x2 to 14x14 (`jaxkd.data.fashion_subset`; written to
     ~/.cache/jaxkd on first use); random crop (pad 1) and horizontal flip.
   model: resnet8 (RepDistiller's CIFAR ResNet-8, 78k parameters); teachers resnet20.
   recipe: SGD momentum 0.9, lr 0.1, batch 128, weight decay 5e-4, cosine decay after half an
@@ -39,7 +39,8 @@ Published values: none (no paper reports this setting); the report compares the 
 each other and checks the papers' claims.
 """
 from jaxkd import objectives
-from jaxkd.reporting import Claim, Row, Table, fashion_subset, parse_arg, recipes
+from jaxkd.data import fashion_subset
+from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
 
 EPOCHS = 10  # students
 TEACHER_EPOCHS = 16

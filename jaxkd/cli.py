@@ -22,7 +22,7 @@ __all__ = ["main", "methods_table"]
 
 # Further commands live in their own modules, each with `add_arguments(parser)`, a `HELP`
 # line and `main(args) -> int`; only the module of the command being run is imported.
-_COMMANDS = {"report": "jaxkd.report", "bench": "jaxkd.bench"}
+_COMMANDS = {"report": "jaxkd.reporting.cli", "bench": "jaxkd.bench"}
 
 _OVERRIDES = """\
 overrides:

@@ -19,7 +19,7 @@ __all__ = ["HELP", "add_arguments", "main"]
 
 HELP = "run a paper table's rows for several seeds and render its markdown report"
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DEFAULT_RESULTS = os.path.join(_ROOT, "experiments", "results")
 _DEFAULT_WORKROOT = os.path.join(_ROOT, "workdirs", "tables")  # git-ignored
 
