@@ -36,11 +36,14 @@ def _assert_close(packed_tree, separate_tree, index):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-5)
 
 
-# The convolutional net (BatchNorm statistics, vmapped convolutions) once; the MLP, which
-# compiles in a second, for the other strategy and method.
+# The convolutional net (BatchNorm statistics, a refresh) unrolled; the MLP, which compiles in a
+# second, vmapped. A vmapped small_cnn is a grouped convolution whose rounding differs from the
+# separate runs'; through ReLU kinks it moved seed 2's momentum by 6e-3 after 3 steps on this
+# machine (seed 0: 5e-5, seed 1: 1e-8), the same before and after the teachers refactor, while
+# unrolled it agrees to 1e-9, so only the unrolled conv net can be held to a tight tolerance.
 @pytest.mark.parametrize("method,hparams,strategy,model", [
-    ("mrkd", {"refresh_every": 2}, "vmap", "small_cnn"),
-    ("mrkd", {"refresh_every": 2}, "unroll", "mlp"), ("ols", {}, "vmap", "mlp")])
+    ("mrkd", {"refresh_every": 2}, "unroll", "small_cnn"),
+    ("mrkd", {"refresh_every": 2}, "vmap", "mlp"), ("ols", {}, "vmap", "mlp")])
 def test_packed_seeds_equal_separate_runs(method, hparams, strategy, model):
   trainer = _trainer(method, model, **hparams)
   states = packed.init_states(trainer, seeds=SEEDS)

@@ -76,3 +76,53 @@ def test_aux_head_logits_are_a_linear_map_of_stop_gradient_features():
   grad = jax.grad(lambda f: teacher.logits(state, None, _inputs(
       None, None, None, outputs={"features": f})).logits.sum())(features)
   np.testing.assert_array_equal(grad, 0.0)  # the head never trains the student's features
+
+
+def test_replay_learned_ensemble_is_a_linear_layer_over_the_backups():
+  """MrKD's learned combiner starts as the logit average and is trained by CE on its output."""
+  model = models.get("mlp", num_classes=10)
+  x = jax.random.normal(jax.random.PRNGKey(6), (4, 8, 8, 1))
+  backups = [model.init(jax.random.PRNGKey(seed), x) for seed in (7, 8)]
+  teacher = teachers.replay(num_backups=2, combine="learned")
+  state = teacher.init(backups[0], num_classes=10)
+  ring = teachers.ReplayRing(params=jax.tree.map(lambda *a: jnp.stack(a),
+                                                 *[b["params"] for b in backups]),
+                             batch_stats={}, refreshes=jnp.int32(2))
+  state = state.replace(state=ring)
+  members = np.stack([np.asarray(model.apply(b, x)["logits"], np.float64) for b in backups])
+  out = teacher.logits(state, None, _inputs(model, x, None))
+  np.testing.assert_allclose(out.logits, members.mean(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(out.mask, [True])
+  half = teacher.logits(state.replace(state=ring.replace(refreshes=jnp.int32(1))), None,
+                        _inputs(model, x, None))
+  np.testing.assert_allclose(half.logits, members[0] / 2, rtol=1e-5, atol=1e-6)  # slot 1 empty
+  labels = np.array([0, 3, 3, 9])
+
+  def ce(params):
+    z = teacher.logits(state.replace(params=params), None, _inputs(model, x, None)).logits
+    return -jnp.mean(jax.nn.log_softmax(z)[jnp.arange(4), labels])
+
+  grad = jax.grad(ce)(state.params)
+  inputs = np.concatenate(list(members), axis=-1)  # [B, n K], backup-major as the layer reads
+  probs = np.exp(members.mean(0) - members.mean(0).max(1, keepdims=True))
+  residual = (probs / probs.sum(1, keepdims=True) - np.eye(10)[labels]) / 4
+  np.testing.assert_allclose(grad["kernel"], inputs.T @ residual, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="combine='vote' is not allowed; allowed: mean, learned"):
+    teachers.replay(combine="vote")
+
+
+def test_mrkd_learned_ensemble_trains_its_combiner_in_the_step():
+  from jaxkd import train
+  from jaxkd.train import defaults
+  config = defaults.get_config("smoke")
+  config.mesh.data = 1
+  config.method = {"name": "mrkd", "ensemble": "learned", "num_backups": 2,
+                   "refresh_every": 1, "start_from_init": True}
+  trainer = train.build(config)
+  state, batches = trainer.init_state(), trainer.batches()
+  start = jax.device_get(state.teacher.params)
+  for step in range(3):
+    state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
+  assert np.isfinite(float(metrics["ensemble_ce"])) and float(metrics["ensemble_ce"]) > 0
+  moved = np.abs(np.asarray(state.teacher.params["kernel"]) - start["kernel"]).max()
+  assert moved > 1e-6, "the combiner is trained with the student"

@@ -9,8 +9,8 @@ held in device memory (no augmentation; PyTorch: see torch_step.py), on the CPU 
 bfloat16 with float32 parameters on both sides). One step of
 each (method, framework) pair runs per round, the order rotating every round, each step awaited,
 so machine load falls on both frameworks alike. ``jax/torch`` is the ratio of median step times
-(below 1: jaxkd is faster). jaxkd runs once per ``--conv`` value (``model.kernel_grad``; keys
-``METHOD`` for xla, ``METHOD@taps`` for taps), all against the same PyTorch steps. XLA_FLAGS
+(below 1: jaxkd is faster). jaxkd runs once per ``--conv`` value (``model.cpu_conv``; keys
+``METHOD`` for xla, ``METHOD@fast`` for fast), all against the same PyTorch steps. XLA_FLAGS
 are read from the environment, as JAX does at start.
 """
 from __future__ import annotations
@@ -33,24 +33,20 @@ from jaxkd import bench, models  # noqa: E402
 def _timers(args, dataset):
   """(label, framework, method, step function) for every pair, jaxkd cases compiled."""
   from jaxkd import data as data_lib
-  from jaxkd.train import loop, setup
-  mesh = setup.make_mesh(1)
-  data = {k: loop.replicate(mesh, getattr(dataset, k)) for k in ("images", "labels")}
   order = data_lib.batch_indices(dataset.num_examples, args.batch_size, seed=0, epoch=0)[:8]
-  jax_batches = [loop.shard_batch(mesh, row) for row in order]
   torch_batches = [torch.from_numpy(row.astype(np.int64)) for row in order]
   images = torch.from_numpy(dataset.images)
   labels = torch.from_numpy(dataset.labels.astype(np.int64))
   steps_per_epoch = dataset.num_examples // args.batch_size
-  timers, compile_s = [], {}
+  timers, compile_s, first = [], {}, None
   for method in args.methods:
     for conv in args.conv:
-      case = bench.build_case(method, method, model_name=args.model, dataset=dataset, data=data,
+      case = bench.build_case(method, method, model_name=args.model, dataset=dataset,
                               batch_size=args.batch_size, augment="none", dtype=args.dtype,
-                              kernel_grad=conv, example=(jax_batches[0], None))
+                              cpu_conv=conv, share=first)
+      first = first or case
       compile_s[_label(method, conv)] = case.compile_s
-      timers.append((f"jax/{_label(method, conv)}", "jax", method,
-                     lambda c=case: c.step(data, jax_batches[c.steps_done % 8], None)))
+      timers.append((f"jax/{_label(method, conv)}", "jax", method, case.step))
     side = torch_step.TorchStep(args.model, method, images, labels, dataset.mean, dataset.std,
                                 num_classes=dataset.num_classes, refresh_every=steps_per_epoch,
                                 channels_last=args.channels_last, device=args.torch_device,
@@ -61,7 +57,7 @@ def _timers(args, dataset):
 
 
 def _label(method: str, conv: str) -> str:
-  """A result key: the method, with ``@taps`` where jaxkd ran with kernel_grad=taps."""
+  """A result key: the method, with ``@fast`` where jaxkd ran with cpu_conv=fast."""
   return method if conv == "xla" else f"{method}@{conv}"
 
 
@@ -94,7 +90,7 @@ def compare(args) -> dict:
     label = _label(method, conv)
     j, t = np.asarray(times[f"jax/{label}"]), np.asarray(times[f"torch/{method}"])
     j_cpu, t_cpu = np.median(cpu[f"jax/{label}"]), np.median(cpu[f"torch/{method}"])
-    methods[label] = {"kernel_grad": conv,
+    methods[label] = {"cpu_conv": conv,
         "jax_median_s": float(np.median(j)), "torch_median_s": float(np.median(t)),
         "jax_over_torch": float(np.median(j) / np.median(t)),
         "paired_jax_over_torch_median": float(np.median(j / t)),
@@ -104,7 +100,7 @@ def compare(args) -> dict:
         "cpu_jax_over_torch": float(j_cpu / t_cpu),
         "jax_compile_s": compile_s[label], "jax_s": j.tolist(), "torch_s": t.tolist()}
   for label, entry in methods.items():
-    ce = methods.get(_label("ce", entry["kernel_grad"]))
+    ce = methods.get(_label("ce", entry["cpu_conv"]))
     if ce:
       entry["jax_ratio_to_ce"] = entry["jax_median_s"] / ce["jax_median_s"]
       entry["torch_ratio_to_ce"] = entry["torch_median_s"] / ce["torch_median_s"]
@@ -116,18 +112,18 @@ def compare(args) -> dict:
           "torch_threads": torch.get_num_threads(), "channels_last": args.channels_last,
           "torch_device": args.torch_device,
           "torch_autocast": "bfloat16" if args.dtype == "bfloat16" else None,
-          "kernel_grads": args.conv,
+          "cpu_convs": args.conv,
           "machine": machine,
           "load_average": {"before": load_before, "after": os.getloadavg()},
           "jax_over_torch": {m: e["jax_over_torch"] for m, e in methods.items()},
           "methods": methods}
 
 
-def _kernel_grads(text: str) -> list[str]:
+def _cpu_convs(text: str) -> list[str]:
   values = [v for v in text.split(",") if v]
-  if not values or any(v not in models.KERNEL_GRADS for v in values):
+  if not values or any(v not in models.CPU_CONVS for v in values):
     raise argparse.ArgumentTypeError(
-        f"--conv={text!r}: a comma-separated list of {', '.join(models.KERNEL_GRADS)}")
+        f"--conv={text!r}: a comma-separated list of {', '.join(models.CPU_CONVS)}")
   return values
 
 
@@ -146,9 +142,9 @@ def _parse(argv=None):
   parser.add_argument("--torch-device", default="cuda" if torch.cuda.is_available() else "cpu",
                       help="PyTorch's device (jaxkd uses JAX's default device); --dtype "
                            "bfloat16 runs PyTorch under torch.autocast(bfloat16)")
-  parser.add_argument("--conv", default="xla,taps", type=_kernel_grads,
-                      help="jaxkd's model.kernel_grad values to time, comma-separated (taps: "
-                           "kernel gradients as per-tap matrix products)")
+  parser.add_argument("--conv", default="xla,fast", type=_cpu_convs,
+                      help="jaxkd's model.cpu_conv values to time, comma-separated (fast: "
+                           "kernel gradients as per-tap matrix products, small maps as im2col)")
   parser.add_argument("--label", default="", help="a name for this variant in the JSON")
   parser.add_argument("--out", default=None)
   return parser.parse_args(argv)

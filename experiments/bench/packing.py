@@ -22,8 +22,8 @@ import time
 import jax
 import numpy as np
 
-from jaxkd import bench, config as config_lib, models
-from jaxkd.train import loop, packed, setup, step as step_lib
+from jaxkd import bench, config as config_lib, models, train
+from jaxkd.train import packed
 
 
 def _build(args):
@@ -31,42 +31,34 @@ def _build(args):
   config.method.name = args.method
   config.model.name = args.model
   config.train.batch_size = args.batch_size
-  config.model.kernel_grad = args.kernel_grad
+  config.model.cpu_conv = args.cpu_conv
   config.mesh.data = 1
-  run = setup.resolve(config)
-  optimizer = setup.make_optimizer(config.train.optimizer, steps_per_epoch=run.steps_per_epoch,
-                                   total_steps=run.total_steps)
-  aug = loop._augment(config, run.train_data)
-  steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
-                              aug=aug, mesh=run.mesh, conv_kernel_grad=args.kernel_grad)
-  data = {k: loop.replicate(run.mesh, getattr(run.train_data, k)) for k in ("images", "labels")}
-  return run, optimizer, aug, steps, data
+  return train.build(config)
 
 
-def _time_one(run, optimizer, aug, steps, data, num_seeds: int, rounds: int,
-              strategy: str) -> dict:
+def _time_one(trainer, num_seeds: int, rounds: int, strategy: str) -> dict:
   seeds = tuple(range(num_seeds))
-  rows = packed.batch_indices(run.train_data.num_examples, run.config.train.batch_size,
-                              seeds=seeds, epoch=0)
-  n = rows.shape[0]
-  packed_rows = [packed.shard_rows(run.mesh, rows[i]) for i in range(n)]
-  single_rows = [[loop.shard_batch(run.mesh, rows[i, s]) for s in range(num_seeds)]
-                 for i in range(n)]
-  states = packed.init_states(run, optimizer, aug, seeds=seeds)
+  n = trainer.run.steps_per_epoch
+  rows = packed.Batches(trainer, seeds=seeds)
+  packed_rows = [rows.get(i) for i in range(n)]
+  singles = [trainer.batches(seed=s) for s in seeds]
+  single_rows = [[singles[s].get(i) for s in range(num_seeds)] for i in range(n)]
+  states = packed.init_states(trainer, seeds=seeds)
   separate = [packed.unstack(states, s) for s in range(num_seeds)]
   separate = [jax.tree_util.tree_map(lambda x: x.copy(), s) for s in separate]
-  step = packed.pack_step(steps.train_fn, mesh=run.mesh, strategy=strategy)
+  step = packed.pack_step(trainer.steps.train_fn, mesh=trainer.run.mesh, strategy=strategy)
   times = {"packed": [], "separate": []}
   cpu = {"packed": [], "separate": []}
 
   def run_packed(i):
     nonlocal states
-    states, metrics = step(states, data, packed_rows[i % n], None, None)
+    states, metrics = step(states, trainer.consts, packed_rows[i % n])
     jax.block_until_ready((states, metrics))
 
   def run_separate(i):
     for s in range(num_seeds):
-      separate[s], metrics = steps.train(separate[s], data, single_rows[i % n][s], None, None)
+      separate[s], metrics = trainer.steps.train(separate[s], trainer.consts,
+                                                 single_rows[i % n][s])
       jax.block_until_ready((separate[s], metrics))
 
   start = time.perf_counter()
@@ -83,7 +75,7 @@ def _time_one(run, optimizer, aug, steps, data, num_seeds: int, rounds: int,
         cpu[name].append(time.process_time() - start_cpu)
   p, s = np.median(times["packed"]), np.median(times["separate"])
   paired = np.asarray(times["separate"]) / np.asarray(times["packed"])
-  batch = run.config.train.batch_size
+  batch = trainer.run.config.train.batch_size
   return {"num_seeds": num_seeds, "strategy": strategy, "packed_median_s": float(p),
           "separate_median_s": float(s), "speedup": float(s / p),
           "paired_speedup": {q: float(np.percentile(paired, v))
@@ -99,15 +91,16 @@ def main() -> int:
   parser.add_argument("--method", default="mrkd")
   parser.add_argument("--model", default="small_cnn")
   parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--kernel-grad", default="xla", choices=models.KERNEL_GRADS)
+  parser.add_argument("--cpu-conv", default="xla", choices=models.CPU_CONVS)
   parser.add_argument("--seeds", default="2,4,8")
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--strategies", default="vmap,unroll")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
-  run, optimizer, aug, steps, data = _build(args)
+  trainer = _build(args)
+  run = trainer.run
   load_before = os.getloadavg()
-  results = [_time_one(run, optimizer, aug, steps, data, int(s), args.steps, strategy)
+  results = [_time_one(trainer, int(s), args.steps, strategy)
              for s in args.seeds.split(",") for strategy in args.strategies.split(",")]
   for r in results:
     paired = r["paired_speedup"]
@@ -117,7 +110,7 @@ def main() -> int:
           f"CPU time {r['cpu_speedup']:.2f}x)")
   out = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
          "method": args.method, "model": args.model, "batch_size": args.batch_size,
-         "kernel_grad": args.kernel_grad,
+         "cpu_conv": args.cpu_conv,
          "data": run.config.data.name, "image_shape": list(run.train_data.image_shape),
          "machine": bench.machine(),
          "load_average": {"before": load_before, "after": os.getloadavg()}, "results": results}

@@ -106,13 +106,25 @@ def _lsrkd(correct_prob_key):
   return build
 
 
+def _mrkd(hp):
+  return _kd_no_multiplier(hp) + _ensemble_ce(hp)
+
+
+def _ensemble_ce(hp) -> tuple:
+  """MrKD's learned ensemble of backups is trained by CE with the labels on its logits."""
+  if hp["ensemble"] != "learned":
+    return ()
+  return (Term("ensemble_ce", T.one_hot(), hp["ensemble_weight"], teacher=True,
+               on_teacher=True),)
+
+
 def _mrkd_tc(hp):
   if hp["correction"] == "swap":
     teacher = T.teacher_softmax(temperature=hp["temperature"], adjust=True)
   else:
     teacher = T.chain(T.teacher_softmax(temperature=hp["temperature"]),
                       T.teacher_correction(weight=hp["correct_weight"]))
-  return _from_teacher(hp, teacher)
+  return _from_teacher(hp, teacher) + _ensemble_ce(hp)
 
 
 def _teacher_kd(hp):
@@ -146,7 +158,8 @@ def _share_beats_uniform(key):
 
 def _replay_teacher(hp):
   return teachers.replay(num_backups=hp["num_backups"], refresh_every=hp["refresh_every"],
-                         start_from_init=hp["start_from_init"], train_mode=hp["train_mode"])
+                         start_from_init=hp["start_from_init"], train_mode=hp["train_mode"],
+                         combine=hp["ensemble"])
 
 
 def _ema_teacher(hp):
@@ -184,7 +197,9 @@ def _mrkd_specs(**extra):
           "num_backups": H.Spec(1, H.integer(1)),
           "refresh_every": H.Spec(None, H.integer(1, optional=True)),
           "start_from_init": H.Spec(False, H.boolean()),
-          "train_mode": H.Spec(False, H.boolean()), **extra}
+          "train_mode": H.Spec(False, H.boolean()),
+          "ensemble": H.Spec("mean", H.choice(teachers.COMBINES)),
+          "ensemble_weight": H.Spec(1.0, _NONNEG), **extra}
 
 
 METHODS = {
@@ -215,7 +230,7 @@ METHODS = {
                         "correct_prob": H.Spec(0.5, _SHARE)},
                        _lsrkd("correct_prob"), check=_share_beats_uniform("correct_prob"),
                        doc="LsrKD + TC [abs, reconstructed; defaults ours]: teacher u_TC."),
-    "mrkd": Method(_mrkd_specs(), _kd_no_multiplier, teacher=_replay_teacher,
+    "mrkd": Method(_mrkd_specs(), _mrkd, teacher=_replay_teacher,
                    requires=("teacher_logits",),
                    doc="MrKD [abs, reconstructed; defaults ours]: KD from replay backups."),
     "mrkd_tc": Method(

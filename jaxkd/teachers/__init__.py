@@ -17,10 +17,11 @@ from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOut
 from jaxkd.teachers._ema import ema, ema_update
 from jaxkd.teachers._frozen import from_run, frozen, load_variables
 from jaxkd.teachers._partner import partner
-from jaxkd.teachers._replay import ReplayRing, init_ring, refresh_ring, replay, ring_logits
+from jaxkd.teachers._replay import (COMBINES, ReplayRing, init_ring, refresh_ring, replay,
+                                    ring_logits)
 
 __all__ = [
-    "ReplayRing", "Teacher", "TeacherEnv", "TeacherInputs", "TeacherOutput", "TeacherState",
+    "COMBINES", "ReplayRing", "Teacher", "TeacherEnv", "TeacherInputs", "TeacherOutput", "TeacherState",
     "apply_model", "aux_head", "ema", "ema_update", "from_run", "frozen", "head_logits", "init_head", "init_ring",
     "keep_state", "load_variables", "partner", "refresh_ring", "replay", "ring_logits",
 ]

@@ -4,7 +4,14 @@ Memory-replay KD (arXiv 2009.05226) distils the model from backups of itself tak
 ``refresh_every`` steps. The ring holds ``num_backups`` backups stacked on a leading axis; the
 refresh is a ``lax.cond`` inside the jitted step, so a snapshot is a device-side copy into one
 slot, never a host round trip and never a retrace. The teacher's members are the backups,
-masked until they hold a snapshot.
+masked until they hold a snapshot; the objective averages their tempered softmaxes.
+
+RECONSTRUCTED option (the journal version, Sensors 2021, describes several backups whose
+outputs "a small fully connected network" ensembles, trained jointly; the text is not public
+to us): ``combine="learned"`` feeds the backups' logits, concatenated (empty slots as zeros),
+to one linear layer ``[n K] -> [K]`` that starts as the average of a full ring's logits and is
+trained with the student by the objective's terms on the teacher's logits (MrKD's
+``ensemble_ce``, cross-entropy with the labels). The student distils from its output.
 """
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ import jax.numpy as jnp
 
 from jaxkd.teachers._base import Teacher, TeacherInputs, TeacherOutput, TeacherState, apply_model
 
-__all__ = ["ReplayRing", "init_ring", "refresh_ring", "replay", "ring_logits"]
+__all__ = ["COMBINES", "ReplayRing", "init_ring", "refresh_ring", "replay", "ring_logits"]
+
+COMBINES = ("mean", "learned")
 
 
 @flax.struct.dataclass
@@ -99,8 +108,24 @@ def ring_logits(model, ring: ReplayRing, x: jax.Array, *, train_mode: bool) -> j
                       lambda ring: jnp.zeros(shape.shape, shape.dtype), ring)
 
 
+def _combiner(num_backups: int, num_classes: int) -> dict:
+  """The learned ensemble's linear layer, initialised to the average of ``n`` backups' logits."""
+  eye = jnp.eye(num_classes, dtype=jnp.float32) / num_backups
+  return {"kernel": jnp.concatenate([eye] * num_backups, axis=0),
+          "bias": jnp.zeros((num_classes,), jnp.float32)}
+
+
+def _combine(params: dict, members: jax.Array, mask: jax.Array) -> jax.Array:
+  """``[n, B, K]`` backup logits (invalid ones zeroed) -> ``[B, K]`` through the linear layer."""
+  n, batch, classes = members.shape
+  x = jnp.where(mask[:, None, None], jax.lax.stop_gradient(members), 0.0)
+  x = jnp.moveaxis(x, 0, 1).reshape(batch, n * classes)
+  return x @ params["kernel"] + params["bias"]
+
+
 def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
-           start_from_init: bool = False, train_mode: bool = False) -> Teacher:
+           start_from_init: bool = False, train_mode: bool = False,
+           combine: str = "mean") -> Teacher:
   """MrKD's teacher: the student's own backups, refreshed every ``refresh_every`` steps.
 
   Args:
@@ -109,21 +134,31 @@ def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
     start_from_init: fill the ring with the initial weights, so the KD term is on from step 0;
       otherwise it starts at the first snapshot.
     train_mode: run the backups with batch statistics (no update of their running statistics).
+    combine: ``"mean"``, the members are the backups (the objective averages their tempered
+      softmaxes); ``"learned"``, one member, a trainable linear layer over the backups' logits
+      (see the module doc).
 
   Returns:
-    A `Teacher` whose state is a `ReplayRing`.
+    A `Teacher` whose state is a `ReplayRing` (and whose ``params`` are the learned
+    combiner's).
   """
+  if combine not in COMBINES:
+    raise ValueError(f"combine={combine!r} is not allowed; allowed: {', '.join(COMBINES)}")
 
-  def init(student, **_) -> TeacherState:
-    return TeacherState(state=init_ring(student["params"], student.get("batch_stats", {}),
-                                        num_backups=num_backups,
-                                        start_from_init=start_from_init))
+  def init(student, *, num_classes: int, **_) -> TeacherState:
+    ring = init_ring(student["params"], student.get("batch_stats", {}),
+                     num_backups=num_backups, start_from_init=start_from_init)
+    params = _combiner(num_backups, num_classes) if combine == "learned" else {}
+    return TeacherState(params=params, state=ring)
 
   def logits(state: TeacherState, consts, inputs: TeacherInputs) -> TeacherOutput:
     del consts
     ring = state.state
-    return TeacherOutput(ring_logits(inputs.model, ring, inputs.inputs, train_mode=train_mode),
-                         mask=ring.filled())
+    members = ring_logits(inputs.model, ring, inputs.inputs, train_mode=train_mode)
+    if combine == "mean":
+      return TeacherOutput(members, mask=ring.filled())
+    return TeacherOutput(_combine(state.params, members, ring.filled()),
+                         mask=jnp.any(ring.filled())[None])
 
   def update(state: TeacherState, student: dict, step) -> TeacherState:
     if refresh_every is None:
