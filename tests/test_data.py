@@ -401,3 +401,37 @@ def test_streaming_rejects_bad_arguments():
   with pytest.raises(ValueError, match="global_batch_size"):
     data.streaming("imagenet2012", global_batch_size=5, seed=0, epoch=0,
                    process_index=0, process_count=2)
+
+
+def test_sliced_splits_follow_tensorflow_datasets_slicing():
+  whole = data.load("digits", "train")
+  n = whole.num_examples
+  head = data.load("digits", "train[:90%]")
+  tail = data.load("digits", "train[90%:]")
+  cut = round(0.9 * n)
+  assert (head.num_examples, tail.num_examples) == (cut, n - cut)
+  np.testing.assert_array_equal(np.concatenate([head.labels, tail.labels]), whole.labels)
+  np.testing.assert_array_equal(tail.images, whole.images[cut:])
+  assert head.mean == whole.mean and tail.split == "train[90%:]"
+  np.testing.assert_array_equal(data.load("digits", "test[-5:]").labels,
+                                data.load("digits", "test").labels[-5:])
+  for bad, match in (("valid", "split='valid' is not allowed"),
+                     ("train[90%:10%]", r"selects examples \[\d+, \d+\).*non-empty slice"),
+                     ("train[:x]", "optionally sliced like 'train\\[:90%\\]'")):
+    with pytest.raises(ValueError, match=match):
+      data.load("digits", bad)
+
+
+def test_a_validation_split_carved_from_the_training_set_is_what_the_run_evaluates():
+  from jaxkd.train import build_run, defaults
+  config = defaults.get_config("smoke")
+  config.mesh.data = 1
+  config.data.train_split, config.data.eval_split = "train[:80%]", "train[80%:]"
+  run = build_run(config)
+  whole = data.load("digits", "train")
+  cut = round(0.8 * whole.num_examples)
+  assert run.train_data.num_examples == cut
+  np.testing.assert_array_equal(run.eval_data.labels, whole.labels[cut:])
+  config.data.eval_split = "validation"
+  with pytest.raises(ValueError, match="config.data.eval_split: split='validation'"):
+    build_run(config)

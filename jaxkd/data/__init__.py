@@ -8,7 +8,7 @@ reads datasets too large for memory (ImageNet) through grain, in the same order.
 from jaxkd.data._augment import AugmentParams, device_augment, normalize
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, from_arrays, mock
 from jaxkd.data._order import batch_indices, partner_indices
-from jaxkd.data._registry import DatasetSpec, load, names, spec
+from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
 from jaxkd.data._streaming import StreamingDataset, streaming
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "mock",
     "names",
     "normalize",
+    "parse_split",
     "partner_indices",
     "spec",
     "streaming",

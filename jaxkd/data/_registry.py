@@ -1,11 +1,13 @@
 """Datasets by name: ``names()`` and ``load(name, split, data_dir)``."""
+import dataclasses
+import re
 from typing import NamedTuple, Optional
 
 from jaxkd.data import _offline
 from jaxkd.data import _tfds
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
 
-__all__ = ["DatasetSpec", "names", "spec", "load", "SPLITS"]
+__all__ = ["DatasetSpec", "names", "spec", "load", "parse_split", "SPLITS"]
 
 SPLITS = ("train", "test")
 
@@ -93,19 +95,31 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None) -> Arr
 
   Args:
     name: one of ``names()``.
-    split: ``"train"`` or ``"test"`` (ImageNet's "test" is its validation set).
+    split: ``"train"`` or ``"test"`` (ImageNet's "test" is its validation set), optionally
+      sliced as tensorflow-datasets writes it: ``"train[:90%]"``, ``"train[90%:]"``,
+      ``"test[:500]"`` (see `parse_split`). A validation split carved from the training set
+      is ``"train[90%:]"`` beside ``"train[:90%]"``; the normalisation constants stay those
+      of the whole training split.
     data_dir: directory holding the data, or None for the default.
 
   Returns:
-    An ``ArrayDataset``; ``ids`` are positions in the split.
+    An ``ArrayDataset``; ``ids`` are positions in the (sliced) split.
 
   Raises:
     ValueError: unknown name or split, or a dataset too large for memory.
     DatasetNotFoundError: the data is absent; the message says how to prepare it.
   """
   s = spec(name)
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}; got {split!r}.")
+  base, start, stop = parse_split(split)
+  if (start, stop) != (None, None):
+    whole = load(name, base, data_dir)
+    n = whole.num_examples
+    lo, hi = _bound(start, n, 0), _bound(stop, n, n)
+    if not 0 <= lo < hi <= n:
+      raise ValueError(f"split={split!r} selects examples [{lo}, {hi}) of the {n} in "
+                       f"{base!r}; allowed: a non-empty slice")
+    return dataclasses.replace(whole, split=split, images=whole.images[lo:hi],
+                               labels=whole.labels[lo:hi])
   if not s.in_memory:
     raise ValueError(f"{name!r} is too large to hold in memory; read it with "
                      "jaxkd.data.streaming(...) instead.")
@@ -116,3 +130,26 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None) -> Arr
   if name == "fashion_mnist":
     return _load_fashion_mnist(split, data_dir)
   return _load_tfds(name, split, data_dir)
+
+
+_SPLIT = re.compile(r"^(?P<base>[a-z]+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+def parse_split(split: str) -> tuple[str, Optional[str], Optional[str]]:
+  """``"train[:90%]"`` -> ``("train", None, "90%")``; bounds are ints or percentages.
+
+  Raises:
+    ValueError: not one of `SPLITS`, or a slice tensorflow-datasets would not accept.
+  """
+  match = _SPLIT.match(split) if isinstance(split, str) else None
+  if match is None or match["base"] not in SPLITS:
+    raise ValueError(f"split={split!r} is not allowed; allowed: one of {SPLITS}, optionally "
+                     "sliced like 'train[:90%]', 'train[90%:]' or 'test[:500]'.")
+  return match["base"], match["start"], match["stop"]
+
+
+def _bound(text: Optional[str], n: int, default: int) -> int:
+  if text is None:
+    return default
+  value = (round(float(text[:-1]) * n / 100) if text.endswith("%") else int(text))
+  return value + n if value < 0 else value

@@ -24,6 +24,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict({
       "name": "digits",
       "data_dir": "",
+      # tfds-style splits, sliceable: a validation split carved from the training set is
+      # train_split="train[:90%]" with eval_split="train[90%:]" (choose hyperparameters there,
+      # never on the test set).
+      "train_split": "train",
+      "eval_split": "test",
       # Tf-KD's CIFAR recipe: crop 32 pad 4, flip, rotation 15. Digits are not mirror
       # symmetric, so the default run only crops and rotates.
       "crop_padding": 1,

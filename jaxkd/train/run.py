@@ -226,8 +226,15 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            batch, f"must be a positive multiple of the {mesh.size} devices of the mesh")
   if datasets is None:
     data_dir = config.data.data_dir or None
-    train_data = data_lib.load(config.data.name, split="train", data_dir=data_dir)
-    eval_data = data_lib.load(config.data.name, split="test", data_dir=data_dir)
+    for key in ("train_split", "eval_split"):
+      try:
+        data_lib.parse_split(config.data[key])
+      except ValueError as err:
+        raise ConfigError(f"config.data.{key}: {err}") from None
+    train_data = data_lib.load(config.data.name, split=config.data.train_split,
+                               data_dir=data_dir)
+    eval_data = data_lib.load(config.data.name, split=config.data.eval_split,
+                              data_dir=data_dir)
   else:
     train_data, eval_data = datasets
   _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
