@@ -122,3 +122,31 @@ def test_replay_logits_are_each_backups_own_forward(train_mode):
     np.testing.assert_allclose(got[i], np.asarray(want), rtol=1e-5, atol=1e-5)
   assert np.abs(got[0] - got[1]).max() > 1e-3
   np.testing.assert_array_equal(np.asarray(logits(ring.replace(refreshes=np.int32(0)))), 0.0)
+
+
+def _pskd_run(devices, steps_to_run=3, **hparams):
+  config = _config("pskd", devices=devices, batch=32, **hparams)
+  steps, state, consts, order = _build(config)
+  for i in range(steps_to_run):
+    state, metrics = steps.train(state, consts, order[i])
+    metrics["loss"].block_until_ready()
+  return state
+
+
+def test_pskd_table_rows_are_split_over_the_devices_and_match_one_device():
+  """Each of 8 devices holds 1/8 of PS-KD's per-example table; the run equals one device's."""
+  from jaxkd import data
+  n = data.load("digits", "train").num_examples
+  one, eight = _pskd_run(1), _pskd_run(8)
+  table = eight.objective["targets"]["soft_ce"].table
+  rows = -(-n // 8) * 8  # padded to split evenly; the padding rows are never read
+  assert table.shape[0] == rows and one.objective["targets"]["soft_ce"].table.shape[0] == n
+  shards = table.addressable_shards
+  assert len(shards) == 8 and all(s.data.shape[0] == rows // 8 for s in shards)
+  assert len({s.index[0].start for s in shards}) == 8  # different rows on every device
+  assert_relative_close(jax.device_get(one.params), jax.device_get(eight.params), 1e-5)
+  np.testing.assert_allclose(np.asarray(table)[:n],
+                             np.asarray(one.objective["targets"]["soft_ce"].table), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(table)[n:], 0.0)
+  half = _pskd_run(8, steps_to_run=1, table_dtype="bfloat16")
+  assert half.objective["targets"]["soft_ce"].table.dtype == np.dtype("bfloat16")

@@ -254,10 +254,11 @@ METHODS = {
     "pskd": Method(
         {"alpha_final": H.Spec(0.8, _PROB),
          "total_epochs": H.Spec(None, H.integer(1, optional=True), "the run's length in epochs"),
-         "steps_per_epoch": _STEPS},
+         "steps_per_epoch": _STEPS,
+         "table_dtype": H.Spec("float32", H.choice(tuple(T.TABLE_DTYPES)))},
         lambda hp: (Term("soft_ce", T.progressive_self_knowledge(
             alpha_final=hp["alpha_final"], total_epochs=hp["total_epochs"],
-            steps_per_epoch=hp["steps_per_epoch"])),),
+            steps_per_epoch=hp["steps_per_epoch"], table_dtype=hp["table_dtype"])),),
         requires=("example_ids",),
         doc="PS-KD [code: lgcnsai/PS-KD-Pytorch main.py]: CE(z, (1-a_t) e_y + a_t P[id])."),
     "cskd": Method({"weight": H.Spec(1.0, _NONNEG), "temperature": H.Spec(4.0, _POS)}, _cskd,

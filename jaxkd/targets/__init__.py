@@ -19,7 +19,8 @@ from jaxkd.targets._labels import (SMOOTHING_CONVENTIONS, label_smoothing, one_h
                                    teacher_correction, uniform_teacher)
 from jaxkd.targets._online import (ClassMatrixState, adaptive_label_regularization,
                                    online_label_smoothing)
-from jaxkd.targets._progressive import ProgressiveState, progressive_self_knowledge
+from jaxkd.targets._progressive import (TABLE_DTYPES, ProgressiveState,
+                                        progressive_self_knowledge)
 from jaxkd.targets._relation import (REPRESENTATIVES, RelationState, class_relation,
                                      class_relation_matrix)
 from jaxkd.targets._teacher import has_teacher, knowledge_adjustment, teacher_softmax
@@ -28,6 +29,7 @@ from jaxkd.targets._zipf import dense_votes, min_rank, zipf_targets
 __all__ = [
     "REPRESENTATIVES",
     "SMOOTHING_CONVENTIONS",
+    "TABLE_DTYPES",
     "ClassMatrixState",
     "EmptyState",
     "Hyperparam",

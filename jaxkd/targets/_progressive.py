@@ -8,7 +8,9 @@ import jax.numpy as jnp
 from jaxkd.targets import _base
 from jaxkd.targets import _online
 
-__all__ = ["ProgressiveState", "progressive_self_knowledge"]
+__all__ = ["ProgressiveState", "TABLE_DTYPES", "progressive_self_knowledge"]
+
+TABLE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class ProgressiveState(NamedTuple):
@@ -29,7 +31,8 @@ def _check_total_epochs(total_epochs):
 
 
 def progressive_self_knowledge(*, alpha_final: _base.Hyperparam, total_epochs: int,
-                               steps_per_epoch: int) -> _base.TargetTransform:
+                               steps_per_epoch: int,
+                               table_dtype: str = "float32") -> _base.TargetTransform:
   r"""PS-KD targets: the labels mixed with last epoch's prediction for the same example.
 
   .. math::
@@ -45,9 +48,12 @@ def progressive_self_knowledge(*, alpha_final: _base.Hyperparam, total_epochs: i
     alpha_final: ``alpha_T`` (0.8 in the paper), or a schedule.
     total_epochs: ``E``.
     steps_per_epoch: optimizer steps per epoch.
+    table_dtype: ``"float32"`` or ``"bfloat16"``, how the table is stored (bfloat16 halves
+      it: 2.6 GB instead of 5.1 GB for ImageNet; the targets are computed in float32).
 
   Returns:
-    A `TargetTransform` with `ProgressiveState`; ``init`` needs ``num_examples``.
+    A `TargetTransform` with `ProgressiveState`; ``init`` needs ``num_examples``. The training
+    engine splits the table's rows over the devices of the ``data`` axis.
 
   References:
     Kim et al., `Self-Knowledge Distillation with Progressive Refinement of Targets
@@ -55,6 +61,10 @@ def progressive_self_knowledge(*, alpha_final: _base.Hyperparam, total_epochs: i
   """
   _online.check_steps_per_epoch(steps_per_epoch, "progressive_self_knowledge")
   _check_total_epochs(total_epochs)
+  if table_dtype not in TABLE_DTYPES:
+    raise ValueError(f"table_dtype={table_dtype!r} is not allowed; allowed: "
+                     f"{', '.join(TABLE_DTYPES)}.")
+  dtype = TABLE_DTYPES[table_dtype]
 
   def init(*, num_classes, num_examples=None, **_):
     if num_examples is None:
@@ -62,7 +72,7 @@ def progressive_self_knowledge(*, alpha_final: _base.Hyperparam, total_epochs: i
                        "for its per-example table) at init; got None.")
     if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
       raise ValueError(f"num_examples={num_examples!r} is not allowed; allowed: an int >= 1.")
-    return ProgressiveState(table=jnp.zeros((num_examples, num_classes), jnp.float32))
+    return ProgressiveState(table=jnp.zeros((num_examples, num_classes), dtype))
 
   def update(targets, state, ctx):
     del targets
@@ -73,9 +83,10 @@ def progressive_self_knowledge(*, alpha_final: _base.Hyperparam, total_epochs: i
     epoch = jnp.asarray(ctx.step) // steps_per_epoch
     alpha = _base.value_at(alpha_final, ctx.step) * (epoch + 1) / total_epochs
     alpha = jnp.maximum(alpha, 0.0)
-    past = jnp.where(epoch == 0, one_hot, state.table[ctx.example_ids])
+    past = jnp.where(epoch == 0, one_hot, state.table[ctx.example_ids].astype(jnp.float32))
     new_targets = (1.0 - alpha) * one_hot + alpha * past
-    table = state.table.at[ctx.example_ids].set(jax.nn.softmax(ctx.logits, axis=-1))
+    table = state.table.at[ctx.example_ids].set(
+        jax.nn.softmax(ctx.logits, axis=-1).astype(dtype))
     return new_targets, ProgressiveState(table=table)
 
   return _base.TargetTransform(init, update)

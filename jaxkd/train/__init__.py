@@ -10,12 +10,14 @@ from jaxkd.train.run import (DTYPES, AugmentConfig, ConfigError, Run, augment_co
                              build_run, derived_hparams, make_mesh, make_optimizer)
 from jaxkd.train.state import TrainState, trainable
 from jaxkd.train.step import StepFns, make_steps, preprocess
-from jaxkd.train.trainer import Batches, Trainer, build, init_state, replicate, shard_batch
+from jaxkd.train.trainer import (Batches, Trainer, build, example_rows, init_state, replicate,
+                                 shard_batch, state_sharding)
 
 __all__ = [
     "DTYPES", "AugmentConfig", "Batches", "CheckpointStore", "ConfigError", "NonFiniteError", "Run",
     "StepFns", "TrainState", "Trainer", "augment_config", "build", "build_run",
-    "derived_hparams", "init_state", "make_mesh", "make_optimizer", "make_steps",
-    "maybe_initialize_distributed", "preprocess", "replicate", "shard_batch", "trainable",
+    "derived_hparams", "example_rows", "init_state", "make_mesh", "make_optimizer", "make_steps",
+    "maybe_initialize_distributed", "preprocess", "replicate", "shard_batch", "state_sharding",
+    "trainable",
     "train_and_evaluate",
 ]

@@ -58,7 +58,7 @@ class StepFns:
 
 def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransformation,
                aug: AugmentConfig, mesh: jax.sharding.Mesh, teacher: Any = None,
-               skip_nonfinite: bool = False) -> StepFns:
+               skip_nonfinite: bool = False, state_sharding: Any = None) -> StepFns:
   """Builds the jitted train and eval steps of a run.
 
   Args:
@@ -69,6 +69,8 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     mesh: a mesh with a ``data`` axis; the batch is sharded over it, the state replicated.
     teacher: a bound `jaxkd.teachers.Teacher` giving the objective's teacher logits, or None.
     skip_nonfinite: keep the previous state when the loss or a gradient is not finite.
+    state_sharding: the train state's shardings (`jaxkd.train.state_sharding`: per-example
+      method state split by rows over ``data``); None: everything replicated.
 
   Returns:
     `StepFns`.
@@ -132,6 +134,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     return analysis.classification_metrics(out["logits"], consts["labels"][indices], mask=mask)
 
   return StepFns(
-      train=jax.jit(train_step, donate_argnums=0, out_shardings=replicated),
+      train=jax.jit(train_step, donate_argnums=0,
+                    out_shardings=(state_sharding or replicated, replicated)),
       eval=jax.jit(eval_step, out_shardings=replicated),
       train_fn=train_step)

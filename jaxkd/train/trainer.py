@@ -26,7 +26,8 @@ from jaxkd.train import run as run_lib
 from jaxkd.train import state as state_lib
 from jaxkd.train import step as step_lib
 
-__all__ = ["Batches", "Trainer", "build", "init_state", "replicate", "shard_batch"]
+__all__ = ["Batches", "Trainer", "build", "example_rows", "init_state", "replicate",
+           "shard_batch", "state_sharding"]
 
 
 def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
@@ -45,12 +46,16 @@ def shard_batch(mesh: jax.sharding.Mesh, rows: np.ndarray) -> jax.Array:
       sharding, rows[start:start + per_process], rows.shape)
 
 
-def init_state(run: run_lib.Run, optimizer: optax.GradientTransformation, *,
-               seed: Optional[int] = None) -> state_lib.TrainState:
-  """The initial `TrainState` of ``run`` (``seed``: the config's when None), replicated."""
-  seed = run.config.seed if seed is None else seed
-  key = jax.random.PRNGKey(seed)
-  init_key, state_key = jax.random.split(key)
+def example_rows(run: run_lib.Run) -> int:
+  """Rows of per-example method state: the training-set size, padded to a multiple of the
+  ``data`` axis so the rows split evenly over the devices (the padding rows are never read)."""
+  devices = run.mesh.shape["data"]
+  return -(-run.train_data.num_examples // devices) * devices
+
+
+def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed: int):
+  """``(init, sizes)``: the function building the initial state, and the sizes it passes."""
+  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
   sample = step_lib.preprocess(None, jnp.asarray(run.train_data.images[:1]), run.augment)
   feature_dim = jax.eval_shape(
       lambda: run.model.apply(run.model.init(init_key, sample), sample))["features"].shape[-1]
@@ -59,7 +64,7 @@ def init_state(run: run_lib.Run, optimizer: optax.GradientTransformation, *,
   def init():
     variables = run.model.init(init_key, sample, train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    objective = run.objective.init(num_examples=run.train_data.num_examples, **sizes)
+    objective = run.objective.init(num_examples=example_rows(run), **sizes)
     teacher = None
     if run.teacher is not None:
       teacher = run.teacher.init({"params": params, "batch_stats": batch_stats}, **sizes)
@@ -68,8 +73,35 @@ def init_state(run: run_lib.Run, optimizer: optax.GradientTransformation, *,
         opt_state=optimizer.init(state_lib.trainable(params, teacher)), objective=objective,
         teacher=teacher, rng=state_key)
 
+  return init, sizes
+
+
+def state_sharding(run: run_lib.Run, optimizer: optax.GradientTransformation) -> Any:
+  """Where every leaf of the train state lives: replicated, except per-example method state.
+
+  Per-example state (PS-KD's table of past predictions: 5 GB in float32 for ImageNet) is the
+  objective state whose leading axis grows with the training-set size; its rows are split over
+  the ``data`` axis, and the jitted step gathers and scatters them by example id. Found by
+  building the objective's state (abstractly) for two sizes, so no method has to declare it.
+  """
+  init, sizes = _initializer(run, optimizer, run.config.seed)
+  shapes = jax.eval_shape(init)
+  rows, devices = example_rows(run), run.mesh.shape["data"]
+  bigger = jax.eval_shape(lambda: run.objective.init(num_examples=rows + devices, **sizes))
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
-  return jax.jit(init, out_shardings=replicated)()
+  by_rows = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec("data"))
+  objective = jax.tree_util.tree_map(
+      lambda a, b: by_rows if a.ndim and a.shape[0] != b.shape[0] else replicated,
+      shapes.objective, bigger)
+  return jax.tree_util.tree_map(lambda _: replicated, shapes).replace(objective=objective)
+
+
+def init_state(run: run_lib.Run, optimizer: optax.GradientTransformation, *,
+               seed: Optional[int] = None) -> state_lib.TrainState:
+  """The initial `TrainState` of ``run`` (``seed``: the config's when None) on the mesh:
+  replicated, per-example method state split by rows (`state_sharding`)."""
+  init, _ = _initializer(run, optimizer, run.config.seed if seed is None else seed)
+  return jax.jit(init, out_shardings=state_sharding(run, optimizer))()
 
 
 class Batches:
@@ -159,7 +191,8 @@ def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
                                      total_steps=run.total_steps)
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
                               aug=run.augment, mesh=run.mesh, teacher=run.teacher,
-                              skip_nonfinite=config.train.skip_nonfinite)
+                              skip_nonfinite=config.train.skip_nonfinite,
+                              state_sharding=state_sharding(run, optimizer))
   teacher_consts = None
   if run.teacher is not None and run.teacher.consts is not None:
     teacher_consts = jax.tree_util.tree_map(lambda x: replicate(run.mesh, x), run.teacher.consts)
