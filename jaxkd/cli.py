@@ -92,11 +92,12 @@ def methods_table() -> str:
   """
   from jaxkd import objectives  # pylint: disable=import-outside-toplevel
   width = max(map(len, objectives.names()))
-  indent = " " * (width + 11)
-  lines = [f"{'method':<{width}}  {'teacher':<7}  description / hyperparameters (defaults)"]
+  indent = " " * (width + 12)
+  lines = [f"{'method':<{width}}  {'teacher':<8}  description / hyperparameters (defaults)"]
   for name in objectives.names():
-    teacher = objectives.get(name).teacher or "-"
-    lines.append(f"{name:<{width}}  {teacher:<7}  {objectives.describe(name)}")
+    teacher = objectives.get(name).teacher
+    teacher = "-" if teacher is None else teacher.name
+    lines.append(f"{name:<{width}}  {teacher:<8}  {objectives.describe(name)}")
     hparams = " ".join(f"{k}={_default(v)}" for k, v in objectives.defaults(name).items())
     lines += textwrap.wrap(hparams or "(none)", 100, initial_indent=indent,
                            subsequent_indent=indent)

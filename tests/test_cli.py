@@ -172,11 +172,13 @@ def test_negative_warmup_is_rejected():
   assert str(err.value) == "config.train.optimizer.warmup_epochs=-0.5: must be >= 0"
 
 
-# README's method table: kd and tfkd_self read a finished run, MrKD its replay ring, CS-KD a
-# partner example of the same class; the others make their targets without a teacher network.
-TEACHERS = {"ce": "-", "lsr": "-", "kd": "model", "tfkd_self": "model", "tfkd_reg": "-",
+# README's method table: kd and tfkd_self read a finished (frozen) run, MrKD its replay ring,
+# CS-KD a partner example of the same class, RAS-KD its auxiliary head, ema_kd the weights'
+# moving average; the others make their targets without a teacher.
+TEACHERS = {"ce": "-", "lsr": "-", "kd": "frozen", "tfkd_self": "frozen", "tfkd_reg": "-",
             "lsrkd": "-", "lsrkd_tc": "-", "mrkd": "replay", "mrkd_tc": "replay", "alr": "-",
-            "ols": "-", "pskd": "-", "cskd": "partner", "zipf": "-", "ras_kd": "-"}
+            "ols": "-", "pskd": "-", "cskd": "partner", "zipf": "-", "ema_kd": "ema",
+            "ras_kd": "aux_head"}
 
 
 def test_methods_lists_every_method_with_teacher_and_defaults(capsys):
