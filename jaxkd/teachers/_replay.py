@@ -111,7 +111,8 @@ def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
     train_mode: run the backups with batch statistics (no update of their running statistics).
 
   Returns:
-    A `Teacher` whose state is a `ReplayRing`.
+    A `Teacher` whose state is a `ReplayRing`; without ``start_from_init`` its
+    ``inactive_steps`` is ``refresh_every`` (the ring is empty until the first snapshot).
   """
 
   def init(student, **_) -> TeacherState:
@@ -133,4 +134,6 @@ def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
                         step % refresh_every == 0)
     return state.replace(state=ring)
 
-  return Teacher(init=init, logits=logits, update=update, name="replay")
+  inactive = 0 if start_from_init or refresh_every is None else int(refresh_every)
+  return Teacher(init=init, logits=logits, update=update, name="replay",
+                 inactive_steps=inactive)
