@@ -7,7 +7,8 @@ checkpoints and logs.
 from jaxkd.train.checkpoint import CheckpointStore
 from jaxkd.train.loop import NonFiniteError, maybe_initialize_distributed, train_and_evaluate
 from jaxkd.train.run import (DTYPES, AugmentConfig, ConfigError, Run, augment_config,
-                             build_run, derived_hparams, make_mesh, make_optimizer)
+                             build_run, derived_hparams, make_mesh, make_optimizer,
+                             make_schedule)
 from jaxkd.train.state import TrainState, trainable
 from jaxkd.train.step import StepFns, make_steps, preprocess
 from jaxkd.train.trainer import Batches, Trainer, build, init_state, replicate, shard_batch
@@ -15,7 +16,7 @@ from jaxkd.train.trainer import Batches, Trainer, build, init_state, replicate, 
 __all__ = [
     "DTYPES", "AugmentConfig", "Batches", "CheckpointStore", "ConfigError", "NonFiniteError", "Run",
     "StepFns", "TrainState", "Trainer", "augment_config", "build", "build_run",
-    "derived_hparams", "init_state", "make_mesh", "make_optimizer", "make_steps",
+    "derived_hparams", "init_state", "make_mesh", "make_optimizer", "make_schedule", "make_steps",
     "maybe_initialize_distributed", "preprocess", "replicate", "shard_batch", "trainable",
     "train_and_evaluate",
 ]
