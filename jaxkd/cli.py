@@ -131,7 +131,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
-  from jaxkd.train import loop  # imported late: `jaxkd --help` stays instant
+  from jaxkd.train import loop, signals  # imported late: `jaxkd --help` stays instant
   try:
     config = config_lib.load(args.config)
     for key, text in overrides:
@@ -143,6 +143,13 @@ def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
   except loop.NonFiniteError as err:
     print(f"jaxkd: error: {err}", file=sys.stderr)
     return 3
+  except signals.Interrupted as err:
+    print(f"jaxkd: {err}", file=sys.stderr)
+    return err.exit_status
+  except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+    print(f"jaxkd: interrupted; the newest complete checkpoint in {args.workdir}, if any, is "
+          "kept; run the same command to resume", file=sys.stderr)
+    return 130
   print(_result_line(summary, args.workdir))
   return 0
 

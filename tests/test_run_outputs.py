@@ -1,19 +1,23 @@
-"""What a run tells people: the console, TensorBoard, run.json, the teacher's share."""
+"""What a run tells people: the console, TensorBoard, run.json, the teacher's share, signals."""
 import json
 import logging
 import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import jax
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 import jaxkd
 from jaxkd import cli, objectives
-from jaxkd.train import checkpoint
+from jaxkd.train import checkpoint, signals
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "default.py") + ":smoke"
@@ -148,3 +152,71 @@ def test_teacher_share_and_the_warning_when_it_is_never_active(start_from_init, 
              "run has 4: the teacher is NEVER ACTIVE, so the whole run trains on the method's "
              "no-teacher terms alone (no distillation); train for more than 90 steps to distil")
   assert (warning in caplog.text) == (not start_from_init), caplog.text
+
+
+def test_a_signal_stops_after_the_step_and_a_second_one_at_once():
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  with signals.StopRequests() as stop:
+    assert stop.requested(sync=False) is None
+    os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt: only noted
+    assert stop.requested(sync=False) == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(1.0)  # the handler runs between bytecodes
+  assert {s: signal.getsignal(s) for s in before} == before  # restored
+  assert signals.Interrupted(3, signal.SIGINT, "w").exit_status == 130
+  assert signals.Interrupted(3, signal.SIGTERM, "w").exit_status == 143
+
+
+def test_ctrl_c_outside_the_loop_is_one_line_and_status_130(tmp_path, capsys, monkeypatch):
+  """Before training starts (data, compilation) or on a second Ctrl-C: no traceback."""
+  from jaxkd.train import loop  # pylint: disable=import-outside-toplevel
+
+  def interrupted(config, workdir):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(loop, "train_and_evaluate", interrupted)
+  assert cli.main(["train", "--workdir", str(tmp_path)]) == 130
+  assert capsys.readouterr().err == (f"jaxkd: interrupted; the newest complete checkpoint in "
+                                     f"{tmp_path}, if any, is kept; run the same command to "
+                                     "resume\n")
+
+
+def _has_checkpoint(workdir) -> bool:
+  ckpt = workdir / "checkpoints"
+  return ckpt.is_dir() and any(p.name.isdigit() and (p / "commit_success.txt").exists()
+                               for p in ckpt.iterdir())
+
+
+def test_sigterm_checkpoints_exits_143_and_resumes_to_the_uninterrupted_result(tmp_path, capsys):
+  """A preempted VM's SIGTERM: the step finishes, a checkpoint is written, the run resumes."""
+  args = ["--config.mesh.data=1", "--config.train.num_steps=30",
+          "--config.train.checkpoint_every_steps=3"]
+  workdir = tmp_path / "run"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.Popen([sys.executable, "-m", "jaxkd.cli", "train", "--workdir", str(workdir),
+                           *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  while not _has_checkpoint(workdir) and proc.poll() is None:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err
+  step = checkpoint.load_variables(str(workdir))[1]
+  assert 3 <= step < 30
+  assert err.splitlines()[-1] == (f"jaxkd: interrupted at step {step}; checkpoint saved in "
+                                  f"{workdir}; run the same command to resume")
+  assert "Traceback" not in err and out == ""
+  assert not (workdir / "summary.json").exists()
+  assert cli.main(["train", "--workdir", str(workdir), *args]) == 0
+  assert f"resumed from step {step} of 30\n" in capsys.readouterr().err
+  assert cli.main(["train", "--workdir", str(tmp_path / "reference"), *args]) == 0
+  resumed, reference = (checkpoint.load_variables(str(w))[0]
+                        for w in (workdir, tmp_path / "reference"))
+  for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(reference),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  # Each step logged once, in order; the interrupted step adds a log line unless it was one.
+  steps = [r["step"] for r in _records(workdir)]
+  reference_steps = [r["step"] for r in _records(tmp_path / "reference")]
+  assert steps == sorted(steps) and set(steps) - set(reference_steps) <= {step}
+  assert sorted(set(steps) | {step}) == sorted(set(reference_steps) | {step})

@@ -7,7 +7,8 @@ the device. Its outputs are the contract of DESIGN.md: ``config.json``, ``metric
 resumes from the newest checkpoint and sees exactly the batches an uninterrupted run would
 have seen. Each start writes ``run.json`` (provenance: versions, git commit, devices, the
 method's resolved hyperparameters); the logs are `jaxkd.train.logs`'s (``metrics.jsonl``,
-TensorBoard events, the console).
+TensorBoard events, the console); SIGINT and SIGTERM stop after a checkpoint
+(`jaxkd.train.signals`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from jaxkd import analysis
 from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd.train import logs
 from jaxkd.train import run as run_lib
+from jaxkd.train import signals
 from jaxkd.train import trainer as trainer_lib
 
 __all__ = ["NonFiniteError", "maybe_initialize_distributed", "train_and_evaluate"]
@@ -134,6 +136,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher) and the provenance of ``run.json`` (`jaxkd.train.logs.provenance`).
 
   Raises:
+    jaxkd.train.signals.Interrupted: SIGINT or SIGTERM arrived; the step in flight finished
+      and was checkpointed.
     NonFiniteError: a non-finite loss or update (unless ``train.skip_nonfinite``).
   """
   maybe_initialize_distributed(config)
@@ -160,8 +164,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
   log = logs.MetricsLog(workdir, start)
   try:
-    state, meta = _train(trainer, state, meta, store=store, log=log, console=console)
-  finally:  # waits for the last checkpoint, also when stopped on NaNs
+    with signals.StopRequests() as stop:
+      state, meta = _train(trainer, state, meta, store=store, log=log, console=console,
+                           stop=stop, workdir=workdir)
+  finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
     console.close()
     log.close()
     store.close()
@@ -182,7 +188,8 @@ def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> 
 
 
 def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.CheckpointStore,
-           log: logs.MetricsLog, console: logs.Console):
+           log: logs.MetricsLog, console: logs.Console, stop: signals.StopRequests,
+           workdir: str):
   """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint."""
   run, train_cfg = trainer.run, trainer.run.config.train
   batches = trainer.batches()
@@ -203,6 +210,8 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
     done = step + 1
     console.step()
     save = done % train_cfg.checkpoint_every_steps == 0 or done == run.total_steps
+    signum = stop.requested(sync=save or done % train_cfg.log_every_steps == 0)
+    save = save or signum is not None
     # Logging checks finiteness, so it runs before every save: no checkpoint holds NaNs.
     if save or done % train_cfg.log_every_steps == 0:
       record, last_log = _train_record(pending, done, run, last_log,
@@ -223,6 +232,8 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
     if save:
       store.save(done, state, progress())
       log.flush()
+    if signum is not None and done < run.total_steps:
+      raise signals.Interrupted(done, signum, workdir)
   return state, progress()
 
 
