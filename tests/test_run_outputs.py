@@ -60,8 +60,10 @@ def _lr(t, total=26, warmup=2, peak=0.05):
 
 
 def _git_head():
-  return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                        check=True).stdout.strip()
+  """The commit of this source tree, or None outside a git checkout (an unpacked sdist)."""
+  out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  return out.stdout.strip() if out.returncode == 0 else None
 
 
 def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path, capsys, caplog):
@@ -105,6 +107,7 @@ def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path,
   run_json = json.loads((workdir / "run.json").read_text())
   for info in (run_json, summary):
     assert info["jaxkd_version"] == jaxkd.__version__ and info["git_commit"] == _git_head()
+    assert info["git_dirty"] in ((True, False) if info["git_commit"] else (None,))
     assert info["versions"]["jax"] == jax.__version__
     assert info["python"] == platform.python_version()
     assert info["devices"] == ["cpu:0"] and info["num_processes"] == 1
