@@ -22,10 +22,11 @@ setup(
         "numpy>=1.26",
         "scikit-learn>=1.3",
         "tqdm>=4.60",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorboard>=2.15"],  # its event reader
     },
     entry_points={"console_scripts": ["jaxkd=jaxkd.cli:main"]},
 )

@@ -132,7 +132,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
-  from jaxkd.train import loop  # imported late: `jaxkd --help` stays instant
+  from jaxkd.train import loop, signals  # imported late: `jaxkd --help` stays instant
   try:
     config = config_lib.load(args.config)
     for key, text in overrides:
@@ -144,10 +144,24 @@ def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
   except loop.NonFiniteError as err:
     print(f"jaxkd: error: {err}", file=sys.stderr)
     return 3
-  best, last = summary["best"], summary["last"]
-  print(f"best top-1 {best['top1']:.4f} (epoch {best['epoch']:.0f}), last top-1 "
-        f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}; {args.workdir}")
+  except signals.Interrupted as err:
+    print(f"jaxkd: {err}", file=sys.stderr)
+    return err.exit_status
+  except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+    print(f"jaxkd: interrupted; the newest complete checkpoint in {args.workdir}, if any, is "
+          "kept; run the same command to resume", file=sys.stderr)
+    return 130
+  print(_result_line(summary, args.workdir))
   return 0
+
+
+def _result_line(summary: dict, workdir: str) -> str:
+  """The last line of ``jaxkd train``: best and last top-1, calibration, the teacher's share."""
+  best, last = summary["best"], summary["last"]
+  share = summary.get("teacher_active_share")
+  teacher = "" if share is None else f"; teacher active in {share:.1%} of steps"
+  return (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}), last top-1 "
+          f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}{teacher}; {workdir}")
 
 
 def main(argv: list[str] | None = None) -> int:

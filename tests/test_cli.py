@@ -210,4 +210,6 @@ def test_three_steps_of_the_default_data_with_space_overrides(tmp_path, capsys, 
   assert saved["data"]["name"] == "digits"
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert records[-1]["step"] == 3 and 0.0 <= records[-1]["eval/top1"] <= 1.0
-  assert capsys.readouterr().out.startswith("best top-1 ")
+  out = capsys.readouterr().out
+  assert out.startswith("best top-1 ") and "teacher active" not in out  # ce has no teacher
+  assert "train/teacher_active" not in records[0]

@@ -265,3 +265,18 @@ def test_stateful_objective_refuses_a_state_init_did_not_make():
   obj = objectives.get("ols", steps_per_epoch=2)
   with pytest.raises(ValueError, match="ols: state has no entry for term 'soft_ce'"):
     obj.loss(z, y, {}, step=0)
+
+
+def test_teacher_active_is_reported_whenever_teacher_logits_are_given():
+  z, y = logits_and_labels(seed=11)
+  members = np.stack([z, -z])
+  obj = objectives.get("mrkd", num_backups=2)
+  loss = jax.jit(lambda mask: obj.loss(z, y, {}, step=0, teacher_logits=members,
+                                       teacher_mask=mask)[1]["teacher_active"])
+  assert float(loss(np.array([False, False]))) == 0.0
+  assert float(loss(np.array([False, True]))) == 1.0
+  assert float(loss(np.array([True, True]))) == 1.0
+  _, metrics, _ = objectives.get("kd").loss(z, y, {}, step=0, teacher_logits=z)
+  assert float(metrics["teacher_active"]) == 1.0
+  _, metrics, _ = objectives.get("lsr").loss(z, y, {}, step=0)
+  assert "teacher_active" not in metrics

@@ -126,3 +126,26 @@ def test_mrkd_learned_ensemble_trains_its_combiner_in_the_step():
   assert np.isfinite(float(metrics["ensemble_ce"])) and float(metrics["ensemble_ce"]) > 0
   moved = np.abs(np.asarray(state.teacher.params["kernel"]) - start["kernel"]).max()
   assert moved > 1e-6, "the combiner is trained with the student"
+
+
+@pytest.mark.parametrize("refresh_every,start_from_init,inactive", [
+    (3, False, 3), (5, False, 5), (3, True, 0), (None, False, 0)])
+def test_replay_teacher_reports_the_steps_before_its_first_snapshot(refresh_every,
+                                                                   start_from_init, inactive):
+  teacher = teachers.replay(num_backups=2, refresh_every=refresh_every,
+                            start_from_init=start_from_init)
+  assert teacher.inactive_steps == inactive
+  if refresh_every is None:
+    return
+  student = {"params": {"w": np.ones(2, np.float32)}, "batch_stats": {}}
+  state = teacher.init(student)
+  masks = []
+  for step in range(12):  # as the training step: logits at step t, then update to t + 1
+    masks.append(bool(state.state.filled().any()))
+    state = teacher.update(state, student, step + 1)
+  assert masks == [False] * inactive + [True] * (12 - inactive)
+
+
+def test_teachers_without_a_warm_up_are_active_from_the_first_step():
+  assert teachers.ema().inactive_steps == 0 and teachers.partner().inactive_steps == 0
+  assert teachers.aux_head().inactive_steps == 0 and teachers.from_run().inactive_steps == 0

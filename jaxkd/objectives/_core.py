@@ -196,8 +196,9 @@ class Objective:
 
     Returns:
       ``(loss, metrics, new_state)``: a float32 scalar; float32 scalars ``"loss"``, ``"ce"``
-      (plain cross-entropy with the labels) and one per term name (its unweighted batch
-      mean); a state of the same structure.
+      (plain cross-entropy with the labels), one per term name (its unweighted batch
+      mean) and, whenever ``teacher_logits`` are given, ``"teacher_active"`` (1.0 when a
+      teacher member is valid, 0.0 otherwise); a state of the same structure.
     """
     inputs = dict(teacher_logits=teacher_logits, teacher_mask=teacher_mask, features=features,
                   dense_logits=dense_logits, example_ids=example_ids,
@@ -251,6 +252,8 @@ def _sum_terms(obj, logits, teacher_logits, ctx, old_states):
   if "ce" not in metrics:
     metrics["ce"] = jnp.mean(losses.softmax_cross_entropy(
         logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=jnp.float32)))
+  if ctx.teacher_logits is not None:  # a run reports how often its teacher counted
+    metrics["teacher_active"] = teacher_on
   metrics["loss"] = total
   return total, metrics, new_states
 

@@ -119,6 +119,9 @@ class Teacher(NamedTuple):
     host_batch: ``host_batch(labels, order, *, seed, epoch) -> {name: int [steps, B]}`` adds
       rows of example indices to every batch of an epoch; None: nothing.
     name: a short name for messages and logs.
+    inactive_steps: how many steps from the start of a run the teacher has no valid member
+      (its ``mask`` all False), so that the objective's teacher terms are off; the training
+      loop warns when that is a large share of the run. 0: valid from the first step.
   """
   init: Callable[..., TeacherState]
   logits: Callable[[TeacherState, Any, TeacherInputs], TeacherOutput]
@@ -127,6 +130,7 @@ class Teacher(NamedTuple):
   setup: Optional[Callable[[TeacherEnv], "Teacher"]] = None
   host_batch: Optional[Callable[..., dict]] = None
   name: str = "teacher"
+  inactive_steps: int = 0
 
 
 def apply_model(model: nn.Module, variables: dict, x: chex.Array, *, train: bool,

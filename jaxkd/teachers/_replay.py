@@ -140,7 +140,8 @@ def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
 
   Returns:
     A `Teacher` whose state is a `ReplayRing` (and whose ``params`` are the learned
-    combiner's).
+    combiner's); without ``start_from_init`` its ``inactive_steps`` is ``refresh_every`` (the
+    ring is empty until the first snapshot).
   """
   if combine not in COMBINES:
     raise ValueError(f"combine={combine!r} is not allowed; allowed: {', '.join(COMBINES)}")
@@ -168,4 +169,6 @@ def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
                         step % refresh_every == 0)
     return state.replace(state=ring)
 
-  return Teacher(init=init, logits=logits, update=update, name="replay")
+  inactive = 0 if start_from_init or refresh_every is None else int(refresh_every)
+  return Teacher(init=init, logits=logits, update=update, name="replay",
+                 inactive_steps=inactive)

@@ -5,13 +5,16 @@ The loop only feeds example indices (a few hundred int32 per step), keeping one 
 the device. Its outputs are the contract of DESIGN.md: ``config.json``, ``metrics.jsonl``,
 ``summary.json`` and orbax ``checkpoints/`` in the workdir; a run restarted on the same workdir
 resumes from the newest checkpoint and sees exactly the batches an uninterrupted run would
-have seen.
+have seen. Each start writes ``run.json`` (provenance: versions, git commit, devices, the
+method's resolved hyperparameters); the logs are `jaxkd.train.logs`'s (``metrics.jsonl``,
+TensorBoard events, the console); SIGINT and SIGTERM stop after a checkpoint
+(`jaxkd.train.signals`).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from typing import Any
 
@@ -19,14 +22,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
 from jaxkd import analysis
 from jaxkd.train import checkpoint as ckpt_lib
+from jaxkd.train import logs
 from jaxkd.train import run as run_lib
+from jaxkd.train import signals
 from jaxkd.train import trainer as trainer_lib
 
 __all__ = ["NonFiniteError", "maybe_initialize_distributed", "train_and_evaluate"]
+
+_log = logging.getLogger(__name__)
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -47,35 +53,6 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
                              number("JAX_PROCESS_ID"))
 
 
-def _step_of(line: str) -> int | None:
-  try:
-    return int(json.loads(line)["step"])
-  except (ValueError, KeyError, TypeError):
-    return None
-
-
-class _Logger:
-  """Appends JSON lines to ``metrics.jsonl`` (process 0 only)."""
-
-  def __init__(self, workdir: str, resume_step: int):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.active = jax.process_index() == 0
-    if self.active and os.path.exists(self.path):
-      # Lines past the restored checkpoint were written by the interrupted run; the resumed
-      # run writes them again.
-      # A line torn by a kill mid-write is dropped too.
-      with open(self.path) as f:
-        kept = [line for line in f if _step_of(line) is not None and _step_of(line) <= resume_step]
-      with open(self.path + ".tmp", "w") as f:
-        f.writelines(kept)
-      os.replace(self.path + ".tmp", self.path)
-
-  def write(self, record: dict) -> None:
-    if self.active:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def _evaluate(trainer: trainer_lib.Trainer, state, batch_size: int) -> dict:
   run = trainer.run
   n = run.eval_data.num_examples
@@ -91,13 +68,6 @@ def _evaluate(trainer: trainer_lib.Trainer, state, batch_size: int) -> dict:
   return analysis.finalize_metrics(jax.device_get(sums))
 
 
-def _write_json(path: str, obj: Any) -> None:
-  if jax.process_index() == 0:
-    with open(path + ".tmp", "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
-
-
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes ``config.json``; refuses a workdir that holds a run of another config."""
   os.makedirs(workdir, exist_ok=True)
@@ -111,7 +81,7 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise run_lib.ConfigError(
           f"workdir={workdir!r} holds a run of another config (differs in {', '.join(changed)}); "
           "use a new workdir, or the same config to resume")
-  _write_json(path, new)
+  logs.write_json(path, new)
 
 
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -121,41 +91,114 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
   return [] if old == new else [prefix.rstrip(".")]
 
 
-def _summary(history: list[dict], *, wall_time: float, run: run_lib.Run, state) -> dict:
+def _num_params(state) -> int:
+  return int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))
+
+
+def _summary(run: run_lib.Run, state, meta: dict, info: dict) -> dict:
+  history = meta["history"]
   best = max(history, key=lambda r: r["eval/top1"])
   last = history[-1]
   pick = lambda r: {k.split("/", 1)[1]: r[k] for k in r if k.startswith("eval/")} | {
       "epoch": r["epoch"], "step": r["step"]}
-  return {"best": pick(best), "last": pick(last), "wall_time_s": wall_time,
-          "devices": [str(d) for d in run.mesh.devices.flat], "num_processes": jax.process_count(),
-          "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params))),
-          "steps": int(state.step), "method": run.objective.name,
-          "model": run.config.model.name, "data": run.config.data.name}
+  steps, active = int(state.step), meta.get("teacher_active_steps")
+  return {"best": pick(best), "last": pick(last), "wall_time_s": meta["wall_time_s"],
+          "num_params": _num_params(state), "steps": steps, "model": run.config.model.name,
+          "data": run.config.data.name,
+          "teacher_active_share": None if active is None else active / max(steps, 1), **info}
+
+
+def _warn_inactive_teacher(run: run_lib.Run) -> None:
+  """Says for what share of the run the objective's teacher has no valid member."""
+  inactive = 0 if run.teacher is None else run.teacher.inactive_steps
+  if inactive <= 0:
+    return
+  total, who = run.total_steps, f"the {run.teacher.name} teacher of {run.objective.name}"
+  if inactive >= total:
+    _log.warning("%s has no valid member during its first %d steps and this run has %d: the "
+                 "teacher is NEVER ACTIVE, so the whole run trains on the method's no-teacher "
+                 "terms alone (no distillation); train for more than %d steps to distil",
+                 who, inactive, total, inactive)
+  else:
+    _log.warning("%s has no valid member during its first %d steps: inactive for %d of this "
+                 "run's %d steps (%.0f%%), which train on the method's no-teacher terms alone",
+                 who, inactive, inactive, total, 100.0 * inactive / total)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates one config in ``workdir`` (resuming if it holds checkpoints).
 
+  A workdir whose run is complete is not trained again: its summary is returned.
+
   Returns:
     The summary also written to ``<workdir>/summary.json``: best-epoch and last-epoch top-1,
-    top-5, NLL and ECE, wall time, devices.
+    top-5, NLL and ECE, wall time, the share of steps the teacher was active (None without a
+    teacher) and the provenance of ``run.json`` (`jaxkd.train.logs.provenance`).
+
+  Raises:
+    jaxkd.train.signals.Interrupted: SIGINT or SIGTERM arrived; the step in flight finished
+      and was checkpointed.
+    NonFiniteError: a non-finite loss or update (unless ``train.skip_nonfinite``).
   """
   maybe_initialize_distributed(config)
   trainer = trainer_lib.build(config)
-  run, train_cfg = trainer.run, config.train
+  run = trainer.run
   state = trainer.init_state()
   _prepare_workdir(config, workdir)  # only once every input is known to be good
-  store = ckpt_lib.CheckpointStore(workdir, max_to_keep=train_cfg.keep_checkpoints)
+  store = ckpt_lib.CheckpointStore(workdir, max_to_keep=config.train.keep_checkpoints)
   restored = store.restore_latest(state)
   state, meta = restored if restored else (state, {"history": [], "wall_time_s": 0.0})
-  logger = _Logger(workdir, int(state.step))
-  history = meta["history"]
-  start_time = time.time() - meta["wall_time_s"]
+  start, info = int(state.step), logs.provenance(run)
+  console = logs.Console(run.total_steps)
+  console.header(run, num_params=_num_params(state), workdir=workdir)
+  if start >= run.total_steps:
+    store.close()
+    console.line(f"already finished at step {start}; nothing to train")
+    return _finished(workdir, run, state, meta, info)
+  if start:
+    console.line(f"resumed from step {start} of {run.total_steps}")
+  _warn_inactive_teacher(run)
+  logs.write_json(os.path.join(workdir, "run.json"), {
+      **info, "model": config.model.name, "data": config.data.name,
+      "workdir": os.path.abspath(workdir), "start_step": start, "total_steps": run.total_steps,
+      "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+  log = logs.MetricsLog(workdir, start)
+  try:
+    with signals.StopRequests() as stop:
+      state, meta = _train(trainer, state, meta, store=store, log=log, console=console,
+                           stop=stop, workdir=workdir)
+  finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
+    console.close()
+    log.close()
+    store.close()
+  summary = _summary(run, state, meta, info)
+  logs.write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> dict:
+  """The summary of a complete run: its file, or rebuilt when a kill came before it."""
+  path = os.path.join(workdir, "summary.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  summary = _summary(run, state, meta, info)
+  logs.write_json(path, summary)
+  return summary
+
+
+def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.CheckpointStore,
+           log: logs.MetricsLog, console: logs.Console, stop: signals.StopRequests,
+           workdir: str):
+  """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint."""
+  run, train_cfg = trainer.run, trainer.run.config.train
   batches = trainer.batches()
+  history, active = meta["history"], meta.get("teacher_active_steps")
+  start_time = time.time() - meta["wall_time_s"]
+  progress = lambda: {"history": history, "wall_time_s": time.time() - start_time,
+                      "teacher_active_steps": active}
   pending, last_log = [], (int(state.step), time.time())
-  bar = tqdm.tqdm(total=run.total_steps, initial=int(state.step), unit="step", dynamic_ncols=True,
-                  disable=jax.process_index() != 0,
-                  mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs stay short
+  console.start(int(state.step))
   for step in range(int(state.step), run.total_steps):
     state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
     # One step in flight: the host prepares and dispatches step t+1 while the device runs
@@ -165,37 +208,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pending[-1]["loss"].block_until_ready()
     pending.append(metrics)
     done = step + 1
-    bar.update(1)
+    console.step()
     save = done % train_cfg.checkpoint_every_steps == 0 or done == run.total_steps
+    signum = stop.requested(sync=save or done % train_cfg.log_every_steps == 0)
+    save = save or signum is not None
     # Logging checks finiteness, so it runs before every save: no checkpoint holds NaNs.
     if save or done % train_cfg.log_every_steps == 0:
-      record, last_log = _train_record(pending, done, run, last_log)
+      record, last_log = _train_record(pending, done, run, last_log,
+                                       _learning_rate(trainer, done))
       _check_finite(record, store, train_cfg.skip_nonfinite)
-      logger.write(record)
-      bar.set_postfix(loss=f"{record['train/loss']:.4f}",
-                      img_s=f"{record['images_per_sec']:.0f}")
+      if "train/teacher_active" in record:
+        active = (active or 0.0) + record["train/teacher_active"] * len(pending)
+      log.write(record)
+      console.train(record)
       pending = []
     if done % run.steps_per_epoch == 0 or done == run.total_steps:
       record = {"step": done, "epoch": done / run.steps_per_epoch,
                 **{f"eval/{k}": v for k, v in _evaluate(
                     trainer, state, train_cfg.eval_batch_size).items()}}
       history.append(record)
-      logger.write(record)
+      log.write(record)
+      console.evaluation(record, _learning_rate(trainer, done))
     if save:
-      store.save(done, state, {"history": history, "wall_time_s": time.time() - start_time})
-  bar.close()
-  store.close()
-  summary = _summary(history, wall_time=time.time() - start_time, run=run, state=state)
-  _write_json(os.path.join(workdir, "summary.json"), summary)
-  return summary
+      store.save(done, state, progress())
+      log.flush()
+    if signum is not None and done < run.total_steps:
+      raise signals.Interrupted(done, signum, workdir)
+  return state, progress()
 
 
-def _train_record(pending: list[dict], done: int, run, last_log) -> tuple[dict, tuple]:
+def _learning_rate(trainer: trainer_lib.Trainer, done: int) -> float:
+  """The rate of the update that made the step count ``done``."""
+  return float(trainer.schedule(done - 1))
+
+
+def _train_record(pending: list[dict], done: int, run, last_log, lr: float) -> tuple[dict, tuple]:
   host = jax.device_get(pending)
   record = {"step": done, "epoch": done / run.steps_per_epoch}
   for key in host[0]:
     values = np.asarray([m[key] for m in host], np.float64)
     record[f"train/{key}"] = float(values.sum() if key == "nonfinite" else values.mean())
+  record["train/lr"] = lr
   now = time.time()
   record["images_per_sec"] = (done - last_log[0]) * run.config.train.batch_size / max(
       now - last_log[1], 1e-9)
@@ -209,7 +262,6 @@ class NonFiniteError(FloatingPointError):
 def _check_finite(record: dict, store: ckpt_lib.CheckpointStore, skipping: bool) -> None:
   bad = record.get("train/nonfinite", 0.0)
   if bad and not skipping:
-    store.close()
     raise NonFiniteError(
         f"non-finite loss or gradient in {int(bad)} of the steps up to step {record['step']}; "
         f"the run stopped and its checkpoints up to the last good one are kept in "

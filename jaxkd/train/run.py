@@ -23,10 +23,10 @@ from jaxkd import teachers
 from jaxkd.train import defaults
 
 __all__ = ["AugmentConfig", "ConfigError", "DTYPES", "Run", "augment_config", "build_run",
-           "derived_hparams", "make_mesh", "make_optimizer"]
+           "derived_hparams", "make_mesh", "make_optimizer", "make_schedule"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# The longest warm-up, as a fraction of the run's steps (`make_optimizer`).
+# The longest warm-up, as a fraction of the run's steps (`make_schedule`).
 _MAX_WARMUP_FRACTION = 0.1
 
 _log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
-                   total_steps: int) -> optax.GradientTransformation:
-  """SGD (torch-style coupled weight decay) or AdamW with warm-up and a decay schedule.
+def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+  """The learning rate as a function of the step: warm-up, then constant, cosine or multistep.
 
   The linear warm-up lasts ``warmup_epochs``, but at most 10% of the run's steps (clipped with
   a warning), so a short run (``num_steps=3``, one epoch) trains mostly at its schedule's rates.
@@ -113,8 +113,19 @@ def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
   else:
     main = optax.piecewise_constant_schedule(
         lr, {int(m * steps_per_epoch) - warmup: opt.gamma for m in opt.milestones})
-  schedule = (optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
-              if warmup else main)
+  return (optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+          if warmup else main)
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int,
+                   schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+  """SGD (torch-style coupled weight decay) or AdamW at the rates of `make_schedule`.
+
+  ``schedule``: the run's `make_schedule` when the caller keeps it too (`Trainer.schedule`,
+  the rate the loop logs); built here when None.
+  """
+  if schedule is None:
+    schedule = make_schedule(opt, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   if opt.name == "sgd":
     return optax.chain(optax.add_decayed_weights(opt.weight_decay),
                        optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))

@@ -145,12 +145,15 @@ class Trainer:
     consts: the training step's constants on the mesh: ``images``, ``labels`` and
       ``teacher`` (the teacher's constants, or None).
     eval_consts: the evaluation split's ``images`` and ``labels`` on the mesh.
+    schedule: the optimizer's learning rate as a function of the step (`make_schedule`); the
+      update that makes the step count ``t + 1`` runs at ``schedule(t)``. None when unknown.
   """
   run: run_lib.Run
   optimizer: optax.GradientTransformation
   steps: step_lib.StepFns
   consts: dict
   eval_consts: dict
+  schedule: Optional[optax.Schedule] = None
 
   def init_state(self, seed: Optional[int] = None) -> state_lib.TrainState:
     """The initial train state (``seed``: the config's when None)."""
@@ -186,9 +189,9 @@ def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
     A `Trainer`.
   """
   run = run_lib.build_run(config, datasets=datasets, teacher=teacher)
-  optimizer = run_lib.make_optimizer(config.train.optimizer,
-                                     steps_per_epoch=run.steps_per_epoch,
-                                     total_steps=run.total_steps)
+  sizes = dict(steps_per_epoch=run.steps_per_epoch, total_steps=run.total_steps)
+  schedule = run_lib.make_schedule(config.train.optimizer, **sizes)
+  optimizer = run_lib.make_optimizer(config.train.optimizer, schedule=schedule, **sizes)
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
                               aug=run.augment, mesh=run.mesh, teacher=run.teacher,
                               skip_nonfinite=config.train.skip_nonfinite,
@@ -203,4 +206,5 @@ def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
     train = _on_mesh(run.mesh, run.train_data)
     evaluation = train if run.eval_data is run.train_data else _on_mesh(run.mesh, run.eval_data)
   return Trainer(run=run, optimizer=optimizer, steps=steps,
-                 consts={**train, "teacher": teacher_consts}, eval_consts=evaluation)
+                 consts={**train, "teacher": teacher_consts}, eval_consts=evaluation,
+                 schedule=schedule)
