@@ -1,0 +1,60 @@
+"""The documentation: docs/METHODS.md is the only methods reference the code points to."""
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = os.path.join(ROOT, "docs", "METHODS.md")
+_SKIP_DIRS = {".git", "workdirs", "build", "dist", "__pycache__", ".pytest_cache"}
+# Built from pieces so that this file does not match itself.
+_OUTSIDE = ("shared" + "/METHODS", ".." + "/shared", "/work" + "/shared")
+_REFERENCE = re.compile(r"docs/METHODS\.md[\s#]+section[\s#]+(\d+(?:\.\d+)?)")
+
+
+def _files(*extensions):
+  for directory, dirs, names in os.walk(ROOT):
+    dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.endswith(".egg-info")]
+    for name in sorted(names):
+      if name.endswith(extensions):
+        path = os.path.join(directory, name)
+        with open(path, encoding="utf-8") as f:
+          yield os.path.relpath(path, ROOT), f.read()
+
+
+def _sections():
+  """Section numbers of docs/METHODS.md: ``## N. Title`` and ``### N.M Title`` headings."""
+  with open(METHODS, encoding="utf-8") as f:
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[. ]", f.read(), flags=re.M))
+
+
+def test_no_file_points_outside_the_repository():
+  offenders = [(path, s) for path, text in _files(".py", ".md") for s in _OUTSIDE if s in text]
+  assert not offenders, offenders
+
+
+def test_every_methods_reference_names_an_existing_section():
+  sections = _sections()
+  assert {str(n) for n in range(12)} <= sections, sorted(sections)
+  references = [(path, n) for path, text in _files(".py", ".md")
+                for n in _REFERENCE.findall(text)]
+  assert len(references) >= 10, references  # the targets, losses, configs and tests cite it
+  missing = [(path, n) for path, n in references if n not in sections]
+  assert not missing, missing
+
+
+def test_methods_md_is_only_named_by_its_repository_path():
+  """A bare "METHODS.md" would send the reader to a file that is not next to the code."""
+  bare = [(path, line) for path, text in _files(".py") if path != "tests/test_docs.py"
+          for line in text.splitlines() if re.search(r"(?<!docs/)METHODS\.md", line)]
+  assert not bare, bare
+
+
+def test_methods_md_covers_every_method_and_its_links_resolve():
+  import jaxkd.objectives as objectives  # pylint: disable=import-outside-toplevel
+  with open(METHODS, encoding="utf-8") as f:
+    text = f.read()
+  for name in objectives.names():
+    assert f"`{name}`" in text, name
+  slugs = {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+           for title in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+  links = re.findall(r"\]\(#([^)]+)\)", text)
+  assert links and not [link for link in links if link not in slugs], sorted(slugs)
