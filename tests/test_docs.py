@@ -58,3 +58,15 @@ def test_methods_md_covers_every_method_and_its_links_resolve():
            for title in re.findall(r"^#+ (.+)$", text, flags=re.M)}
   links = re.findall(r"\]\(#([^)]+)\)", text)
   assert links and not [link for link in links if link not in slugs], sorted(slugs)
+
+
+def test_methods_md_states_the_current_defaults_of_every_method():
+  import ast  # pylint: disable=import-outside-toplevel
+  import jaxkd.objectives as objectives  # pylint: disable=import-outside-toplevel
+  with open(METHODS, encoding="utf-8") as f:
+    stated = re.findall(r"^Defaults of `(\w+)`: `(.*)`\.\\?$", f.read(), flags=re.M)
+  assert sorted(name for name, _ in stated) == sorted(objectives.names())
+  for name, value in stated:
+    assert ast.literal_eval(value) == objectives.defaults(name), (
+        f"docs/METHODS.md states the defaults of {name} as {value}; the code's are "
+        f"{objectives.defaults(name)}: update the page")
