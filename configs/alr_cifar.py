@@ -1,12 +1,12 @@
 """Adaptive label regularization (ALR) on CIFAR-10 and CIFAR-100 (arXiv 1908.05474), with
 online label smoothing (OLS, zhangchbin/OnlineLabelSmoothing) beside it.
 
-RECONSTRUCTED (METHODS.md s5): only ALR's abstract is public to us. The residual correlation
-matrix R (K x K, zero diagonal) is learned online from misclassified samples, updated at
-every epoch end with momentum mu = 0.9, and loss = CE + a CE(z, R[y]) with a = 1: all ours.
-The network (resnet18) and the recipe (Tf-KD's CIFAR recipe) are our choice. OLS follows its
-code (0.5 CE + 0.5 CE(z, S[y])). No published values are known for this setting, so the table
-has no targets.
+RECONSTRUCTED (docs/METHODS.md section 5): only ALR's abstract is public to us. The residual
+correlation matrix R (K x K, zero diagonal) is learned online from misclassified samples,
+updated at every epoch end with momentum mu = 0.9, and loss = CE + a CE(z, R[y]) with a = 1: all
+ours. The network (resnet18) and the recipe (Tf-KD's CIFAR recipe) are our choice. OLS follows
+its code (0.5 CE + 0.5 CE(z, S[y])). No published values are known for this setting, so the
+table has no targets.
 
 Rows (config arguments):
   method=ce | lsr | alr | ols     (LSR: e 0.1, uniform convention)

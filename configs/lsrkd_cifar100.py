@@ -2,11 +2,11 @@
 regularize knowledge distillation?", and its follow-ups: Appl. Sci. 2021 "LSR-OS-TC",
 Sensors 2021 "Memory-Replay Knowledge Distillation").
 
-RECONSTRUCTED (METHODS.md s4): only the abstracts are public to us. The losses follow them;
-the hyperparameters (a = 0.9, tau = 4, TC b = 0.5, one backup refreshed every epoch) are the
-library's defaults, ours, not the papers'; the network (resnet18) and the recipe (Tf-KD's
-CIFAR recipe, which these papers build on) are our choice too. No published values are known,
-so the table has no targets: it reports what it measures.
+RECONSTRUCTED (docs/METHODS.md section 4): only the abstracts are public to us. The losses
+follow them; the hyperparameters (a = 0.9, tau = 4, TC b = 0.5, one backup refreshed every
+epoch) are the library's defaults, ours, not the papers'; the network (resnet18) and the recipe
+(Tf-KD's CIFAR recipe, which these papers build on) are our choice too. No published values are
+known, so the table has no targets: it reports what it measures.
 
 Rows (config arguments):
   method=ce | lsr            baselines (LSR: e 0.1, uniform convention)

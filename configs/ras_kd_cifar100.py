@@ -2,17 +2,18 @@
 (Yun et al., CVPR 2020), PS-KD (Kim et al., ICCV 2021), OLS (Zhang et al., TIP 2021) and
 Zipf's LS (Liang et al., ECCV 2022), on CIFAR-100.
 
-RAS-KD is RECONSTRUCTED (METHODS.md s7; abstract only): relation targets from the rows of an
-auxiliary classifier (or EMA class means), e = 0.1, tau_r = 0.5, T = 4, lam = 1 are ours, and
-so are its network (resnet18) and recipe (Tf-KD's CIFAR recipe): no published targets.
+RAS-KD is RECONSTRUCTED (docs/METHODS.md section 7; abstract only): relation targets from the
+rows of an auxiliary classifier (or EMA class means), e = 0.1, tau_r = 0.5, T = 4, lam = 1 are
+ours, and so are its network (resnet18) and recipe (Tf-KD's CIFAR recipe): no published targets.
 
-Self-KD baselines, each with a CE baseline trained the same way (published top-1 %, METHODS.md
-s8):
-  method=cskd,model=resnet18,recipe=cskd           CS-KD (T 4, lam 1): no number in METHODS.md
+Self-KD baselines, each with a CE baseline trained the same way (published top-1 %,
+docs/METHODS.md section 11; the methods: section 8):
+  method=cskd,model=resnet18,recipe=cskd           CS-KD (T 4, lam 1): no published number
   method=pskd,model=preact_resnet18,recipe=pskd    PS-KD: 79.18 (error 20.82); CE 75.82
   method=zipf,model=resnet18,recipe=cskd           Zipf's LS (lam 0.1): 77.38; CE 75.51. The
-                                                   recipe is assumed to be CS-KD's (not in
-                                                   METHODS.md): compare with care
+                                                   recipe is assumed to be CS-KD's (the
+                                                   paper's is not known to us): compare
+                                                   with care
   method=ols,model=resnet18,recipe=tfkd            OLS (0.5 CE + 0.5 CE(z, S[y])); recipe ours
   method=ce,model=M,recipe=R                       the matching baseline
   method=ras_kd[,representatives=ema]              RAS-KD, resnet18, Tf-KD recipe
@@ -72,5 +73,5 @@ def table():
       name="ras_kd_cifar100",
       title="RAS-KD (PAKDD 2024) and the self-KD baselines, CIFAR-100",
       description=("RAS-KD RECONSTRUCTED (abstract only); the baselines follow their code's "
-                   "recipes where METHODS.md gives them."),
+                   "recipes where their code gives them."),
       rows=rows)

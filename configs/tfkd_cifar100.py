@@ -1,7 +1,7 @@
 """Tf-KD on CIFAR-100: Yuan et al., "Revisiting Knowledge Distillation via Label Smoothing
 Regularization", CVPR 2020 (the official README table; Re-KD and De-KD experiments).
 
-Rows (config arguments; published best-epoch top-1 % from shared/METHODS.md s3):
+Rows (config arguments; published best-epoch top-1 %, docs/METHODS.md section 11):
 
   model=M,method=ce          baseline: resnet18 75.87, mobilenetv2 68.38, shufflenetv2 70.34,
                              googlenet 78.15, densenet121 79.04, resnext29_8x64d 81.03
@@ -14,13 +14,13 @@ Rows (config arguments; published best-epoch top-1 % from shared/METHODS.md s3):
                              googlenet 79.22 (densenet121 / resnext29: no official setting)
   model=resnet18,method=kd,teacher=resnet50          KD from ResNet50: 77.19
   model=S,method=kd,teacher=T   Re-KD (a weaker teacher) and De-KD (teacher=resnet18_poor,
-                             a ResNet18 trained one epoch): no published value in METHODS.md
+                             a ResNet18 trained one epoch): no published value here
   model=M,method=ce,epochs=1  the De-KD teacher stage (teacher_resnet18_poor)
   ...,smoke                  a few steps of a tiny MLP on mock data
 
 Hyperparameters: Tf-KD_self (a, T, m) and Tf-KD_reg (T, a, m) per network as in the official
-code (METHODS.md s3); KD, Re-KD and De-KD a = 0.6, T = 20, KL elementwise_mean, batch 64 for
-the ResNet50->ResNet18 and MobileNetV2->ResNeXt29 pairs, 128 otherwise (the repo's
+code (docs/METHODS.md section 3); KD, Re-KD and De-KD a = 0.6, T = 20, KL elementwise_mean,
+batch 64 for the ResNet50->ResNet18 and MobileNetV2->ResNeXt29 pairs, 128 otherwise (the repo's
 experiments/kd_experiments/*/params.json). Recipe: `jaxkd.reporting.recipes.tfkd_cifar`.
 
 Commands:
@@ -39,7 +39,7 @@ from jaxkd.reporting import Row, Table, parse_arg, recipes
 MODELS = ("resnet18", "mobilenetv2", "shufflenetv2", "googlenet", "densenet121",
           "resnext29_8x64d")
 # Official (alpha, temperature, multiplier) of Tf-KD_self and (temperature, alpha, multiplier)
-# of Tf-KD_reg (METHODS.md s3).
+# of Tf-KD_reg (docs/METHODS.md section 3).
 TFKD_SELF = {"resnet18": (0.95, 6.0, 50.0), "mobilenetv2": (0.95, 20.0, 1.0),
              "shufflenetv2": (0.95, 20.0, 1.0), "googlenet": (0.4, 20.0, 50.0),
              "densenet121": (0.9, 20.0, 50.0), "resnext29_8x64d": (0.9, 20.0, 100.0)}

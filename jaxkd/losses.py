@@ -1,7 +1,7 @@
 """Per-example losses on (logits, target distribution), always computed in float32.
 
 Both losses return one value per example, unreduced, like optax's. The distillation
-conventions that differ between code bases (METHODS.md section 0) are keywords:
+conventions that differ between code bases (docs/METHODS.md section 0) are keywords:
 ``kl_reduction`` (``batchmean`` or PyTorch 1.x's ``elementwise_mean`` = batchmean / K), the
 ``T^2`` factor, and the student temperature.
 

@@ -120,7 +120,7 @@ def relation(reps, tau):
 
 
 def ref_ras_kd(z, y, x, s, hp):
-  """METHODS.md section 7 (reconstruction); ``s`` holds the EMA prototypes."""
+  """docs/METHODS.md section 7 (reconstruction); ``s`` holds the EMA prototypes."""
   kernel, bias = x["params"]["kernel"].astype(np.float64), x["params"]["bias"]
   f = np.asarray(x["features"], np.float64)
   aux = f @ kernel + bias
@@ -158,7 +158,7 @@ def ref_ols(z, y, x, s, hp):
 
 
 def ref_alr(z, y, x, s, hp):
-  """METHODS.md section 5 (reconstruction)."""
+  """docs/METHODS.md section 5 (reconstruction)."""
   r, acc, cnt = s if s is not None else ((1 - np.eye(K)) / (K - 1), np.zeros((K, K)),
                                          np.zeros(K))
   acc, cnt = acc.copy(), cnt.copy()

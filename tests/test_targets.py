@@ -46,7 +46,7 @@ def test_uniform_teacher_and_correction():
 
 
 def test_tfkd_double_softmax_is_almost_uniform():
-  """METHODS.md: at T=20, K=100 the target is 0.0105 on the label vs 0.00999 elsewhere."""
+  """docs/METHODS.md section 3: at T=20, K=100 the target is 0.0105 on the label vs 0.00999 elsewhere."""
   ctx = ctx_for([7], num_classes=100)
   q, _ = run(T.chain(T.uniform_teacher(correct_prob=0.99), T.soften(temperature=20.0)), ctx)
   p_d = np.full(100, 0.01 / 99)

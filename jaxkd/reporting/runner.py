@@ -2,13 +2,18 @@
 
 A run's workdir is ``<workroot>/<table>/<row>/s<seed>``; its result record is
 ``<results>/<table>/runs/<row>/s<seed>.json``. A run whose record exists is not run again, so
-an interrupted table resumes where it stopped (and each run resumes from its checkpoints).
+an interrupted table resumes where it stopped (and each run resumes from its checkpoints);
+``rerun`` trains chosen runs again from scratch. Beside each workdir, ``s<seed>.record`` names
+the record the workdir was trained for: a finished workdir trained for another results
+directory is trained again, so a fresh results directory reproduces a table rather than
+copying old checkpoints' numbers.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +37,22 @@ def workdir(workroot: str, table: Table, row: str, seed: int) -> str:
 
 def result_path(results_dir: str, table: Table, row: str, seed: int) -> str:
   return os.path.join(results_dir, table.name, "runs", row, f"s{seed}.json")
+
+
+def _claim_path(run_dir: str) -> str:
+  """The file beside a workdir naming the record it is trained for."""
+  return run_dir + ".record"
+
+
+def _trained_for_elsewhere(run_dir: str, record: str) -> bool:
+  """Whether ``run_dir`` holds a finished run whose record belongs to another results dir."""
+  if not os.path.isfile(os.path.join(run_dir, "summary.json")):
+    return False  # nothing there, or an interrupted run: resuming it is the same training
+  try:
+    with open(_claim_path(run_dir)) as f:
+      return f.read().strip() != os.path.abspath(record)
+  except FileNotFoundError:
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +97,10 @@ def run_one(config_path: str, row_name: str, seed: int, *, workroot: str, result
   if row.teacher:
     config.teacher.workdir = workdir(workroot, table, row.teacher, table.teacher_seed)
   run_dir = workdir(workroot, table, row.name, seed)
+  path = result_path(results_dir, table, row.name, seed)
+  os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+  with open(_claim_path(run_dir), "w") as f:
+    f.write(os.path.abspath(path) + "\n")
   summary = loop.train_and_evaluate(config, run_dir)
   is_teacher = row in table.teachers
   classes = table.projection_classes if (is_teacher or row.name in table.projection_rows) \
@@ -84,7 +109,6 @@ def run_one(config_path: str, row_name: str, seed: int, *, workroot: str, result
             "teacher": row.teacher, "smoke": smoke,
             "config": json.loads(config.to_json()),
             **_collect.collect(config, run_dir, summary, projection_classes=classes)}
-  path = result_path(results_dir, table, row.name, seed)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path + ".tmp", "w") as f:
     json.dump(record, f, indent=1, sort_keys=True)
@@ -99,24 +123,77 @@ def _command(config_path, job, *, workroot, results_dir, smoke):
   return command + (["--smoke"] if smoke else [])
 
 
+def _duration(seconds: float) -> str:
+  if seconds < 90:
+    return f"{seconds:.0f} s"
+  if seconds < 90 * 60:
+    return f"{seconds / 60:.0f} min"
+  return f"{seconds / 3600:.1f} h"
+
+
+class _Progress:
+  """``n/N runs done`` and an ETA from the wall time of the runs finished so far."""
+
+  def __init__(self, total: int):
+    self.total, self.finished, self.ran, self.start = total, 0, 0, time.time()
+
+  def step(self, ran: bool) -> str:
+    self.finished += 1
+    self.ran += ran
+    left = self.total - self.finished
+    if not left:
+      return f"{self.finished}/{self.total} runs done in {_duration(time.time() - self.start)}"
+    if not self.ran:
+      return f"{self.finished}/{self.total} runs done"
+    eta = (time.time() - self.start) / self.ran * left
+    return f"{self.finished}/{self.total} runs done, ETA {_duration(eta)}"
+
+
+def _fresh_starts(jobs, table, *, workroot, results_dir, rerun, rows, log) -> dict[str, str]:
+  """Job key -> why it must start from an empty workdir (``rerun`` or a stale workdir)."""
+  fresh = {}
+  for job in jobs:
+    run_dir = workdir(workroot, table, job.row.name, job.seed)
+    record = result_path(results_dir, table, job.row.name, job.seed)
+    if rerun and (not rows or job.row.name in rows):
+      if os.path.isfile(record) or os.path.isdir(run_dir):
+        fresh[job.key] = (f"--rerun: its workdir {run_dir} is deleted and it trains again; "
+                          f"its record {record} is overwritten when it finishes")
+    elif not os.path.isfile(record) and _trained_for_elsewhere(run_dir, record):
+      fresh[job.key] = (f"its workdir {run_dir} holds a finished run made for another "
+                        f"results directory; it is deleted and the run trains again")
+  for key, why in fresh.items():
+    log(f"{key}: {why}")
+  return fresh
+
+
 def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_dir: str,
               workers: int = 1, rows: Optional[Sequence[str]] = None, smoke: bool = False,
-              log: Callable[[str], None] = print) -> list[str]:
+              rerun: bool = False, log: Callable[[str], None] = print) -> list[str]:
   """Runs the jobs of `plan` with up to ``workers`` subprocesses at once.
 
   A job starts when the jobs it needs have finished; a failed job's dependants are skipped.
-  Each job's output goes to ``<workdir>.log``.
+  Each job's output goes to ``<workdir>.log``. A job whose record exists counts as done,
+  unless ``rerun``: then the chosen ``rows`` (every job without ``rows``) train again from an
+  empty workdir and overwrite their records. Progress is logged as ``n/N runs done`` with an
+  ETA from the runs finished so far.
 
   Returns:
     The keys of the jobs that failed or were skipped (empty when all succeeded).
   """
   _, table = load_table(config_path)
   jobs = plan(table, seeds, rows)
-  done = {j.key for j in jobs
-          if os.path.isfile(result_path(results_dir, table, j.row.name, j.seed))}
+  fresh = _fresh_starts(jobs, table, workroot=workroot, results_dir=results_dir, rerun=rerun,
+                        rows=rows, log=log)
+  done = {j.key for j in jobs if j.key not in fresh
+          and os.path.isfile(result_path(results_dir, table, j.row.name, j.seed))}
   pending = [j for j in jobs if j.key not in done]
   running, failed = {}, []
-  log(f"{table.name}: {len(jobs)} runs, {len(done)} already done, {len(pending)} to run")
+  log(f"{table.name}: {len(jobs)} runs, {len(done)} already done (their records are in "
+      f"{os.path.join(results_dir, table.name, 'runs')}"
+      + ("; --rerun trains them again, a new --results-dir starts from nothing" if done else "")
+      + f"), {len(pending)} to run")
+  progress = _Progress(len(pending))
   while pending or running:
     for job in list(pending):
       if len(running) >= workers:
@@ -124,10 +201,12 @@ def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_
       if any(n in failed for n in job.needs):
         pending.remove(job)
         failed.append(job.key)
-        log(f"skip {job.key}: its teacher failed")
+        log(f"skip {job.key}: its teacher failed; {progress.step(ran=False)}")
       elif all(n in done for n in job.needs):
         pending.remove(job)
         run_dir = workdir(workroot, table, job.row.name, job.seed)
+        if job.key in fresh:
+          shutil.rmtree(run_dir, ignore_errors=True)
         os.makedirs(os.path.dirname(run_dir), exist_ok=True)
         out = open(run_dir + ".log", "a")  # pylint: disable=consider-using-with
         process = subprocess.Popen(_command(config_path, job, workroot=workroot,
@@ -146,5 +225,6 @@ def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_
       ok = process.returncode == 0
       (done.add if ok else failed.append)(key)
       log(f"{'done' if ok else 'FAILED'} {key} in {time.time() - start:.0f} s"
-          + ("" if ok else f" (see {workdir(workroot, table, job.row.name, job.seed)}.log)"))
+          + ("" if ok else f" (see {workdir(workroot, table, job.row.name, job.seed)}.log)")
+          + f"; {progress.step(ran=True)}")
   return failed

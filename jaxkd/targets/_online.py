@@ -129,7 +129,7 @@ def adaptive_label_regularization(*, momentum: _base.Hyperparam,
                                   steps_per_epoch: int) -> _base.TargetTransform:
   r"""Residual labels of Adaptive Label Regularization (ALR), RECONSTRUCTED.
 
-  Only the abstract of the paper is public; this is the reconstruction of jaxkd's METHODS.md
+  Only the abstract of the paper is public; this is the reconstruction of docs/METHODS.md
   section 5, not the authors' code. ``R`` (K x K, zero diagonal, rows summing to 1) starts
   uniform over the other classes. During an epoch the softmax of every MISCLASSIFIED sample,
   with its true-class entry zeroed and renormalised, is summed into its class's row; at the

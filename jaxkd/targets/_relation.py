@@ -53,8 +53,8 @@ def class_relation(*, smoothing: _base.Hyperparam, relation_temperature: _base.H
   .. math::
     q = (1 - \epsilon)\, t + \epsilon\, R[y]
 
-  with ``R`` from `class_relation_matrix`. RECONSTRUCTED from the abstract (jaxkd's
-  METHODS.md section 7), not the authors' code. The representatives are either the rows of
+  with ``R`` from `class_relation_matrix`. RECONSTRUCTED from the abstract (docs/METHODS.md
+  section 7), not the authors' code. The representatives are either the rows of
   the auxiliary classifier (``ctx.class_embeddings``), or exponential moving averages of the
   class-mean features (``ctx.features``), ``p <- m p + (1 - m) mean``, updated after use for
   the classes present in the batch.
