@@ -49,36 +49,36 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 
 
 def names() -> tuple[str, ...]:
-    """All model names, sorted."""
-    return tuple(sorted(_FACTORIES))
+  """All model names, sorted."""
+  return tuple(sorted(_FACTORIES))
 
 
 def get(name: str, *, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
-    """The Flax module called ``name``.
+  """The Flax module called ``name``.
 
-    Args:
-      name: one of :func:`names`.
-      num_classes: K, the classifier width (a positive int).
-      dtype: computation dtype (float32, bfloat16 or float16); parameters and
-        every output stay float32.
+  Args:
+    name: one of :func:`names`.
+    num_classes: K, the classifier width (a positive int).
+    dtype: computation dtype (float32, bfloat16 or float16); parameters and
+      every output stay float32.
 
-    Returns:
-      A module whose ``init(rng, x, train=False)`` on an NHWC batch gives ``params``
-      (and ``batch_stats`` for nets with BatchNorm) and whose ``apply`` returns
-      ``{"logits", "features", "feature_map", "dense_logits"}``. Nets with dropout
-      (``googlenet``) drop only when ``train=True`` and ``rngs={"dropout": key}`` is
-      passed to ``apply``; passing that rng to every model is harmless.
-    """
-    if name not in _FACTORIES:
-        raise ValueError(f"model name={name!r} is unknown; allowed: {', '.join(names())}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
-        raise ValueError(f"num_classes={num_classes!r} must be a positive int")
-    try:
-        compute_dtype = jnp.dtype(dtype)
-    except TypeError:
-        compute_dtype = None
-    if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
-        raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
-                         "float16")
-    return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype)
+  Returns:
+    A module whose ``init(rng, x, train=False)`` on an NHWC batch gives ``params``
+    (and ``batch_stats`` for nets with BatchNorm) and whose ``apply`` returns
+    ``{"logits", "features", "feature_map", "dense_logits"}``. Nets with dropout
+    (``googlenet``) drop only when ``train=True`` and ``rngs={"dropout": key}`` is
+    passed to ``apply``; passing that rng to every model is harmless.
+  """
+  if name not in _FACTORIES:
+    raise ValueError(f"model name={name!r} is unknown; allowed: {', '.join(names())}")
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+          or num_classes < 1:
+    raise ValueError(f"num_classes={num_classes!r} must be a positive int")
+  try:
+    compute_dtype = jnp.dtype(dtype)
+  except TypeError:
+    compute_dtype = None
+  if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+    raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
+                     "float16")
+  return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype)
