@@ -107,8 +107,9 @@ def test_bfloat16_on_digit_sized_input(name):
   # The default data is 8x8 digits: every net must reach a (>= 1x1) final map. The
   # float32 variables plug into the bfloat16 model unchanged (params stay float32)
   # and the outputs come back float32. Conv weights do not depend on the image size;
-  # the MLP's first layer does.
-  model = models.get(name, num_classes=100, dtype=jnp.bfloat16)
+  # the MLP's first layer does. cpu_conv="fast": the CPU forms trace in bfloat16 too, im2col
+  # included (8x8 inputs leave last maps smaller than the kernels).
+  model = models.get(name, num_classes=100, dtype=jnp.bfloat16, cpu_conv="fast")
   x = jax.ShapeDtypeStruct((3, 8, 8, 3), jnp.float32)
   variables = _abstract(name)[0] if name != "mlp" else jax.eval_shape(
       lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
@@ -205,10 +206,18 @@ def test_channel_shuffle_matches_the_nchw_view_transpose():
     (dict(name="resnet9000", num_classes=10), "resnet9000.*allowed: .*small_cnn"),
     (dict(name="small_cnn", num_classes=0), "num_classes=0"),
     (dict(name="small_cnn", num_classes=10, dtype=jnp.int32), "dtype"),
+    (dict(name="small_cnn", num_classes=10, cpu_conv="taps"),
+     r"cpu_conv='taps' is not allowed; allowed: xla, fast"),
 ])
 def test_get_rejects_bad_input(kwargs, match):
   with pytest.raises(ValueError, match=match):
     models.get(kwargs.pop("name"), **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
+def test_get_passes_the_cpu_conv_choice(name):
+  assert models.get(name, num_classes=10).cpu_conv == "xla"
+  assert models.get(name, num_classes=10, cpu_conv="fast").cpu_conv == "fast"
 
 
 def test_conv_model_rejects_flat_input():

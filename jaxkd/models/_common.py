@@ -56,7 +56,7 @@ def torch_bias(fan_in: int) -> Initializer:
   return init
 
 
-def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any,
+def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any, cpu_conv: str,
          strides: int = 1, padding: int = 0, groups: int = 1, bias: bool = False,
          kernel_init: Initializer = TORCH_WEIGHT,
          bias_init: Optional[Initializer] = None,
@@ -64,8 +64,8 @@ def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any,
   """``nn.Conv2d(in, features, kernel_size, strides, padding, groups, bias)`` on NHWC.
 
   Call from inside a ``@nn.compact`` method. ``bias_init=None`` means PyTorch's
-  default, which depends on the fan-in. The kernel gradient is XLA's unless traced
-  under ``jaxkd.models.kernel_grad("taps")``.
+  default, which depends on the fan-in. ``cpu_conv`` (``"xla"`` or ``"fast"``) is how the
+  convolution runs on CPU, see ``_cpu_conv.py``.
   """
   fan_in = x.shape[-1] // groups * kernel_size * kernel_size
   layer = nn.Conv(
@@ -74,7 +74,7 @@ def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any,
       feature_group_count=groups, use_bias=bias, kernel_init=kernel_init,
       bias_init=torch_bias(fan_in) if bias_init is None else bias_init,
       dtype=dtype, param_dtype=jnp.float32, name=name,
-      conv_general_dilated=_cpu_conv.current())
+      conv_general_dilated=_cpu_conv.conv_fn(cpu_conv))
   return layer(x)
 
 

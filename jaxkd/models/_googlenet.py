@@ -34,13 +34,15 @@ _INCEPTIONS = {
 class _Inception(nn.Module):
   widths: tuple
   dtype: Any
+  cpu_conv: str
 
   @nn.compact
   def __call__(self, x, train):
     n1, n3r, n3, n5r, n5, pool_proj = self.widths
 
     def conv_bn_relu(y, features, kernel, epsilon=1e-5):
-      y = conv(y, features, kernel, padding=kernel // 2, bias=True, dtype=self.dtype)
+      y = conv(y, features, kernel, padding=kernel // 2, bias=True, dtype=self.dtype,
+               cpu_conv=self.cpu_conv)
       return nn.relu(batch_norm(train, self.dtype, epsilon=epsilon)(y))
 
     b1 = conv_bn_relu(x, n1, 1)
@@ -56,16 +58,17 @@ class GoogLeNet(nn.Module):
   num_classes: int
   dropout_rate: float = 0.4
   dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> dict:
     check_image(x, "googlenet")
-    x = conv(x, 192, 3, padding=1, bias=True, dtype=self.dtype)
+    x = conv(x, 192, 3, padding=1, bias=True, dtype=self.dtype, cpu_conv=self.cpu_conv)
     x = nn.relu(batch_norm(train, self.dtype)(x))
     for name, widths in _INCEPTIONS.items():
       if name in ("a4", "a5"):
         x = max_pool(x, 3, 2, padding=1)
-      x = _Inception(widths, self.dtype, name=name)(x, train)
+      x = _Inception(widths, self.dtype, self.cpu_conv, name=name)(x, train)
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
     dropped = nn.Dropout(self.dropout_rate)(
         features, deterministic=not (train and self.has_rng("dropout")))

@@ -1,4 +1,4 @@
-"""Models by name: ``get(name, num_classes=K, dtype=...)`` and ``names()``.
+"""Models by name: ``get(name, num_classes=K, dtype=..., cpu_conv=...)`` and ``names()``.
 
 Names follow the configs of the papers' code: the Tf-KD zoo
 (yuanli2333/Teacher-free-Knowledge-Distillation, ``main.py``), RepDistiller's
@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.models import (_densenet, _googlenet, _mobilenetv2, _preact, _resnet,
+from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _mobilenetv2, _preact, _resnet,
                           _resnext, _shufflenet, _small, _vgg, _wrn)
 
 __all__ = ["get", "names"]
@@ -53,7 +53,8 @@ def names() -> tuple[str, ...]:
   return tuple(sorted(_FACTORIES))
 
 
-def get(name: str, *, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
+def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
+        cpu_conv: str = "xla") -> nn.Module:
   """The Flax module called ``name``.
 
   Args:
@@ -61,6 +62,11 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
     num_classes: K, the classifier width (a positive int).
     dtype: computation dtype (float32, bfloat16 or float16); parameters and
       every output stay float32.
+    cpu_conv: how convolutions run on CPU, one of ``CPU_CONVS``: ``"xla"``, XLA's own
+      everywhere (every transformation, ``jvp`` included, works); ``"fast"``, output maps
+      smaller than the kernel as one im2col matrix product and kernel gradients as per-tap
+      matrix products (reverse-mode autodiff only). GPUs and TPUs run XLA's own convolutions
+      under both; ``mlp`` has no convolution. See ``_cpu_conv.py``.
 
   Returns:
     A module whose ``init(rng, x, train=False)`` on an NHWC batch gives ``params``
@@ -81,4 +87,5 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
   if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
     raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
                      "float16")
-  return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype)
+  return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype,
+                          cpu_conv=_cpu_conv.check(cpu_conv))

@@ -30,10 +30,11 @@ class BasicBlock(nn.Module):
   strides: int
   dtype: Any
   kernel_init: Any
+  cpu_conv: str
 
   @nn.compact
   def __call__(self, x, train):
-    kw = dict(dtype=self.dtype, kernel_init=self.kernel_init)
+    kw = dict(dtype=self.dtype, kernel_init=self.kernel_init, cpu_conv=self.cpu_conv)
     y = conv(x, self.features, 3, strides=self.strides, padding=1, **kw)
     y = nn.relu(batch_norm(train, self.dtype)(y))
     y = batch_norm(train, self.dtype)(conv(y, self.features, 3, padding=1, **kw))
@@ -49,10 +50,11 @@ class Bottleneck(nn.Module):
   strides: int
   dtype: Any
   kernel_init: Any
+  cpu_conv: str
 
   @nn.compact
   def __call__(self, x, train):
-    kw = dict(dtype=self.dtype, kernel_init=self.kernel_init)
+    kw = dict(dtype=self.dtype, kernel_init=self.kernel_init, cpu_conv=self.cpu_conv)
     out = 4 * self.features
     y = nn.relu(batch_norm(train, self.dtype)(conv(x, self.features, 1, **kw)))
     y = conv(y, self.features, 3, strides=self.strides, padding=1, **kw)
@@ -63,12 +65,12 @@ class Bottleneck(nn.Module):
     return nn.relu(x + y)
 
 
-def _stages(x, train, block, widths, depths, dtype, kernel_init):
+def _stages(x, train, block, widths, depths, dtype, kernel_init, cpu_conv):
   """Stages of ``block``; the first block of every stage but the first has stride 2."""
   for i, (width, depth) in enumerate(zip(widths, depths)):
     for j in range(depth):
       strides = 2 if i > 0 and j == 0 else 1
-      x = block(width, strides, dtype, kernel_init)(x, train)
+      x = block(width, strides, dtype, kernel_init, cpu_conv)(x, train)
   return x
 
 
@@ -78,15 +80,16 @@ class ResNet(nn.Module):
   depths: Sequence[int] = (2, 2, 2, 2)
   bottleneck: bool = False
   dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> dict:
     check_image(x, "resnet")
-    x = conv(x, 64, 3, padding=1, dtype=self.dtype)
+    x = conv(x, 64, 3, padding=1, dtype=self.dtype, cpu_conv=self.cpu_conv)
     x = nn.relu(batch_norm(train, self.dtype)(x))
     block = Bottleneck if self.bottleneck else BasicBlock
     x = _stages(x, train, block, (64, 128, 256, 512), self.depths, self.dtype,
-                TORCH_WEIGHT)
+                TORCH_WEIGHT, self.cpu_conv)
     head = linear(x.shape[-1], self.num_classes, dtype=self.dtype)
     return outputs(x, head)
 
@@ -98,14 +101,16 @@ class CifarResNet(nn.Module):
   depth: int = 20
   widths: Sequence[int] = (16, 16, 32, 64)
   dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> dict:
     check_image(x, "resnet")
     n = (self.depth - 2) // 6
-    x = conv(x, self.widths[0], 3, padding=1, dtype=self.dtype, kernel_init=KAIMING_OUT)
+    x = conv(x, self.widths[0], 3, padding=1, dtype=self.dtype, kernel_init=KAIMING_OUT,
+             cpu_conv=self.cpu_conv)
     x = nn.relu(batch_norm(train, self.dtype)(x))
     x = _stages(x, train, BasicBlock, self.widths[1:], (n, n, n), self.dtype,
-                KAIMING_OUT)
+                KAIMING_OUT, self.cpu_conv)
     head = linear(x.shape[-1], self.num_classes, dtype=self.dtype)
     return outputs(x, head)

@@ -26,10 +26,11 @@ class _Bottleneck(nn.Module):
   cardinality: int
   widen: int
   dtype: Any
+  cpu_conv: str
 
   @nn.compact
   def __call__(self, x, train):
-    kw = dict(kernel_init=KAIMING_OUT, dtype=self.dtype)
+    kw = dict(kernel_init=KAIMING_OUT, dtype=self.dtype, cpu_conv=self.cpu_conv)
     inner = self.cardinality * self.features // self.widen
     y = nn.relu(batch_norm(train, self.dtype)(conv(x, inner, 1, **kw)))
     y = conv(y, inner, 3, strides=self.strides, padding=1, groups=self.cardinality, **kw)
@@ -48,17 +49,19 @@ class CifarResNeXt(nn.Module):
   depth: int = 29
   widen: int = 4
   dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> dict:
     check_image(x, "resnext")
     n = (self.depth - 2) // 9
-    x = conv(x, 64, 3, padding=1, kernel_init=KAIMING_OUT, dtype=self.dtype)
+    x = conv(x, 64, 3, padding=1, kernel_init=KAIMING_OUT, dtype=self.dtype,
+             cpu_conv=self.cpu_conv)
     x = nn.relu(batch_norm(train, self.dtype)(x))
     for i, width in enumerate((64 * self.widen, 128 * self.widen, 256 * self.widen)):
       for j in range(n):
         x = _Bottleneck(width, 2 if i > 0 and j == 0 else 1, self.cardinality,
-                        self.widen, self.dtype)(x, train)
+                        self.widen, self.dtype, self.cpu_conv)(x, train)
     head = linear(x.shape[-1], self.num_classes, dtype=self.dtype,
                   kernel_init=KAIMING_IN, bias_init=ZEROS)
     return outputs(x, head)

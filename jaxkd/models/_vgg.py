@@ -28,6 +28,7 @@ class VGG(nn.Module):
   num_classes: int
   blocks: Sequence[Sequence[int]] = VGG8
   dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> dict:
@@ -38,7 +39,7 @@ class VGG(nn.Module):
         x = max_pool(x, 2, 2)
       for width in widths:
         x = conv(x, width, 3, padding=1, bias=True, kernel_init=KAIMING_OUT,
-                 bias_init=ZEROS, dtype=self.dtype)
+                 bias_init=ZEROS, dtype=self.dtype, cpu_conv=self.cpu_conv)
         x = nn.relu(batch_norm(train, self.dtype)(x))
     head = linear(x.shape[-1], self.num_classes, dtype=self.dtype,
                   kernel_init=NORMAL_001, bias_init=ZEROS)

@@ -23,10 +23,11 @@ class _Block(nn.Module):
   features: int
   strides: int
   dtype: Any
+  cpu_conv: str
 
   @nn.compact
   def __call__(self, x, train):
-    kw = dict(dtype=self.dtype, kernel_init=KAIMING_OUT)
+    kw = dict(dtype=self.dtype, kernel_init=KAIMING_OUT, cpu_conv=self.cpu_conv)
     equal_in_out = x.shape[-1] == self.features
     act = nn.relu(batch_norm(train, self.dtype)(x))
     y = conv(act, self.features, 3, strides=self.strides, padding=1, **kw)
@@ -44,15 +45,17 @@ class WideResNet(nn.Module):
   depth: int = 40
   widen: int = 2
   dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> dict:
     check_image(x, "wrn")
     n = (self.depth - 4) // 6
-    x = conv(x, 16, 3, padding=1, dtype=self.dtype, kernel_init=KAIMING_OUT)
+    x = conv(x, 16, 3, padding=1, dtype=self.dtype, kernel_init=KAIMING_OUT,
+             cpu_conv=self.cpu_conv)
     for i, width in enumerate((16 * self.widen, 32 * self.widen, 64 * self.widen)):
       for j in range(n):
-        x = _Block(width, 2 if i > 0 and j == 0 else 1, self.dtype)(x, train)
+        x = _Block(width, 2 if i > 0 and j == 0 else 1, self.dtype, self.cpu_conv)(x, train)
     x = nn.relu(batch_norm(train, self.dtype)(x))
     head = linear(x.shape[-1], self.num_classes, dtype=self.dtype, bias_init=ZEROS)
     return outputs(x, head)
