@@ -209,8 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
                               aug=aug, mesh=run.mesh, teacher_model=teacher_model,
                               teacher_train_mode=config.teacher.train_mode,
-                              skip_nonfinite=train_cfg.skip_nonfinite,
-                              conv_kernel_grad=config.model.kernel_grad)
+                              skip_nonfinite=train_cfg.skip_nonfinite)
   state = init_state(run, optimizer, aug)
   _prepare_workdir(config, workdir)  # only once every input is known to be good
   store = ckpt_lib.CheckpointStore(workdir, max_to_keep=train_cfg.keep_checkpoints)

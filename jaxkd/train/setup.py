@@ -145,8 +145,8 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
            f"allowed: {', '.join(models.names())}")
   _require(config.model.dtype in _DTYPES, "model.dtype", config.model.dtype,
            f"allowed: {', '.join(_DTYPES)}")
-  _require(config.model.kernel_grad in models.KERNEL_GRADS, "model.kernel_grad",
-           config.model.kernel_grad, f"allowed: {', '.join(models.KERNEL_GRADS)}")
+  _require(config.model.cpu_conv in models.CPU_CONVS, "model.cpu_conv",
+           config.model.cpu_conv, f"allowed: {', '.join(models.CPU_CONVS)}")
   mesh = make_mesh(config.mesh.data)
   _check_train(config, mesh)
   batch = train_cfg.batch_size
@@ -166,7 +166,7 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
   _require(total_steps > 0, "train.num_epochs", train_cfg.num_epochs,
            "must be > 0 (or set train.num_steps > 0)")
   model = models.get(config.model.name, num_classes=train_data.num_classes,
-                     dtype=_DTYPES[config.model.dtype])
+                     dtype=_DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv)
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   if objective.teacher == "model":
@@ -207,4 +207,4 @@ def teacher_model(config) -> Any:
   num_classes = data_lib.load(teacher["data"]["name"], split="test",
                               data_dir=teacher["data"]["data_dir"] or None).num_classes
   return models.get(teacher["model"]["name"], num_classes=num_classes,
-                    dtype=_DTYPES[teacher["model"]["dtype"]])
+                    dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=config.model.cpu_conv)

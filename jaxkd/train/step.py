@@ -10,7 +10,6 @@ the objective and the optimizer, updates method state and refreshes the replay r
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -20,7 +19,6 @@ import optax
 
 from jaxkd import analysis
 from jaxkd import data as data_lib
-from jaxkd import models
 from jaxkd.train import state as state_lib
 
 __all__ = ["Augment", "StepFns", "make_steps", "preprocess"]
@@ -90,22 +88,9 @@ def _replay_logits(model, ring: state_lib.ReplayRing, x, *, train_mode: bool):
                       lambda ring: jnp.zeros(shape.shape, shape.dtype), ring)
 
 
-def _traced_under(mode: str, fn):
-  """``fn`` with the zoo's convolutions traced under kernel-gradient ``mode``."""
-  with models.kernel_grad(mode):  # checks the name now, before anything is traced
-    pass
-
-  @functools.wraps(fn)
-  def traced(*args):
-    with models.kernel_grad(mode):
-      return fn(*args)
-  return traced
-
-
 def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransformation,
                aug: Augment, mesh: jax.sharding.Mesh, teacher_model: nn.Module | None = None,
-               teacher_train_mode: bool = False, skip_nonfinite: bool = False,
-               conv_kernel_grad: str = "xla") -> StepFns:
+               teacher_train_mode: bool = False, skip_nonfinite: bool = False) -> StepFns:
   """Builds the jitted train and eval steps of a run.
 
   Args:
@@ -117,8 +102,6 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     teacher_model: the frozen teacher's module for ``objective.teacher == "model"``.
     teacher_train_mode: run the frozen teacher with batch statistics (no grad, no update).
     skip_nonfinite: keep the previous state when the loss or a gradient is not finite.
-    conv_kernel_grad: ``"xla"`` or ``"taps"``, how the convolutions' kernel gradients are
-      computed on CPU (`jaxkd.models.kernel_grad`); other platforms always use XLA's.
 
   Returns:
     ``StepFns(train, eval)``: ``train(state, data, indices, partners, teacher_vars) ->
@@ -187,8 +170,6 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     out, _ = _apply(model, params, batch_stats, x, train=False)
     return analysis.classification_metrics(out["logits"], data["labels"][indices], mask=mask)
 
-  train_step = _traced_under(conv_kernel_grad, train_step)
-  eval_step = _traced_under(conv_kernel_grad, eval_step)
   return StepFns(
       train=jax.jit(train_step, donate_argnums=0, out_shardings=replicated),
       eval=jax.jit(eval_step, out_shardings=replicated),
