@@ -11,7 +11,7 @@ Expected: about 20 seconds on 2 CPU cores; test top-1 around 0.97-0.99 (0.980 me
 Every other config in this directory starts from `get_config()` and overrides a few fields.
 Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <value>``):
   seed; method.name and method.<hparam> (see `jaxkd.objectives.defaults(name)`);
-  model.name, model.dtype, model.kernel_grad; data.name, data.data_dir, data.crop_padding,
+  model.name, model.dtype, model.cpu_conv; data.name, data.data_dir, data.crop_padding,
   data.flip, data.rotation_degrees; train.batch_size, train.eval_batch_size, train.num_epochs,
   train.num_steps (wins when set), train.optimizer.*, train.checkpoint_every_steps,
   train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite; teacher.workdir,

@@ -61,60 +61,61 @@ _OUTPUT_KEYS = {"logits", "features", "feature_map", "dense_logits"}
 
 @functools.lru_cache(maxsize=None)
 def _abstract(name):
-    """Shapes of the variables and outputs at 100 classes on a 2x32x32x3 batch,
-    traced with jax.eval_shape: no parameter is materialised, nothing runs."""
-    model = models.get(name, num_classes=100)
-    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-    variables = jax.eval_shape(
-        lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
-    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
-    return variables, out
+  """Shapes of the variables and outputs at 100 classes on a 2x32x32x3 batch,
+  traced with jax.eval_shape: no parameter is materialised, nothing runs."""
+  model = models.get(name, num_classes=100)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  return variables, out
 
 
 def _count(tree):
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
 
 def _check_outputs(out, n, k):
-    assert set(out) == _OUTPUT_KEYS
-    b, h, w, c = out["feature_map"].shape
-    assert b == n and h >= 1 and w >= 1
-    assert out["logits"].shape == (n, k)
-    assert out["features"].shape == (n, c)
-    assert out["dense_logits"].shape == (n, h, w, k)
-    assert {v.dtype for v in out.values()} == {jnp.dtype(jnp.float32)}
+  assert set(out) == _OUTPUT_KEYS
+  b, h, w, c = out["feature_map"].shape
+  assert b == n and h >= 1 and w >= 1
+  assert out["logits"].shape == (n, k)
+  assert out["features"].shape == (n, c)
+  assert out["dense_logits"].shape == (n, h, w, k)
+  assert {v.dtype for v in out.values()} == {jnp.dtype(jnp.float32)}
 
 
 def test_names_cover_the_table():
-    assert set(models.names()) == set(PARAM_COUNTS)
+  assert set(models.names()) == set(PARAM_COUNTS)
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_parameter_count_matches_original(name):
-    variables, _ = _abstract(name)
-    assert _count(variables["params"]) == PARAM_COUNTS[name]
-    assert ("batch_stats" in variables) == (name != "mlp")
+  variables, _ = _abstract(name)
+  assert _count(variables["params"]) == PARAM_COUNTS[name]
+  assert ("batch_stats" in variables) == (name != "mlp")
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_output_shapes_on_cifar_batch(name):
-    _, out = _abstract(name)
-    _check_outputs(out, 2, 100)
+  _, out = _abstract(name)
+  _check_outputs(out, 2, 100)
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_bfloat16_on_digit_sized_input(name):
-    # The default data is 8x8 digits: every net must reach a (>= 1x1) final map. The
-    # float32 variables plug into the bfloat16 model unchanged (params stay float32)
-    # and the outputs come back float32. Conv weights do not depend on the image size;
-    # the MLP's first layer does.
-    model = models.get(name, num_classes=100, dtype=jnp.bfloat16)
-    x = jax.ShapeDtypeStruct((3, 8, 8, 3), jnp.float32)
-    variables = _abstract(name)[0] if name != "mlp" else jax.eval_shape(
-        lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
-    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
-    _check_outputs(out, 3, 100)
+  # The default data is 8x8 digits: every net must reach a (>= 1x1) final map. The
+  # float32 variables plug into the bfloat16 model unchanged (params stay float32)
+  # and the outputs come back float32. Conv weights do not depend on the image size;
+  # the MLP's first layer does. cpu_conv="fast": the CPU forms trace in bfloat16 too, im2col
+  # included (8x8 inputs leave last maps smaller than the kernels).
+  model = models.get(name, num_classes=100, dtype=jnp.bfloat16, cpu_conv="fast")
+  x = jax.ShapeDtypeStruct((3, 8, 8, 3), jnp.float32)
+  variables = _abstract(name)[0] if name != "mlp" else jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  _check_outputs(out, 3, 100)
 
 
 @pytest.mark.parametrize("name, shape", [
@@ -123,95 +124,103 @@ def test_bfloat16_on_digit_sized_input(name):
     ("wrn_16_1", (2, 32, 32, 3)),
 ])
 def test_forward_dense_logits_average_to_logits(name, shape):
-    # Every head is linear after global average pooling, so the mean over positions of
-    # the per-position logits equals the logits, and the features are the mean of the
-    # feature map (up to float32 rounding).
-    model = models.get(name, num_classes=7)
-    x = jax.random.normal(jax.random.PRNGKey(1), shape)
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
-    out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
-    _check_outputs(out, shape[0], 7)
-    assert np.isfinite(np.asarray(out["logits"])).all()
-    assert np.abs(np.asarray(out["logits"])).max() > 1e-3
-    np.testing.assert_allclose(out["dense_logits"].mean(axis=(1, 2)), out["logits"],
-                               rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(
-        out["features"], out["feature_map"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+  # Every head is linear after global average pooling, so the mean over positions of
+  # the per-position logits equals the logits, and the features are the mean of the
+  # feature map (up to float32 rounding).
+  model = models.get(name, num_classes=7)
+  x = jax.random.normal(jax.random.PRNGKey(1), shape)
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  _check_outputs(out, shape[0], 7)
+  assert np.isfinite(np.asarray(out["logits"])).all()
+  assert np.abs(np.asarray(out["logits"])).max() > 1e-3
+  np.testing.assert_allclose(out["dense_logits"].mean(axis=(1, 2)), out["logits"],
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+      out["features"], out["feature_map"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_model_gives_float32_outputs_and_params():
-    model = models.get("small_cnn", num_classes=10, dtype=jnp.bfloat16)
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
-    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-    out = model.apply(variables, x, train=False)
-    assert {v.dtype for v in out.values()} == {jnp.dtype(jnp.float32)}
-    ref = models.get("small_cnn", num_classes=10).apply(variables, x, train=False)
-    # bfloat16 keeps ~3 significant digits: same logits to that precision.
-    np.testing.assert_allclose(out["logits"], ref["logits"], atol=0.05 * float(
-        np.abs(ref["logits"]).max()) + 1e-3)
+  model = models.get("small_cnn", num_classes=10, dtype=jnp.bfloat16)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  out = model.apply(variables, x, train=False)
+  assert {v.dtype for v in out.values()} == {jnp.dtype(jnp.float32)}
+  ref = models.get("small_cnn", num_classes=10).apply(variables, x, train=False)
+  # bfloat16 keeps ~3 significant digits: same logits to that precision.
+  np.testing.assert_allclose(out["logits"], ref["logits"], atol=0.05 * float(
+      np.abs(ref["logits"]).max()) + 1e-3)
 
 
 def test_train_mode_updates_batch_stats_with_torch_momentum():
-    model = models.get("small_cnn", num_classes=10)
-    x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
-    out, new = model.apply(variables, x, train=True, mutable=["batch_stats"])
-    # PyTorch momentum 0.1: running = 0.9 * running + 0.1 * batch statistic, from
-    # running mean 0 and variance 1; the first BatchNorm sees the stem conv (no bias).
-    conv_out = jax.lax.conv_general_dilated(
-        x, variables["params"]["Conv_0"]["kernel"], (1, 1), ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    stats = new["batch_stats"]["BatchNorm_0"]
-    np.testing.assert_allclose(stats["mean"], 0.1 * conv_out.mean(axis=(0, 1, 2)),
-                               rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * conv_out.var(axis=(0, 1, 2)),
-                               rtol=1e-4)
-    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)),
-                           variables["batch_stats"], new["batch_stats"])
-    assert all(jax.tree.leaves(changed))
-    eval_out = model.apply(variables, x, train=False)
-    assert not np.allclose(out["logits"], eval_out["logits"])
+  model = models.get("small_cnn", num_classes=10)
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  out, new = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  # PyTorch momentum 0.1: running = 0.9 * running + 0.1 * batch statistic, from
+  # running mean 0 and variance 1; the first BatchNorm sees the stem conv (no bias).
+  conv_out = jax.lax.conv_general_dilated(
+      x, variables["params"]["Conv_0"]["kernel"], (1, 1), ((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  stats = new["batch_stats"]["BatchNorm_0"]
+  np.testing.assert_allclose(stats["mean"], 0.1 * conv_out.mean(axis=(0, 1, 2)),
+                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * conv_out.var(axis=(0, 1, 2)),
+                             rtol=1e-4)
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)),
+                         variables["batch_stats"], new["batch_stats"])
+  assert all(jax.tree.leaves(changed))
+  eval_out = model.apply(variables, x, train=False)
+  assert not np.allclose(out["logits"], eval_out["logits"])
 
 
 def test_googlenet_dropout_only_in_training_with_a_dropout_rng():
-    # Traced only (a GoogLeNet forward is too slow for CI): dropout draws random bits
-    # exactly when train=True and a "dropout" rng is given.
-    model = models.get("googlenet", num_classes=100)
-    variables, _ = _abstract("googlenet")
-    x = jnp.zeros((2, 8, 8, 3))
+  # Traced only (a GoogLeNet forward is too slow for CI): dropout draws random bits
+  # exactly when train=True and a "dropout" rng is given.
+  model = models.get("googlenet", num_classes=100)
+  variables, _ = _abstract("googlenet")
+  x = jnp.zeros((2, 8, 8, 3))
 
-    def draws_random_bits(train, rngs):
-        jaxpr = jax.make_jaxpr(lambda v: model.apply(
-            v, x, train=train, mutable=["batch_stats"], rngs=rngs))(variables)
-        return "random_bits" in str(jaxpr)
+  def draws_random_bits(train, rngs):
+    jaxpr = jax.make_jaxpr(lambda v: model.apply(
+        v, x, train=train, mutable=["batch_stats"], rngs=rngs))(variables)
+    return "random_bits" in str(jaxpr)
 
-    key = jax.random.PRNGKey(0)
-    assert draws_random_bits(True, {"dropout": key})
-    assert not draws_random_bits(True, {})
-    assert not draws_random_bits(False, {"dropout": key})
+  key = jax.random.PRNGKey(0)
+  assert draws_random_bits(True, {"dropout": key})
+  assert not draws_random_bits(True, {})
+  assert not draws_random_bits(False, {"dropout": key})
 
 
 def test_channel_shuffle_matches_the_nchw_view_transpose():
-    from jaxkd.models._common import channel_shuffle
-    # torch: x.view(N, g, C/g, H, W).transpose(1, 2): with C=6, g=2 output channel
-    # j*g + i is input channel i*(C/g) + j, i.e. the order 0, 3, 1, 4, 2, 5.
-    x = jnp.arange(6.0).reshape(1, 1, 1, 6)
-    np.testing.assert_array_equal(channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
-    np.testing.assert_array_equal(channel_shuffle(x, 3)[0, 0, 0], [0, 2, 4, 1, 3, 5])
+  from jaxkd.models._common import channel_shuffle
+  # torch: x.view(N, g, C/g, H, W).transpose(1, 2): with C=6, g=2 output channel
+  # j*g + i is input channel i*(C/g) + j, i.e. the order 0, 3, 1, 4, 2, 5.
+  x = jnp.arange(6.0).reshape(1, 1, 1, 6)
+  np.testing.assert_array_equal(channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
+  np.testing.assert_array_equal(channel_shuffle(x, 3)[0, 0, 0], [0, 2, 4, 1, 3, 5])
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(name="resnet9000", num_classes=10), "resnet9000.*allowed: .*small_cnn"),
     (dict(name="small_cnn", num_classes=0), "num_classes=0"),
     (dict(name="small_cnn", num_classes=10, dtype=jnp.int32), "dtype"),
+    (dict(name="small_cnn", num_classes=10, cpu_conv="taps"),
+     r"cpu_conv='taps' is not allowed; allowed: xla, fast"),
 ])
 def test_get_rejects_bad_input(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        models.get(kwargs.pop("name"), **kwargs)
+  with pytest.raises(ValueError, match=match):
+    models.get(kwargs.pop("name"), **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
+def test_get_passes_the_cpu_conv_choice(name):
+  assert models.get(name, num_classes=10).cpu_conv == "xla"
+  assert models.get(name, num_classes=10, cpu_conv="fast").cpu_conv == "fast"
 
 
 def test_conv_model_rejects_flat_input():
-    model = models.get("small_cnn", num_classes=10)
-    with pytest.raises(ValueError, match="NHWC"):
-        model.init(jax.random.PRNGKey(0), jnp.zeros((2, 64)), train=False)
+  model = models.get("small_cnn", num_classes=10)
+  with pytest.raises(ValueError, match="NHWC"):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((2, 64)), train=False)

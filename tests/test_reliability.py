@@ -64,7 +64,7 @@ BAD_INPUTS = [
      ["train.batch_size=100000", "at most the 1442 training examples"]),
     (["--config.mesh.data=99"], ["mesh.data=99", "between 1 and the 8 available devices"]),
     (["--config.model.dtype=float64"], ["model.dtype='float64'", "allowed: float32, bfloat16"]),
-    (["--config.model.kernel_grad=fast"], ["model.kernel_grad='fast'", "allowed: xla, taps"]),
+    (["--config.model.cpu_conv=taps"], ["model.cpu_conv='taps'", "allowed: xla, fast"]),
     ([KD], ["teacher.workdir=''", "needs a teacher"]),
     ([KD, "--config.teacher.workdir=/nonexistent/run"],
      ["teacher.workdir='/nonexistent/run'", "no config.json"]),

@@ -83,13 +83,14 @@ def test_one_device_equals_eight_devices(method):
   assert_relative_close(*runs, 1e-5)
 
 
-def test_taps_kernel_gradient_trains_like_xla():
-  """model.kernel_grad=taps changes only the rounding of the convolution kernel gradients."""
-  xla = _train_params(_config(refresh_every=2))
+def test_fast_cpu_convolutions_train_like_xla():
+  """model.cpu_conv=fast (im2col small maps, per-tap kernel gradients) changes only rounding."""
   config = _config(refresh_every=2)
-  config.model.kernel_grad = "taps"
-  taps = _train_params(config)
-  assert_relative_close(xla, taps, 1e-5)
+  config.model.cpu_conv = "xla"
+  xla = _train_params(config)
+  config.model.cpu_conv = "fast"
+  fast = _train_params(config)
+  assert_relative_close(xla, fast, 1e-5)
 
 
 def test_replay_ring_is_fifo():

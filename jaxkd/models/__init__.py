@@ -6,12 +6,12 @@ on an NHWC batch gives ``{"params", "batch_stats"}``; ``apply`` returns a dict w
 (last map before global pooling) and ``dense_logits`` [N, h, w, K] (the classifier at
 every position, Zipf's LS dense votes), all float32. Parameter counts equal the
 originals' for 3-channel inputs. The classes are exported for custom variants.
-``kernel_grad("taps")`` selects a faster kernel gradient for the convolutions traced under
-it on CPU (see ``_cpu_conv.py``).
+``get(..., cpu_conv="fast")`` runs the convolutions on CPU in the faster forms of
+``_cpu_conv.py`` (`CPU_CONVS`: ``"xla"``, the default, or ``"fast"``).
 """
+from jaxkd.models._cpu_conv import CPU_CONVS
 from jaxkd.models._densenet import DenseNet
 from jaxkd.models._googlenet import GoogLeNet
-from jaxkd.models._cpu_conv import KERNEL_GRADS, kernel_grad
 from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
 from jaxkd.models._preact import PreActResNet
 from jaxkd.models._registry import get, names
@@ -23,7 +23,7 @@ from jaxkd.models._vgg import VGG
 from jaxkd.models._wrn import WideResNet
 
 __all__ = [
-    "get", "names", "KERNEL_GRADS", "kernel_grad",
+    "get", "names", "CPU_CONVS",
     "CifarResNet", "CifarResNeXt", "DenseNet", "GoogLeNet", "MLP", "MobileNetV2",
     "MobileNetV2Half", "PreActResNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
     "ShuffleNetV2TfKD", "SmallCNN", "VGG", "WideResNet",

@@ -1,75 +1,67 @@
-"""How the zoo's convolutions run on a CPU: small maps as one matrix product, tap kernel grads.
+"""How the zoo's convolutions run on a CPU: XLA's own, or the fast forms of this module.
 
-Two things XLA:CPU does slowly, each replaced on CPU only (`jax.lax.platform_dependent` keeps
-XLA's own convolutions on GPU and TPU, where cuDNN and the TPU compiler handle them well):
+Every zoo module has a ``cpu_conv`` field (``jaxkd.models.get(name, cpu_conv=...)``), one of
+`CPU_CONVS`, that `jaxkd.models._common.conv` turns into the ``conv_general_dilated`` of
+``flax.linen.Conv`` with :func:`conv_fn`:
 
-**Maps smaller than the kernel**, always. When a convolution's output map is smaller than
-its kernel (a 3x3 convolution on the 2x2 last stage of ``small_cnn`` on 8x8 digits, or the
-stride-2 convolution into it), XLA:CPU rewrites it into a form that ran 10-20x slower than
-the same arithmetic as a matrix product (2-core x86, batch 64: 5.1 ms forward and 6.0 ms
-input gradient against 0.4 and 0.3 ms). Such convolutions are computed as one product of
-the ``kh*kw`` shifted copies of the input (im2col) with the reshaped kernel: plain JAX
-operations, so every transformation (``jvp``, ``grad``, ``vmap``) works as for XLA's.
+* ``"xla"``: `jax.lax.conv_general_dilated`, Flax's own default, on every platform. Every
+  transformation works, forward mode (``jvp``, ``hessian``) included.
+* ``"fast"``: on CPU, the two convolution forms that XLA:CPU runs slowly are rewritten as
+  matrix products; `jax.lax.platform_dependent` keeps XLA's own convolutions on GPU and TPU,
+  where cuDNN and the TPU compiler handle them well. Reverse mode (``grad``, ``vjp``, ``vmap``
+  of them) works; forward mode does not, except on the small maps below.
 
-**Kernel gradients**, with ``kernel_grad("taps")``. XLA lowers the kernel gradient of a
-convolution to another convolution whose window is the whole output map. XLA:CPU runs that
-form slowly: profiling jaxkd's ResNet18 step on CIFAR shapes (2-core x86 CPU) put the kernel
-gradients of the 3x3 convolutions at 1.6-3 GFLOP/s, 5-10x slower than the forward and
-input-gradient convolutions of the same layers and the main reason the step was about 2x
-slower than PyTorch's (oneDNN). ``"taps"`` writes the kernel gradient as one matrix product
-per kernel tap,
+**Maps smaller than the kernel.** When a convolution's output map is smaller than its kernel (a
+3x3 convolution on the 2x2 last stage of ``small_cnn`` on 8x8 digits, or the stride-2
+convolution into it), XLA:CPU rewrites it into a form several times slower, forward and input
+gradient alike, than the same arithmetic as one matrix product. ``"fast"`` computes such
+convolutions as one product of the ``kh*kw`` shifted copies of the input (im2col) with the
+reshaped kernel (`im2col_conv`): plain JAX operations, so every transformation works on them.
+
+**Kernel gradients.** XLA lowers the kernel gradient of a convolution to another convolution
+whose window is the whole output map. XLA:CPU runs that form at a fraction of the speed of the
+forward and input-gradient convolutions of the same layer; it was the main reason jaxkd's
+ResNet18 training step on CPU was slower than PyTorch's (oneDNN). ``"fast"`` writes the kernel
+gradient as one matrix product per kernel tap (`kernel_grad_taps`),
 
     dW[i, j] = sum over (n, h, w) of x_pad[n, s*h + i, s*w + j, :]^T g[n, h, w, :],
 
 split into a few batched products so that XLA:CPU's matrix kernel keeps every core busy. The
-forward pass and the input gradient stay XLA's.
+forward pass and the input gradient stay XLA's. It is a `jax.custom_vjp`, hence reverse mode
+only.
 
-The kernel-gradient choice is read while a function is traced, so it is made per compiled
-program:
-
-    with jaxkd.models.kernel_grad("taps"):
-      grads = jax.jit(jax.grad(loss))(params)   # traced here: taps on CPU
-
-`jaxkd.train.make_steps(conv_kernel_grad=...)` (config ``model.kernel_grad``) does this for
-the train and eval steps. ``"taps"`` is a `jax.custom_vjp`: reverse mode (``grad``, ``vjp``,
-``vmap`` of them) works, forward mode (``jvp``, ``hessian``) does not, which is why ``"xla"``
-is the default.
+Grouped, dilated or non-NHWC convolutions (depthwise ones, for instance) are XLA's under both
+choices. Measured timings: experiments/bench/README.md.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
-from typing import Callable, Iterator
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["KERNEL_GRADS", "conv_general_dilated", "current", "im2col_conv", "kernel_grad",
+__all__ = ["CPU_CONVS", "check", "conv_fn", "fast_conv_general_dilated", "im2col_conv",
            "kernel_grad_taps"]
 
-KERNEL_GRADS = ("xla", "taps")
-_MODE = contextvars.ContextVar("jaxkd_kernel_grad", default="xla")
+CPU_CONVS = ("xla", "fast")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _CHUNKS = 8  # batched products per tap: enough rows per product, work for every core
 
 
-@contextlib.contextmanager
-def kernel_grad(mode: str) -> Iterator[None]:
-  """Within the block, the zoo's convolutions traced use kernel gradient ``mode``."""
-  if mode not in KERNEL_GRADS:
-    raise ValueError(f"kernel_grad={mode!r}: allowed: {', '.join(KERNEL_GRADS)}")
-  token = _MODE.set(mode)
-  try:
-    yield
-  finally:
-    _MODE.reset(token)
+def check(cpu_conv: str) -> str:
+  """``cpu_conv`` if it is one of `CPU_CONVS`; a ValueError naming the choices otherwise."""
+  if not (isinstance(cpu_conv, str) and cpu_conv in CPU_CONVS):
+    raise ValueError(f"cpu_conv={cpu_conv!r} is not allowed; allowed: {', '.join(CPU_CONVS)}")
+  return cpu_conv
 
 
-def current() -> Callable:
-  """The ``conv_general_dilated`` for ``flax.linen.Conv`` under the active mode."""
-  return functools.partial(conv_general_dilated, kernel_grad=_MODE.get())
+def conv_fn(cpu_conv: str) -> Callable:
+  """The ``conv_general_dilated`` for ``flax.linen.Conv`` under choice ``cpu_conv``."""
+  if check(cpu_conv) == "fast":
+    return fast_conv_general_dilated
+  return lax.conv_general_dilated
 
 
 def _output_map(in_hw, kernel_hw, strides, padding) -> tuple[int, int]:
@@ -167,15 +159,14 @@ def _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
   return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         batch_group_count=1, precision=None, preferred_element_type=None, *,
-                         kernel_grad: str = "xla"):
-  """`jax.lax.conv_general_dilated` with the CPU forms of this module.
+def fast_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                              batch_group_count=1, precision=None, preferred_element_type=None):
+  """`jax.lax.conv_general_dilated` with the CPU forms of ``cpu_conv="fast"``.
 
-  On CPU, an output map smaller than the kernel is computed by `im2col_conv`; otherwise
-  ``kernel_grad="taps"`` takes the per-tap kernel gradient. Grouped, dilated or non-NHWC
-  calls (depthwise convolutions, for one) fall back to `jax.lax.conv_general_dilated`.
+  On CPU, an output map smaller than the kernel is computed by `im2col_conv`, and any other
+  convolution takes the per-tap kernel gradient. Grouped, dilated or non-NHWC calls (depthwise
+  convolutions, for one) are `jax.lax.conv_general_dilated`'s.
   """
   if not _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                 feature_group_count, batch_group_count, precision, preferred_element_type):
@@ -189,6 +180,4 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     return lax.platform_dependent(
         lhs, rhs, cpu=lambda x, w: im2col_conv(x, w, strides, pads),
         default=lambda x, w: _xla_conv(x, w, strides, pads))
-  if kernel_grad == "taps":
-    return _conv(lhs, rhs, strides, pads)
-  return _xla_conv(lhs, rhs, strides, pads)
+  return _conv(lhs, rhs, strides, pads)

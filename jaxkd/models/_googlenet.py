@@ -32,42 +32,45 @@ _INCEPTIONS = {
 
 
 class _Inception(nn.Module):
-    widths: tuple
-    dtype: Any
+  widths: tuple
+  dtype: Any
+  cpu_conv: str
 
-    @nn.compact
-    def __call__(self, x, train):
-        n1, n3r, n3, n5r, n5, pool_proj = self.widths
+  @nn.compact
+  def __call__(self, x, train):
+    n1, n3r, n3, n5r, n5, pool_proj = self.widths
 
-        def conv_bn_relu(y, features, kernel, epsilon=1e-5):
-            y = conv(y, features, kernel, padding=kernel // 2, bias=True, dtype=self.dtype)
-            return nn.relu(batch_norm(train, self.dtype, epsilon=epsilon)(y))
+    def conv_bn_relu(y, features, kernel, epsilon=1e-5):
+      y = conv(y, features, kernel, padding=kernel // 2, bias=True, dtype=self.dtype,
+               cpu_conv=self.cpu_conv)
+      return nn.relu(batch_norm(train, self.dtype, epsilon=epsilon)(y))
 
-        b1 = conv_bn_relu(x, n1, 1)
-        b2 = conv_bn_relu(conv_bn_relu(x, n3r, 1), n3, 3)
-        b3 = conv_bn_relu(conv_bn_relu(x, n5r, 1), n5, 3, epsilon=float(n5))
-        b3 = conv_bn_relu(b3, n5, 3)
-        b4 = conv_bn_relu(max_pool(x, 3, 1, padding=1), pool_proj, 1)
-        return jnp.concatenate([b1, b2, b3, b4], axis=-1)
+    b1 = conv_bn_relu(x, n1, 1)
+    b2 = conv_bn_relu(conv_bn_relu(x, n3r, 1), n3, 3)
+    b3 = conv_bn_relu(conv_bn_relu(x, n5r, 1), n5, 3, epsilon=float(n5))
+    b3 = conv_bn_relu(b3, n5, 3)
+    b4 = conv_bn_relu(max_pool(x, 3, 1, padding=1), pool_proj, 1)
+    return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
 class GoogLeNet(nn.Module):
-    """Tf-KD CIFAR GoogLeNet."""
-    num_classes: int
-    dropout_rate: float = 0.4
-    dtype: Any = jnp.float32
+  """Tf-KD CIFAR GoogLeNet."""
+  num_classes: int
+  dropout_rate: float = 0.4
+  dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> dict:
-        check_image(x, "googlenet")
-        x = conv(x, 192, 3, padding=1, bias=True, dtype=self.dtype)
-        x = nn.relu(batch_norm(train, self.dtype)(x))
-        for name, widths in _INCEPTIONS.items():
-            if name in ("a4", "a5"):
-                x = max_pool(x, 3, 2, padding=1)
-            x = _Inception(widths, self.dtype, name=name)(x, train)
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
-        dropped = nn.Dropout(self.dropout_rate)(
-            features, deterministic=not (train and self.has_rng("dropout")))
-        head = linear(x.shape[-1], self.num_classes, dtype=self.dtype)
-        return outputs(x, head, features=features, pooled_logits=head(dropped))
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> dict:
+    check_image(x, "googlenet")
+    x = conv(x, 192, 3, padding=1, bias=True, dtype=self.dtype, cpu_conv=self.cpu_conv)
+    x = nn.relu(batch_norm(train, self.dtype)(x))
+    for name, widths in _INCEPTIONS.items():
+      if name in ("a4", "a5"):
+        x = max_pool(x, 3, 2, padding=1)
+      x = _Inception(widths, self.dtype, self.cpu_conv, name=name)(x, train)
+    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+    dropped = nn.Dropout(self.dropout_rate)(
+        features, deterministic=not (train and self.has_rng("dropout")))
+    head = linear(x.shape[-1], self.num_classes, dtype=self.dtype)
+    return outputs(x, head, features=features, pooled_logits=head(dropped))

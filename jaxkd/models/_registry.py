@@ -1,4 +1,4 @@
-"""Models by name: ``get(name, num_classes=K, dtype=...)`` and ``names()``.
+"""Models by name: ``get(name, num_classes=K, dtype=..., cpu_conv=...)`` and ``names()``.
 
 Names follow the configs of the papers' code: the Tf-KD zoo
 (yuanli2333/Teacher-free-Knowledge-Distillation, ``main.py``), RepDistiller's
@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.models import (_densenet, _googlenet, _mobilenetv2, _preact, _resnet,
+from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _mobilenetv2, _preact, _resnet,
                           _resnext, _shufflenet, _small, _vgg, _wrn)
 
 __all__ = ["get", "names"]
@@ -49,36 +49,43 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 
 
 def names() -> tuple[str, ...]:
-    """All model names, sorted."""
-    return tuple(sorted(_FACTORIES))
+  """All model names, sorted."""
+  return tuple(sorted(_FACTORIES))
 
 
-def get(name: str, *, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
-    """The Flax module called ``name``.
+def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
+        cpu_conv: str = "xla") -> nn.Module:
+  """The Flax module called ``name``.
 
-    Args:
-      name: one of :func:`names`.
-      num_classes: K, the classifier width (a positive int).
-      dtype: computation dtype (float32, bfloat16 or float16); parameters and
-        every output stay float32.
+  Args:
+    name: one of :func:`names`.
+    num_classes: K, the classifier width (a positive int).
+    dtype: computation dtype (float32, bfloat16 or float16); parameters and
+      every output stay float32.
+    cpu_conv: how convolutions run on CPU, one of ``CPU_CONVS``: ``"xla"``, XLA's own
+      everywhere (every transformation, ``jvp`` included, works); ``"fast"``, output maps
+      smaller than the kernel as one im2col matrix product and kernel gradients as per-tap
+      matrix products (reverse-mode autodiff only). GPUs and TPUs run XLA's own convolutions
+      under both; ``mlp`` has no convolution. See ``_cpu_conv.py``.
 
-    Returns:
-      A module whose ``init(rng, x, train=False)`` on an NHWC batch gives ``params``
-      (and ``batch_stats`` for nets with BatchNorm) and whose ``apply`` returns
-      ``{"logits", "features", "feature_map", "dense_logits"}``. Nets with dropout
-      (``googlenet``) drop only when ``train=True`` and ``rngs={"dropout": key}`` is
-      passed to ``apply``; passing that rng to every model is harmless.
-    """
-    if name not in _FACTORIES:
-        raise ValueError(f"model name={name!r} is unknown; allowed: {', '.join(names())}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
-        raise ValueError(f"num_classes={num_classes!r} must be a positive int")
-    try:
-        compute_dtype = jnp.dtype(dtype)
-    except TypeError:
-        compute_dtype = None
-    if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
-        raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
-                         "float16")
-    return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype)
+  Returns:
+    A module whose ``init(rng, x, train=False)`` on an NHWC batch gives ``params``
+    (and ``batch_stats`` for nets with BatchNorm) and whose ``apply`` returns
+    ``{"logits", "features", "feature_map", "dense_logits"}``. Nets with dropout
+    (``googlenet``) drop only when ``train=True`` and ``rngs={"dropout": key}`` is
+    passed to ``apply``; passing that rng to every model is harmless.
+  """
+  if name not in _FACTORIES:
+    raise ValueError(f"model name={name!r} is unknown; allowed: {', '.join(names())}")
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+          or num_classes < 1:
+    raise ValueError(f"num_classes={num_classes!r} must be a positive int")
+  try:
+    compute_dtype = jnp.dtype(dtype)
+  except TypeError:
+    compute_dtype = None
+  if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+    raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
+                     "float16")
+  return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype,
+                          cpu_conv=_cpu_conv.check(cpu_conv))

@@ -24,22 +24,23 @@ VGG13 = ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512))
 
 
 class VGG(nn.Module):
-    """VGG-BN; ``blocks`` lists the conv widths of the five blocks."""
-    num_classes: int
-    blocks: Sequence[Sequence[int]] = VGG8
-    dtype: Any = jnp.float32
+  """VGG-BN; ``blocks`` lists the conv widths of the five blocks."""
+  num_classes: int
+  blocks: Sequence[Sequence[int]] = VGG8
+  dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> dict:
-        check_image(x, "vgg")
-        height = x.shape[1]
-        for i, widths in enumerate(self.blocks):
-            if i in (1, 2, 3) or (i == 4 and height == 64):
-                x = max_pool(x, 2, 2)
-            for width in widths:
-                x = conv(x, width, 3, padding=1, bias=True, kernel_init=KAIMING_OUT,
-                         bias_init=ZEROS, dtype=self.dtype)
-                x = nn.relu(batch_norm(train, self.dtype)(x))
-        head = linear(x.shape[-1], self.num_classes, dtype=self.dtype,
-                      kernel_init=NORMAL_001, bias_init=ZEROS)
-        return outputs(x, head)
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> dict:
+    check_image(x, "vgg")
+    height = x.shape[1]
+    for i, widths in enumerate(self.blocks):
+      if i in (1, 2, 3) or (i == 4 and height == 64):
+        x = max_pool(x, 2, 2)
+      for width in widths:
+        x = conv(x, width, 3, padding=1, bias=True, kernel_init=KAIMING_OUT,
+                 bias_init=ZEROS, dtype=self.dtype, cpu_conv=self.cpu_conv)
+        x = nn.relu(batch_norm(train, self.dtype)(x))
+    head = linear(x.shape[-1], self.num_classes, dtype=self.dtype,
+                  kernel_init=NORMAL_001, bias_init=ZEROS)
+    return outputs(x, head)

@@ -102,7 +102,7 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
   num_classes = data_lib.load(teacher["data"]["name"], split="test",
                               data_dir=teacher["data"]["data_dir"] or None).num_classes
   return models.get(teacher["model"]["name"], num_classes=num_classes,
-                    dtype=_DTYPES[teacher["model"]["dtype"]])
+                    dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=env.cpu_conv)
 
 
 def _checkpoint_steps(workdir: str) -> list[int]:

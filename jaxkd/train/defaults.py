@@ -16,10 +16,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in by the engine.
   config.method = ml_collections.ConfigDict({"name": "mrkd"})
 
-  # kernel_grad: "xla" | "taps", how convolution kernel gradients run on CPU (taps: one matrix
-  # product per kernel tap, about 2x faster ResNet steps on x86; jaxkd.models.kernel_grad).
+  # cpu_conv: "fast" | "xla", how convolutions run on CPU (fast: small maps as one im2col
+  # product, kernel gradients as per-tap products; xla: XLA's own). GPUs always use XLA's own.
   config.model = ml_collections.ConfigDict({"name": "small_cnn", "dtype": "float32",
-                                            "kernel_grad": "xla"})
+                                            "cpu_conv": "fast"})
 
   config.data = ml_collections.ConfigDict({
       "name": "digits",

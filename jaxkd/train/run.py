@@ -169,7 +169,7 @@ def _bind_teacher(objective, config, num_classes: int):
   if teacher is None or teacher.setup is None:
     return teacher
   env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
-                            num_classes=num_classes)
+                            num_classes=num_classes, cpu_conv=config.model.cpu_conv)
   try:
     return teacher.setup(env)
   except ValueError as err:
@@ -228,8 +228,8 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            f"allowed: {', '.join(models.names())}")
   _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype,
            f"allowed: {', '.join(DTYPES)}")
-  _require(config.model.kernel_grad in models.KERNEL_GRADS, "model.kernel_grad",
-           config.model.kernel_grad, f"allowed: {', '.join(models.KERNEL_GRADS)}")
+  _require(config.model.cpu_conv in models.CPU_CONVS, "model.cpu_conv",
+           config.model.cpu_conv, f"allowed: {', '.join(models.CPU_CONVS)}")
   mesh = make_mesh(config.mesh.data)
   _check_train(config, mesh)
   batch = train_cfg.batch_size
@@ -259,7 +259,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   _require(total_steps > 0, "train.num_epochs", train_cfg.num_epochs,
            "must be > 0 (or set train.num_steps > 0)")
   model = models.get(config.model.name, num_classes=train_data.num_classes,
-                     dtype=DTYPES[config.model.dtype])
+                     dtype=DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv)
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   if teacher is None:
