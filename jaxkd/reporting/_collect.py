@@ -65,7 +65,7 @@ def _head_templates(params, feature_dim: int, num_classes: int) -> np.ndarray:
 
 def _forward(config, variables, dataset, batch_size: int):
   model = models.get(config.model.name, num_classes=dataset.num_classes,
-                     dtype=config.model.dtype)
+                     dtype=config.model.dtype, cpu_conv=config.model.get("cpu_conv", "xla"))
 
   @jax.jit
   def apply(images):
