@@ -146,7 +146,7 @@ def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
   if combine not in COMBINES:
     raise ValueError(f"combine={combine!r} is not allowed; allowed: {', '.join(COMBINES)}")
 
-  def init(student, *, num_classes: int, **_) -> TeacherState:
+  def init(student, *, num_classes: Optional[int] = None, **_) -> TeacherState:
     ring = init_ring(student["params"], student.get("batch_stats", {}),
                      num_backups=num_backups, start_from_init=start_from_init)
     params = _combiner(num_backups, num_classes) if combine == "learned" else {}
