@@ -102,10 +102,10 @@ def _summary(run: run_lib.Run, state, meta: dict, info: dict) -> dict:
   pick = lambda r: {k.split("/", 1)[1]: r[k] for k in r if k.startswith("eval/")} | {
       "epoch": r["epoch"], "step": r["step"]}
   steps, active = int(state.step), meta.get("teacher_active_steps")
-  return {"best": pick(best), "last": pick(last), "wall_time_s": meta["wall_time_s"],
-          "num_params": _num_params(state), "steps": steps, "model": run.config.model.name,
-          "data": run.config.data.name,
-          "teacher_active_share": None if active is None else active / max(steps, 1), **info}
+  return dict(best=pick(best), last=pick(last), wall_time_s=meta["wall_time_s"],
+              num_params=_num_params(state), steps=steps, model=run.config.model.name,
+              data=run.config.data.name,
+              teacher_active_share=None if active is None else active / max(steps, 1), **info)
 
 
 def _warn_inactive_teacher(run: run_lib.Run) -> None:
@@ -158,10 +158,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if start:
     console.line(f"resumed from step {start} of {run.total_steps}")
   _warn_inactive_teacher(run)
-  logs.write_json(os.path.join(workdir, "run.json"), {
-      **info, "model": config.model.name, "data": config.data.name,
-      "workdir": os.path.abspath(workdir), "start_step": start, "total_steps": run.total_steps,
-      "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+  logs.write_json(os.path.join(workdir, "run.json"), dict(
+      info, model=config.model.name, data=config.data.name, workdir=os.path.abspath(workdir),
+      start_step=start, total_steps=run.total_steps,
+      started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
   log = logs.MetricsLog(workdir, start)
   try:
     with signals.StopRequests() as stop:

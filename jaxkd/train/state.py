@@ -44,5 +44,5 @@ class TrainState:
 
 
 def trainable(params: Any, teacher: teachers.TeacherState | None) -> dict:
-  """The pytree the optimizer updates: the model's and the teacher's parameters."""
-  return {"model": params, "teacher": {} if teacher is None else teacher.params}
+  """The pytree the optimizer updates: the student's and the teacher's parameters."""
+  return {"student": params, "teacher": {} if teacher is None else teacher.params}

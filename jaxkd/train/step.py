@@ -88,11 +88,11 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
 
     def loss_fn(tr):
       out, batch_stats = teachers.apply_model(
-          model, {"params": tr["model"], "batch_stats": state.batch_stats}, x, train=True,
+          model, {"params": tr["student"], "batch_stats": state.batch_stats}, x, train=True,
           rng=dropout_rng)
       t = teachers.TeacherOutput(None)
       if teacher is not None:
-        student = {"params": jax.lax.stop_gradient(tr["model"]), "batch_stats": batch_stats}
+        student = {"params": jax.lax.stop_gradient(tr["student"]), "batch_stats": batch_stats}
         t = teacher.logits(state.teacher.replace(params=tr["teacher"]), consts["teacher"],
                            teachers.TeacherInputs(model=model, inputs=x, student=student,
                                                   outputs=out, batch=batch, load=load,
@@ -115,7 +115,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     grad_norm = optax.tree.norm(grads)
     # A finite gradient times a huge learning rate can still overflow the parameters.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
-    new_state = state.replace(step=state.step + 1, params=trainable["model"],
+    new_state = state.replace(step=state.step + 1, params=trainable["student"],
                               batch_stats=batch_stats, opt_state=opt_state, objective=new_obj)
     if teacher is not None:
       new_state = new_state.replace(teacher=teacher.update(
