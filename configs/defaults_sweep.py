@@ -78,23 +78,11 @@ def get_config(arg=None):
       config.method[field] = value
   if smoke:
     return recipes.smoke(config)
-  config.data.name = "fashion_mnist"
-  config.data.data_dir = fashion_subset.prepare(per_class_train=PER_CLASS_TRAIN,
-                                                per_class_test=PER_CLASS_TEST, pool=2)
+  recipes.fashion_subset_cpu(
+      config, data_dir=fashion_subset.prepare(per_class_train=PER_CLASS_TRAIN,
+                                              per_class_test=PER_CLASS_TEST, pool=2),
+      epochs=EPOCHS, eval_batch_size=250, log_every_steps=11)
   config.data.train_split, config.data.eval_split = TRAIN_SPLIT, VALIDATION_SPLIT
-  config.data.crop_padding = 1
-  config.data.flip = True
-  config.data.rotation_degrees = 0.0
-  config.train.batch_size = 128
-  config.train.eval_batch_size = 250
-  config.train.num_epochs = EPOCHS
-  config.train.log_every_steps = 11
-  config.train.checkpoint_every_steps = 100_000  # one checkpoint, at the end
-  config.train.keep_checkpoints = 1
-  opt = config.train.optimizer
-  opt.name, opt.learning_rate, opt.momentum, opt.weight_decay = "sgd", 0.1, 0.9, 5e-4
-  opt.schedule, opt.warmup_epochs = "cosine", 0.5
-  config.mesh.data = 1
   return config
 
 

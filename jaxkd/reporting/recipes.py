@@ -12,7 +12,8 @@ import ml_collections
 
 from jaxkd import config as config_lib
 
-__all__ = ["base_config", "cskd_cifar", "kd_only", "ls_kd_protocol", "only_with", "pskd_cifar",
+__all__ = ["base_config", "cskd_cifar", "fashion_subset_cpu", "kd_only", "ls_kd_protocol",
+           "only_with", "pskd_cifar",
            "row_config", "smoke", "tfkd_cifar", "LS_KD_PROTOCOLS", "SMOKE_MODEL"]
 
 # The tiny network every smoke variant trains (no convolution: compiles in a second).
@@ -165,6 +166,24 @@ def ls_kd_protocol(config: ml_collections.ConfigDict, protocol: str, *,
   _sgd_cifar(config, dataset=dataset, rotation=0.0, batch_size=128, epochs=epochs,
              learning_rate=0.1, weight_decay=1e-4, nesterov=False, milestones=milestones,
              gamma=0.1, warmup_epochs=warmup)
+
+
+def fashion_subset_cpu(config: ml_collections.ConfigDict, *, data_dir: str, epochs: int,
+                       eval_batch_size: int, log_every_steps: int) -> None:
+  """The CPU recipe of our Fashion-MNIST studies (configs/fashion_mnist.py and
+  configs/defaults_sweep.py): the prepared 14x14 subset in ``data_dir``, crop (pad 1) and flip,
+  SGD lr 0.1 momentum 0.9 weight decay 5e-4, batch 128, cosine after half an epoch of warm-up,
+  one checkpoint at the end, one device."""
+  config.data.name, config.data.data_dir = "fashion_mnist", data_dir
+  config.data.crop_padding, config.data.flip, config.data.rotation_degrees = 1, True, 0.0
+  train = config.train
+  train.batch_size, train.eval_batch_size, train.num_epochs = 128, eval_batch_size, epochs
+  train.log_every_steps = log_every_steps
+  train.checkpoint_every_steps, train.keep_checkpoints = 100_000, 1  # one, at the end
+  opt = train.optimizer
+  opt.name, opt.learning_rate, opt.momentum, opt.weight_decay = "sgd", 0.1, 0.9, 5e-4
+  opt.schedule, opt.warmup_epochs = "cosine", 0.5
+  config.mesh.data = 1
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
