@@ -69,9 +69,10 @@ def test_eval_reproduces_the_loops_last_evaluation(runs, capsys):
   labels = np.asarray(data.labels)
   spread = np.mean([np.mean(np.sum((probs[labels == c] - probs[labels == c].mean(0)) ** 2, 1))
                     for c in np.unique(labels)])
-  # float32 sums, E||p||^2 - ||E p||^2 per class: about 1e-6 per thousand examples.
-  assert metrics["intra_class_variance"] == pytest.approx(spread, abs=1e-5)
-  assert metrics["stability"] == pytest.approx(1.0 - spread, abs=1e-5)
+  # After 4 steps the probabilities barely differ (1 - S near 7e-5); the float32 sums
+  # E||p||^2 - ||E p||^2 still give it to 3e-5 relative (measured).
+  assert metrics["intra_class_variance"] == pytest.approx(spread, rel=1e-3)
+  assert metrics["stability"] == pytest.approx(1.0 - spread, abs=1e-6)
   assert analysis.finalize_metrics(result["sums"])["top1"] == last["top1"]
 
 
