@@ -1,6 +1,8 @@
 """The ``jaxkd`` command line.
 
     jaxkd train [--config configs/FILE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+    jaxkd eval --workdir DIR [--checkpoint last|best|STEP] [--split SPLIT] [--out DIR]
+    jaxkd compare DIR1 DIR2 ... [--out DIR]
     jaxkd methods
 
 Config files and overrides are `jaxkd.config`'s: ``--config.KEY=VALUE`` or ``--config.KEY
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import importlib.util
+import os
 import sys
 import textwrap
 
@@ -22,7 +24,8 @@ __all__ = ["main", "methods_table"]
 
 # Further commands live in their own modules, each with `add_arguments(parser)`, a `HELP`
 # line and `main(args) -> int`; only the module of the command being run is imported.
-_COMMANDS = {"report": "jaxkd.reporting.cli", "bench": "jaxkd.bench"}
+_COMMANDS = {"eval": "jaxkd.train.evaluate", "compare": "jaxkd.reporting.compare",
+             "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench"}
 
 _OVERRIDES = """\
 overrides:
@@ -40,12 +43,23 @@ examples:
   jaxkd train --workdir DIR --config configs/tfkd_cifar100.py:model=resnet18,method=tfkd_reg"""
 
 
+def _source(module_name: str) -> str | None:
+  """The source file of a ``jaxkd.*`` command module, or None; found without importing.
+
+  `importlib.util.find_spec` would import the module's parent packages, and jaxkd.train
+  imports jax.
+  """
+  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), *module_name.split(".")[1:])
+  return next((path for path in (base + ".py", os.path.join(base, "__init__.py"))
+               if os.path.isfile(path)), None)
+
+
 def _help_line(module_name: str) -> str:
   """A command module's ``HELP`` line, read from its source without importing it.
 
   Importing jaxkd.bench imports jax (2.5 s here), too slow for ``jaxkd --help``.
   """
-  with open(importlib.util.find_spec(module_name).origin, encoding="utf-8") as f:
+  with open(_source(module_name), encoding="utf-8") as f:
     tree = ast.parse(f.read())
   return next((ast.literal_eval(node.value) for node in tree.body
                if isinstance(node, ast.Assign)
@@ -124,7 +138,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
   train.add_argument("--workdir", required=True, help="output directory; resumed if it exists")
   sub.add_parser("methods", help="list the methods: description, teacher, hyperparameters")
   for name, module_name in _COMMANDS.items():
-    if importlib.util.find_spec(module_name) is not None:
+    if _source(module_name) is not None:
       command_parser = sub.add_parser(name, help=_help_line(module_name))
       if name == command:
         importlib.import_module(module_name).add_arguments(command_parser)

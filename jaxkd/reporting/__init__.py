@@ -2,9 +2,11 @@
 table configs share, the runner that trains them for several seeds and the report.
 
 Importing this package is cheap (no jax): table configs import it. The runner, the collection
-of per-run results and the report are imported by ``jaxkd report``.
+of per-run results and the report are imported by ``jaxkd report``. `compare_runs` puts
+finished runs side by side (``jaxkd compare``).
 """
 from jaxkd.reporting import recipes
 from jaxkd.reporting._table import Claim, Row, Table, parse_arg
+from jaxkd.reporting.compare import compare_runs
 
-__all__ = ["Claim", "Row", "Table", "parse_arg", "recipes"]
+__all__ = ["Claim", "Row", "Table", "compare_runs", "parse_arg", "recipes"]

@@ -2,9 +2,11 @@
 
 ``build(config)`` assembles a run (`Trainer`: data, model, objective, teacher, optimizer,
 jitted steps, constants on the mesh); ``train_and_evaluate(config, workdir)`` trains it with
-checkpoints and logs, and stops cleanly on SIGINT or SIGTERM (`Interrupted`).
+checkpoints and logs, and stops cleanly on SIGINT or SIGTERM (`Interrupted`);
+``evaluate_checkpoint(workdir)`` evaluates a finished run's checkpoint on a split.
 """
 from jaxkd.train.checkpoint import CheckpointStore
+from jaxkd.train.evaluate import evaluate_checkpoint
 from jaxkd.train.loop import NonFiniteError, maybe_initialize_distributed, train_and_evaluate
 from jaxkd.train.run import (DTYPES, AugmentConfig, ConfigError, Run, augment_config,
                              build_run, derived_hparams, make_mesh, make_optimizer,
@@ -18,7 +20,8 @@ from jaxkd.train.trainer import (Batches, Trainer, build, example_rows, init_sta
 __all__ = [
     "DTYPES", "AugmentConfig", "Batches", "CheckpointStore", "ConfigError", "Interrupted",
     "NonFiniteError", "Run", "StepFns", "TrainState", "Trainer", "augment_config", "build",
-    "build_run", "derived_hparams", "example_rows", "init_state", "make_mesh", "make_optimizer",
-    "make_schedule", "make_steps", "maybe_initialize_distributed", "preprocess", "replicate",
-    "shard_batch", "state_sharding", "trainable", "train_and_evaluate",
+    "build_run", "derived_hparams", "evaluate_checkpoint", "example_rows", "init_state",
+    "make_mesh", "make_optimizer", "make_schedule", "make_steps", "maybe_initialize_distributed",
+    "preprocess", "replicate", "shard_batch", "state_sharding", "trainable",
+    "train_and_evaluate",
 ]

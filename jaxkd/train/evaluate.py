@@ -1,0 +1,240 @@
+"""``jaxkd eval``: a run's checkpoint evaluated on a split, from its workdir alone.
+
+    jaxkd eval --workdir W [--checkpoint last|best|STEP] [--split SPLIT] [--data-dir D] [--out DIR]
+
+The run is rebuilt from ``W/config.json`` (`jaxkd.train.build`, with ``data.eval_split`` set to
+``--split`` when given), the checkpoint's model variables restored, and the split evaluated
+as the training loop evaluates it (same batches, same float32 sums): top-1, top-5, NLL, ECE,
+and Shen et al.'s stability S and ``1 - S`` (Eq. 2, on softmax probabilities). Writes
+``eval_<split>_<step>.json`` and ``reliability_<split>_<step>.png`` into ``--out``
+(default ``W/eval/``). Bad input prints one line naming the flag, the value and what is
+allowed, exits with status 2 and writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxkd import analysis
+from jaxkd import data as data_lib
+from jaxkd import teachers
+from jaxkd.config import UsageError
+from jaxkd.train import checkpoint as ckpt_lib
+from jaxkd.train import step as step_lib
+from jaxkd.train import trainer as trainer_lib
+
+__all__ = ["HELP", "add_arguments", "evaluate_checkpoint", "format_table", "main",
+           "resolve_checkpoint", "write_outputs"]
+
+HELP = "evaluate a run's checkpoint on a split: top-1, top-5, NLL, ECE, stability"
+
+_METRICS = (("top1", "top-1"), ("top5", "top-5"), ("nll", "NLL"), ("ece", "ECE"),
+            ("stability", "S"), ("intra_class_variance", "1 - S"))
+
+
+def _read_json(path: str):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _steps(workdir: str) -> list[int]:
+  # orbax renames a step's temporary directory to its plain number only once it is complete.
+  directory = os.path.join(workdir, "checkpoints")
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) \
+      if os.path.isdir(directory) else []
+
+
+def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
+  """The step of ``checkpoint`` (``last``, ``best`` or a step number) among the workdir's.
+
+  ``best`` is the checkpoint at the step of ``summary.json``'s best evaluation; it exists only
+  if the run kept it (``train.keep_checkpoints``).
+
+  Raises:
+    jaxkd.config.UsageError: no checkpoint there, or none that matches.
+  """
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise UsageError(f"--workdir={workdir!r}: no config.json there; allowed: the workdir of a "
+                     "`jaxkd train` run")
+  steps = _steps(workdir)
+  if not steps:
+    raise UsageError(f"--workdir={workdir!r}: holds no checkpoint under "
+                     f"{os.path.join(workdir, 'checkpoints')}; allowed: a workdir that "
+                     "`jaxkd train` has checkpointed")
+  if checkpoint == "last":
+    return steps[-1]
+  if checkpoint == "best":
+    path = os.path.join(workdir, "summary.json")
+    if not os.path.isfile(path):
+      raise UsageError(f"--checkpoint=best: {workdir!r} has no summary.json (the run has not "
+                       f"finished), so no best step is known; allowed: last or one of the "
+                       f"kept steps {steps}")
+    best = _read_json(path)["best"]
+    if best["step"] not in steps:
+      raise UsageError(f"--checkpoint=best: the best evaluation (step {best['step']}, top-1 "
+                       f"{best['top1']:.4f}) was not kept (train.keep_checkpoints); allowed: "
+                       f"last or one of the kept steps {steps}")
+    return best["step"]
+  if checkpoint.isdigit() and int(checkpoint) in steps:
+    return int(checkpoint)
+  raise UsageError(f"--checkpoint={checkpoint!r}: not a kept checkpoint; allowed: last, best "
+                   f"or one of the kept steps {steps}")
+
+
+def _config(workdir: str, split: str | None, data_dir: str | None):
+  config = ml_collections.ConfigDict(_read_json(os.path.join(workdir, "config.json")))
+  if split is not None:
+    try:
+      data_lib.parse_split(split)
+    except ValueError as err:
+      raise UsageError(f"--{err}") from None
+    config.data.eval_split = split
+  if data_dir is not None:
+    config.data.data_dir = data_dir
+  return config
+
+
+def _build(config, split: str | None):
+  try:
+    return trainer_lib.build(config)
+  except ValueError as err:  # a slice out of range is only known once the data is loaded
+    if split is not None and str(err).startswith("split="):
+      raise UsageError(f"--{err}") from None
+    raise
+
+
+def _eval_fn(trainer):
+  """One jitted evaluation batch: the loop's eval step, plus the stability statistics."""
+  run = trainer.run
+  num_classes = run.train_data.num_classes
+
+  def evaluate(variables, consts, indices, mask):
+    x = step_lib.preprocess(None, consts["images"][indices], run.augment)
+    out, _ = teachers.apply_model(run.model, variables, x, train=False)
+    labels = consts["labels"][indices]
+    return (analysis.classification_metrics(out["logits"], labels, mask=mask),
+            analysis.stability_statistics(out["logits"], labels, num_classes=num_classes,
+                                          mask=mask))
+
+  replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(evaluate, out_shardings=replicated)
+
+
+def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | None = None,
+                        data_dir: str | None = None) -> dict:
+  """Evaluates one checkpoint of a run on a split, as the training loop evaluates.
+
+  Batches of ``train.eval_batch_size`` in order, the last one padded and masked, float32 sums
+  added on the device: the same numbers the loop logs as ``eval/*`` for the same split.
+
+  Args:
+    workdir: a `jaxkd train` workdir (``config.json`` and ``checkpoints/``).
+    checkpoint: ``"last"``, ``"best"`` (the summary's best step, if kept) or a step number.
+    split: the split to evaluate (``"test"``, ``"train[90%:]"``); None: the run's eval split.
+    data_dir: replaces the run's ``data.data_dir`` (the data moved).
+
+  Returns:
+    A dict: ``workdir``, ``checkpoint``, ``step``, ``epoch``, ``split``, ``num_examples``,
+    ``method``, ``model``, ``metrics`` (``top1``, ``top5``, ``nll``, ``ece``, ``stability``
+    S and ``intra_class_variance`` 1 - S, python floats) and ``sums`` (the additive
+    `jaxkd.analysis.classification_metrics` sums, host arrays: ECE bins included).
+
+  Raises:
+    jaxkd.config.UsageError: no such workdir, checkpoint or split.
+    jaxkd.train.ConfigError: the saved config no longer builds.
+  """
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(workdir):
+    raise UsageError(f"--workdir={workdir!r}: no such directory; allowed: the workdir of a "
+                     "`jaxkd train` run")
+  step = resolve_checkpoint(workdir, checkpoint)
+  config = _config(workdir, split, data_dir)
+  trainer = _build(config, split)
+  run = trainer.run
+  variables, _ = ckpt_lib.load_variables(workdir, step=step)
+  variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
+  evaluate, batch_size = _eval_fn(trainer), config.train.eval_batch_size
+  n, total = run.eval_data.num_examples, None
+  for start in range(0, n, batch_size):
+    rows = np.arange(start, start + batch_size)
+    mask = rows < n
+    out = evaluate(variables, trainer.eval_consts,
+                   trainer_lib.shard_batch(run.mesh, np.where(mask, rows, 0).astype(np.int32)),
+                   trainer_lib.shard_batch(run.mesh, mask))
+    total = out if total is None else jax.tree_util.tree_map(jnp.add, total, out)
+  sums, stability_stats = jax.device_get(total)
+  metrics = analysis.finalize_metrics(sums)
+  spread = float(analysis.finalize_intra_class_variance(stability_stats))
+  metrics.update(stability=1.0 - spread, intra_class_variance=spread)
+  return dict(workdir=workdir, checkpoint=str(checkpoint), step=step,
+              epoch=step / run.steps_per_epoch, split=config.data.eval_split, num_examples=n,
+              method=config.method.name, model=config.model.name, metrics=metrics, sums=sums)
+
+
+def _slug(split: str) -> str:
+  """A split as a file name part: ``train[90%:]`` -> ``train_90pct-``."""
+  return re.sub(r"[^\w.-]", "", split.replace("[", "_").replace(":", "-").replace("%", "pct"))
+
+
+def write_outputs(result: dict, out: str) -> tuple[str, str]:
+  """Writes ``eval_<split>_<step>.json`` and ``reliability_<split>_<step>.png`` into ``out``.
+
+  Returns:
+    The two paths.
+  """
+  stem = f"{_slug(result['split'])}_{result['step']}"
+  os.makedirs(out, exist_ok=True)
+  json_path = os.path.join(out, f"eval_{stem}.json")
+  record = dict(result, sums={k: v.tolist() for k, v in result["sums"].items()})
+  with open(json_path, "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=2)
+    f.write("\n")
+  png_path = analysis.reliability_diagram(
+      result["sums"], os.path.join(out, f"reliability_{stem}.png"),
+      title=f"{result['method']} {result['split']} step {result['step']}")
+  return json_path, png_path
+
+
+def format_table(result: dict) -> str:
+  """The metrics of one evaluation as a markdown table of one row."""
+  head = "| " + " | ".join(label for _, label in _METRICS) + " |"
+  rule = "|" + "|".join("---:" for _ in _METRICS) + "|"
+  row = "| " + " | ".join(f"{result['metrics'][key]:.4f}" for key, _ in _METRICS) + " |"
+  return "\n".join([
+      f"{result['workdir']}: {result['method']}, checkpoint step {result['step']} "
+      f"(epoch {round(result['epoch'], 2):g}), split {result['split']} "
+      f"({result['num_examples']} examples)", head, rule, row])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.description = __doc__.split("\n\n", 1)[0]
+  parser.add_argument("--workdir", required=True, help="a `jaxkd train` workdir")
+  parser.add_argument("--checkpoint", default="last",
+                      help="last (default), best (if kept) or a checkpoint's step")
+  parser.add_argument("--split", default=None,
+                      help="split to evaluate, e.g. test or 'train[90%%:]' (default: the "
+                           "run's data.eval_split)")
+  parser.add_argument("--data-dir", default=None, help="replaces the run's data.data_dir")
+  parser.add_argument("--out", default=None, help="output directory (default: WORKDIR/eval)")
+
+
+def main(args: argparse.Namespace) -> int:
+  try:
+    result = evaluate_checkpoint(args.workdir, checkpoint=args.checkpoint, split=args.split,
+                                 data_dir=args.data_dir)
+  except (ValueError, FileNotFoundError) as err:  # UsageError, ConfigError, data errors
+    print(f"jaxkd: error: {err}", file=sys.stderr)
+    return 2
+  json_path, png_path = write_outputs(result, args.out or os.path.join(result["workdir"],
+                                                                        "eval"))
+  print(format_table(result))
+  print(f"wrote {json_path} and {png_path}")
+  return 0
