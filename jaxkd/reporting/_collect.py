@@ -101,15 +101,17 @@ def collect(config, workdir: str, summary: dict, *,
     projection_classes: three class ids to project the final features of, or None.
 
   Returns:
-    A JSON-ready dict: ``summary``, ``curves``, ``final`` (test sums of
-    ``classification_metrics`` of the last checkpoint, rates included), ``stability`` and
-    ``projection``. ``stability.probabilities`` is Shen et al.'s S (ICLR 2021, Eq. 2) of
-    ``softmax(z)`` at T = 1 over the test split (the report prints ``1 - S``, the number of
+    A JSON-ready dict: ``summary``, ``curves``, ``final`` (sums of ``classification_metrics``
+    of the last checkpoint over the run's evaluation split, ``data.eval_split``, the test split
+    unless set; rates included), ``stability`` and ``projection``. ``stability.probabilities``
+    is Shen et al.'s S (ICLR 2021, Eq. 2) of ``softmax(z)`` at T = 1 over that split (the report prints ``1 - S``, the number of
     their Table 1); ``stability.features`` is ``analysis.feature_stability`` of the
     L2-normalised penultimate features, our variant, not the paper's.
   """
   variables, step = ckpt_lib.load_variables(workdir)
-  dataset = data_lib.load(config.data.name, split="test", data_dir=config.data.data_dir or None)
+  # The run's own evaluation split: a sweep on a validation split never touches the test split.
+  dataset = data_lib.load(config.data.name, split=config.data.get("eval_split", "test"),
+                          data_dir=config.data.data_dir or None)
   logits, features = _forward(config, variables, dataset, int(config.train.eval_batch_size))
   labels = dataset.labels
   sums = jax.device_get(analysis.classification_metrics(logits, labels))
