@@ -84,7 +84,7 @@ def test_extend_a_finished_run(tmp_path, capsys):
                 "--config.train.keep_checkpoints=10", "--config.train.log_every_steps=1") == 0
   err = capsys.readouterr().err
   assert "resumed from step 4 of 8\n" in err
-  assert "extending the finished run from step 4 to 8: the learning-rate schedule" in err
+  assert "run length now 8 steps, from step 4 on: the learning-rate schedule" in err
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["steps"] == 8 and summary["last"]["step"] == 8
   assert checkpoint.load_variables(str(workdir))[1] == 8

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -159,10 +160,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     console.line(f"resumed from step {start} of {run.total_steps}")
   config_changes = _record_config(config, workdir, start, changes, console)
   if any(key in changes for key in ("train.num_epochs", "train.num_steps")):
-    console.line(f"extending the finished run from step {start} to {run.total_steps}: the "
-                 f"learning-rate schedule (and what the method derives from the run's length) "
-                 f"is rebuilt for {run.total_steps} steps and read at step {start} on, so a "
-                 f"cosine decay jumps back up there; steps 1-{start} are not replayed")
+    console.line(f"run length now {run.total_steps} steps, from step {start} on: the "
+                 f"learning-rate schedule (and what the method derives from the length) is "
+                 f"rebuilt for {run.total_steps} steps and read at step {start} on, so a cosine "
+                 f"decay jumps back up there; steps 1-{start} are not replayed")
   _warn_inactive_teacher(run)
   logs.write_json(os.path.join(workdir, "run.json"), dict(
       info, model=config.model.name, data=config.data.name, workdir=os.path.abspath(workdir),
@@ -198,8 +199,8 @@ def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> 
 
 
 def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.CheckpointStore,
-           best: ckpt_lib.CheckpointStore | None, log: logs.MetricsLog, console: logs.Console, stop: signals.StopRequests,
-           workdir: str):
+           best: ckpt_lib.CheckpointStore | None, log: logs.MetricsLog,
+           console: logs.Console, stop: signals.StopRequests, workdir: str):
   """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint."""
   run, train_cfg = trainer.run, trainer.run.config.train
   batches = trainer.batches()
