@@ -14,7 +14,8 @@ Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <
   model.name, model.dtype, model.cpu_conv; data.name, data.data_dir, data.crop_padding,
   data.flip, data.rotation_degrees; train.batch_size, train.eval_batch_size, train.num_epochs,
   train.num_steps (wins when set), train.optimizer.*, train.checkpoint_every_steps,
-  train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite; teacher.workdir,
+  train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite, train.keep_best,
+  train.extend; teacher.workdir,
   teacher.step, teacher.train_mode; mesh.data; distributed.
 """
 from jaxkd.train.defaults import get_config  # defined in the package, so installs have it

@@ -122,8 +122,8 @@ def test_config_file_with_an_unknown_key_suggests_the_closest(tmp_path, capsys):
   assert capsys.readouterr().err.strip() == (
       "jaxkd: error: config.train.learning_rate=0.1: unknown key (did you mean "
       "train.optimizer.learning_rate?); allowed here: batch_size, checkpoint_every_steps, "
-      "eval_batch_size, keep_checkpoints, log_every_steps, num_epochs, num_steps, optimizer, "
-      "skip_nonfinite")
+      "eval_batch_size, extend, keep_best, keep_checkpoints, log_every_steps, num_epochs, "
+      "num_steps, optimizer, skip_nonfinite")
   assert not (tmp_path / "w").exists()
 
 

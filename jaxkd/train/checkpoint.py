@@ -5,6 +5,8 @@ JSON with the loop's position and best-so-far metrics. orbax writes each step in
 directory and renames it when complete, so a run killed mid-write never leaves a checkpoint
 that `latest_step` would pick up; a checkpoint that fails to restore anyway (a corrupted disk)
 is moved to ``<workdir>/checkpoints_unreadable/`` with a warning and the previous one is used.
+With ``train.keep_best`` the state of the best evaluation so far is also kept in
+``<workdir>/checkpoints_best/`` (a store of one, outside ``keep_checkpoints``'s rotation).
 """
 from __future__ import annotations
 
@@ -18,16 +20,18 @@ import orbax.checkpoint as ocp
 
 from jaxkd.teachers import load_variables  # a finished run's model variables
 
-__all__ = ["CheckpointStore", "load_variables"]
+__all__ = ["BEST", "CheckpointStore", "load_variables"]
+
+BEST = "checkpoints_best"
 
 _log = logging.getLogger(__name__)
 
 
 class CheckpointStore:
-  """The ``<workdir>/checkpoints`` directory of one run."""
+  """The ``<workdir>/<name>`` directory of one run (``checkpoints``, or `BEST`)."""
 
-  def __init__(self, workdir: str, *, max_to_keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  def __init__(self, workdir: str, *, max_to_keep: int, name: str = "checkpoints"):
+    self.directory = os.path.join(os.path.abspath(workdir), name)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
 

@@ -56,6 +56,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "keep_checkpoints": 2,
       "log_every_steps": 50,
       "skip_nonfinite": False,
+      # Keep the state of the best evaluation (top-1) in checkpoints_best/, beside the latest
+      # keep_checkpoints; it selects on data.eval_split, which must then be carved from train.
+      "keep_best": False,
+      # Continue a finished workdir to a larger num_steps/num_epochs (jaxkd.train.workdir).
+      "extend": False,
   })
 
   config.teacher = ml_collections.ConfigDict({

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ from jaxkd.train import logs
 from jaxkd.train import run as run_lib
 from jaxkd.train import signals
 from jaxkd.train import trainer as trainer_lib
+from jaxkd.train import workdir as workdir_lib
 
 __all__ = ["NonFiniteError", "maybe_initialize_distributed", "train_and_evaluate"]
 
@@ -68,27 +68,20 @@ def _evaluate(trainer: trainer_lib.Trainer, state, batch_size: int) -> dict:
   return analysis.finalize_metrics(jax.device_get(sums))
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes ``config.json``; refuses a workdir that holds a run of another config."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json())
-  if os.path.exists(path):
+def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
+                   changes: dict, console: logs.Console) -> list[dict]:
+  """Writes ``config.json``; the workdir's config history, with ``changes`` at ``start``."""
+  history = []
+  path = os.path.join(workdir, "run.json")
+  if changes and os.path.exists(path):
     with open(path) as f:
-      old = json.load(f)
-    if old != new:
-      changed = sorted(_diff_keys(old, new))
-      raise run_lib.ConfigError(
-          f"workdir={workdir!r} holds a run of another config (differs in {', '.join(changed)}); "
-          "use a new workdir, or the same config to resume")
-  logs.write_json(path, new)
-
-
-def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-  if isinstance(old, dict) and isinstance(new, dict):
-    return [k for key in sorted(set(old) | set(new))
-            for k in _diff_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
-  return [] if old == new else [prefix.rstrip(".")]
+      history = json.load(f).get("config_changes", [])
+  if changes:
+    history = history + [{"step": start, "changes": changes}]
+    console.line(f"config changed at step {start}: " + ", ".join(
+        f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items()))
+  logs.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  return history
 
 
 def _num_params(state) -> int:
@@ -105,7 +98,9 @@ def _summary(run: run_lib.Run, state, meta: dict, info: dict) -> dict:
   return dict(best=pick(best), last=pick(last), wall_time_s=meta["wall_time_s"],
               num_params=_num_params(state), steps=steps, model=run.config.model.name,
               data=run.config.data.name,
-              teacher_active_share=None if active is None else active / max(steps, 1), **info)
+              teacher_active_share=None if active is None else active / max(steps, 1),
+              best_checkpoint_step=best["step"] if run.config.train.keep_best else None,
+              **info)
 
 
 def _warn_inactive_teacher(run: run_lib.Run) -> None:
@@ -144,8 +139,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   trainer = trainer_lib.build(config)
   run = trainer.run
   state = trainer.init_state()
-  _prepare_workdir(config, workdir)  # only once every input is known to be good
+  os.makedirs(workdir, exist_ok=True)  # only once every input is known to be good
   store = ckpt_lib.CheckpointStore(workdir, max_to_keep=config.train.keep_checkpoints)
+  try:
+    changes = workdir_lib.check_config(config, workdir, steps_per_epoch=run.steps_per_epoch,
+                                       latest_step=max(store.steps(), default=None))
+  except run_lib.ConfigError:
+    store.close()
+    raise
   restored = store.restore_latest(state)
   state, meta = restored if restored else (state, {"history": [], "wall_time_s": 0.0})
   start, info = int(state.step), logs.provenance(run)
@@ -157,20 +158,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return _finished(workdir, run, state, meta, info)
   if start:
     console.line(f"resumed from step {start} of {run.total_steps}")
+  config_changes = _record_config(config, workdir, start, changes, console)
+  if any(key in changes for key in ("train.num_epochs", "train.num_steps")):
+    console.line(f"run length now {run.total_steps} steps, from step {start} on: the "
+                 f"learning-rate schedule (and what the method derives from the length) is "
+                 f"rebuilt for {run.total_steps} steps and read at step {start} on, so a cosine "
+                 f"decay jumps back up there; steps 1-{start} are not replayed")
   _warn_inactive_teacher(run)
   logs.write_json(os.path.join(workdir, "run.json"), dict(
       info, model=config.model.name, data=config.data.name, workdir=os.path.abspath(workdir),
-      start_step=start, total_steps=run.total_steps,
+      start_step=start, total_steps=run.total_steps, config_changes=config_changes,
       started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
   log = logs.MetricsLog(workdir, start)
+  best = (ckpt_lib.CheckpointStore(workdir, max_to_keep=1, name=ckpt_lib.BEST)
+          if config.train.keep_best else None)
   try:
     with signals.StopRequests() as stop:
-      state, meta = _train(trainer, state, meta, store=store, log=log, console=console,
-                           stop=stop, workdir=workdir)
+      state, meta = _train(trainer, state, meta, store=store, best=best, log=log,
+                           console=console, stop=stop, workdir=workdir)
   finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
     console.close()
     log.close()
     store.close()
+    if best is not None:
+      best.close()
   summary = _summary(run, state, meta, info)
   logs.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
@@ -188,8 +199,8 @@ def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> 
 
 
 def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.CheckpointStore,
-           log: logs.MetricsLog, console: logs.Console, stop: signals.StopRequests,
-           workdir: str):
+           best: ckpt_lib.CheckpointStore | None, log: logs.MetricsLog,
+           console: logs.Console, stop: signals.StopRequests, workdir: str):
   """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint."""
   run, train_cfg = trainer.run, trainer.run.config.train
   batches = trainer.batches()
@@ -227,6 +238,7 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
                 **{f"eval/{k}": v for k, v in _evaluate(
                     trainer, state, train_cfg.eval_batch_size).items()}}
       history.append(record)
+      _keep_if_best(best, state, history)
       log.write(record)
       console.evaluation(record, _learning_rate(trainer, done))
     if save:
@@ -235,6 +247,17 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
     if signum is not None and done < run.total_steps:
       raise signals.Interrupted(done, signum, workdir)
   return state, progress()
+
+
+def _keep_if_best(best: ckpt_lib.CheckpointStore | None, state, history: list[dict]) -> None:
+  """Keeps ``state`` in `BEST` when the newest evaluation beats every earlier one (on top-1;
+  the first of equals, as the summary's ``best``)."""
+  record = history[-1]
+  if best is None or any(r["eval/top1"] >= record["eval/top1"] for r in history[:-1]):
+    return
+  # A resumed run redoes its evaluations bit for bit: a step already kept is this one.
+  if record["step"] not in best.steps():
+    best.save(record["step"], state, {"eval": record})
 
 
 def _learning_rate(trainer: trainer_lib.Trainer, done: int) -> float:

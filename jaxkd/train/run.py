@@ -203,12 +203,24 @@ def _check_train(config, mesh) -> None:
   _require(isinstance(train.eval_batch_size, int) and train.eval_batch_size > 0 and
            train.eval_batch_size % mesh.size == 0, "train.eval_batch_size", train.eval_batch_size,
            f"must be a positive multiple of the {mesh.size} devices of the mesh")
+  for key in ("extend", "keep_best", "skip_nonfinite"):
+    _require(isinstance(train[key], bool), f"train.{key}", train[key], "must be True or False")
   _require(isinstance(config.seed, int) and config.seed >= 0, "seed", config.seed,
            "must be an int >= 0")
   _require(isinstance(config.data.crop_padding, int) and config.data.crop_padding >= 0,
            "data.crop_padding", config.data.crop_padding, "must be an int >= 0")
   _require(0 <= config.data.rotation_degrees <= 180, "data.rotation_degrees",
            config.data.rotation_degrees, "must be in [0, 180]")
+
+
+def _check_best_split(config) -> None:
+  """``train.keep_best`` selects a checkpoint on the evaluation split: never the test set."""
+  base, start, stop = data_lib.parse_split(config.data.eval_split)
+  _require(not config.train.keep_best or (base == "train" and (start, stop) != (None, None)),
+           "data.eval_split", config.data.eval_split,
+           "train.keep_best=True selects the kept checkpoint on this split, so it must be a "
+           "validation split carved from the training set: set data.eval_split='train[90%:]' "
+           "and data.train_split='train[:90%]' (or train.keep_best=False)")
 
 
 def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
@@ -242,6 +254,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
         data_lib.parse_split(config.data[key])
       except ValueError as err:
         raise ConfigError(f"config.data.{key}: {err}") from None
+    _check_best_split(config)
     train_data = data_lib.load(config.data.name, split=config.data.train_split,
                                data_dir=data_dir)
     eval_data = data_lib.load(config.data.name, split=config.data.eval_split,
