@@ -4,17 +4,18 @@ Sensors 2021 "Memory-Replay Knowledge Distillation").
 
 RECONSTRUCTED (docs/METHODS.md section 4): only the abstracts are public to us. The losses
 follow them; the hyperparameters are the library's defaults, ours, not the papers', chosen on a
-validation split by configs/defaults_sweep.py (LsrKD a = 0.1, tau = 2, TC b = 0.3; MrKD a = 0.1,
-tau = 1, one backup refreshed every epoch; MrKD + TC a = 0.3, tau = 4, g = 0.25); the network (resnet18) and the recipe
+validation split by configs/defaults_sweep.py (LsrKD a = 0.1, tau = 4; LsrKD + TC a = 0.1,
+tau = 2, b = 0.5; MrKD a = 0.1, tau = 1, one backup refreshed every epoch; MrKD + TC a = 0.3,
+tau = 4, g = 0.5); the network (resnet18) and the recipe
 (Tf-KD's CIFAR recipe, which these papers build on) are our choice too. No published values are
 known, so the table has no targets: it reports what it measures.
 
 Rows (config arguments):
   method=ce | lsr            baselines (LSR: e 0.1, uniform convention)
   method=lsrkd               LsrKD: (1-a) CE + a tau^2 KL(u || softmax(z/tau))
-  method=lsrkd_tc            LsrKD with the corrected uniform teacher u_TC (b = 0.3)
+  method=lsrkd_tc            LsrKD with the corrected uniform teacher u_TC (b = 0.5)
   method=mrkd                MrKD: KD from a frozen backup of the model, refreshed every epoch
-  method=mrkd_tc             MrKD + TC, mixing form t' = (1-g) t + g e_y (g = 0.25)
+  method=mrkd_tc             MrKD + TC, mixing form t' = (1-g) t + g e_y (g = 0.5)
   method=mrkd_tc,correction=swap   MrKD + TC, "knowledge adjustment" (swap) form
   model=M                    resnet18 (default), mobilenetv2 or shufflenetv2
   data=cifar100 | cifar10

@@ -214,13 +214,18 @@ def test_bad_arguments_name_key_value_and_allowed():
 
 
 def _smoke_key(config):
-  """Rows whose smoke variants train the same objective share one engine run.
+  """Rows whose smoke variants train the same code path share one engine run.
 
   The smoke variant replaces data, model and schedule, so what differs between rows is the
-  method and its hyperparameters; every row's smoke config is still resolved on its own.
+  method and the hyperparameters they set. Rows that only change numeric values of the same
+  hyperparameters (the defaults sweep's grid) take the same path through the engine; every
+  row's smoke config is still validated and resolved on its own (`build_run`).
   """
-  return json.dumps({"name": config.method.name, **_method(config)}, sort_keys=True,
-                    default=str)
+  hparams = _method(config)
+  categorical = {k: v for k, v in hparams.items() if not isinstance(v, (int, float))
+                 or isinstance(v, bool)}
+  return json.dumps({"name": config.method.name, "set": sorted(config.method.keys()),
+                     **categorical}, sort_keys=True, default=str)
 
 
 _SMOKE_RUNS = {}  # shared by the tables: a method trained once is not trained again
