@@ -127,6 +127,7 @@ def test_replay_logits_are_each_backups_own_forward(train_mode):
 
 def _pskd_run(devices, steps_to_run=3, **hparams):
   config = _config("pskd", devices=devices, batch=32, **hparams)
+  config.seed = 2  # clear of ReLU kinks, as in test_one_device_equals_eight_devices
   steps, state, consts, order = _build(config)
   for i in range(steps_to_run):
     state, metrics = steps.train(state, consts, order[i])
