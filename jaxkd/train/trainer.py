@@ -97,11 +97,14 @@ def state_sharding(run: run_lib.Run, optimizer: optax.GradientTransformation) ->
 
 
 def init_state(run: run_lib.Run, optimizer: optax.GradientTransformation, *,
-               seed: Optional[int] = None) -> state_lib.TrainState:
+               seed: Optional[int] = None, sharding: Any = None) -> state_lib.TrainState:
   """The initial `TrainState` of ``run`` (``seed``: the config's when None) on the mesh:
-  replicated, per-example method state split by rows (`state_sharding`)."""
+  replicated, per-example method state split by rows (``sharding``: `state_sharding`'s,
+  computed here when None)."""
   init, _ = _initializer(run, optimizer, run.config.seed if seed is None else seed)
-  return jax.jit(init, out_shardings=state_sharding(run, optimizer))()
+  if sharding is None:
+    sharding = state_sharding(run, optimizer)
+  return jax.jit(init, out_shardings=sharding)()
 
 
 class Batches:
@@ -147,6 +150,8 @@ class Trainer:
     eval_consts: the evaluation split's ``images`` and ``labels`` on the mesh.
     schedule: the optimizer's learning rate as a function of the step (`make_schedule`); the
       update that makes the step count ``t + 1`` runs at ``schedule(t)``. None when unknown.
+    state_sharding: the train state's shardings (`state_sharding`), computed once here and
+      shared by `init_state` and the jitted step.
   """
   run: run_lib.Run
   optimizer: optax.GradientTransformation
@@ -154,10 +159,11 @@ class Trainer:
   consts: dict
   eval_consts: dict
   schedule: Optional[optax.Schedule] = None
+  state_sharding: Any = None
 
   def init_state(self, seed: Optional[int] = None) -> state_lib.TrainState:
     """The initial train state (``seed``: the config's when None)."""
-    return init_state(self.run, self.optimizer, seed=seed)
+    return init_state(self.run, self.optimizer, seed=seed, sharding=self.state_sharding)
 
   def batches(self, seed: Optional[int] = None) -> Batches:
     """The run's batches (``seed``: the config's when None)."""
@@ -192,10 +198,11 @@ def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
   sizes = dict(steps_per_epoch=run.steps_per_epoch, total_steps=run.total_steps)
   schedule = run_lib.make_schedule(config.train.optimizer, **sizes)
   optimizer = run_lib.make_optimizer(config.train.optimizer, schedule=schedule, **sizes)
+  sharding = state_sharding(run, optimizer)
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
                               aug=run.augment, mesh=run.mesh, teacher=run.teacher,
                               skip_nonfinite=config.train.skip_nonfinite,
-                              state_sharding=state_sharding(run, optimizer))
+                              state_sharding=sharding)
   teacher_consts = None
   if run.teacher is not None and run.teacher.consts is not None:
     teacher_consts = jax.tree_util.tree_map(lambda x: replicate(run.mesh, x), run.teacher.consts)
@@ -207,4 +214,4 @@ def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
     evaluation = train if run.eval_data is run.train_data else _on_mesh(run.mesh, run.eval_data)
   return Trainer(run=run, optimizer=optimizer, steps=steps,
                  consts={**train, "teacher": teacher_consts}, eval_consts=evaluation,
-                 schedule=schedule)
+                 schedule=schedule, state_sharding=sharding)
