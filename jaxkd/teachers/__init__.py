@@ -15,13 +15,14 @@ from jaxkd.teachers._aux_head import aux_head, head_logits, init_head
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model, keep_state)
 from jaxkd.teachers._ema import ema, ema_update
-from jaxkd.teachers._frozen import from_run, frozen, load_variables
+from jaxkd.teachers._frozen import checkpoint_steps, from_run, frozen, load_variables
 from jaxkd.teachers._partner import partner
 from jaxkd.teachers._replay import (COMBINES, ReplayRing, init_ring, refresh_ring, replay,
                                     ring_logits)
 
 __all__ = [
-    "COMBINES", "ReplayRing", "Teacher", "TeacherEnv", "TeacherInputs", "TeacherOutput", "TeacherState",
-    "apply_model", "aux_head", "ema", "ema_update", "from_run", "frozen", "head_logits", "init_head", "init_ring",
-    "keep_state", "load_variables", "partner", "refresh_ring", "replay", "ring_logits",
+    "COMBINES", "ReplayRing", "Teacher", "TeacherEnv", "TeacherInputs", "TeacherOutput",
+    "TeacherState", "apply_model", "aux_head", "checkpoint_steps", "ema", "ema_update",
+    "from_run", "frozen", "head_logits", "init_head", "init_ring", "keep_state",
+    "load_variables", "partner", "refresh_ring", "replay", "ring_logits",
 ]

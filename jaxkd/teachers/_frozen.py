@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model)
 
-__all__ = ["frozen", "from_run", "load_variables"]
+__all__ = ["checkpoint_steps", "frozen", "from_run", "load_variables"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -93,7 +93,7 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
   if teacher["model"]["name"] not in models.names():
     _fail("teacher.workdir", workdir, f"its model {teacher['model']['name']!r} is not one of "
           "jaxkd.models.names()")
-  steps = _checkpoint_steps(workdir)
+  steps = checkpoint_steps(workdir)
   if not steps:
     _fail("teacher.workdir", workdir, "holds no checkpoint; train the teacher first")
   if not (step < 0 or step in steps):
@@ -105,7 +105,8 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
                     dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=env.cpu_conv)
 
 
-def _checkpoint_steps(workdir: str) -> list[int]:
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of a run's complete checkpoints under ``<workdir>/checkpoints``, ascending."""
   # orbax renames a step's temporary directory to its plain number only once it is complete.
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) \
@@ -123,7 +124,7 @@ def load_variables(workdir: str, *, step: int | None = None) -> tuple[dict, int]
     ``({"params": ..., "batch_stats": ...}, step)`` as host arrays.
   """
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  steps = _checkpoint_steps(workdir)
+  steps = checkpoint_steps(workdir)
   if not steps:
     raise FileNotFoundError(f"teacher.workdir={workdir!r} holds no checkpoint under {directory}; "
                             "train the teacher there first (jaxkd train --workdir ...)")

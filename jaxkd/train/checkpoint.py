@@ -18,9 +18,10 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from jaxkd.teachers import load_variables  # a finished run's model variables
+# A finished run's model variables and its complete checkpoint steps.
+from jaxkd.teachers import checkpoint_steps, load_variables
 
-__all__ = ["BEST", "CheckpointStore", "load_variables"]
+__all__ = ["BEST", "CheckpointStore", "checkpoint_steps", "load_variables"]
 
 BEST = "checkpoints_best"
 

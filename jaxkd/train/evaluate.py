@@ -45,13 +45,6 @@ def _read_json(path: str):
     return json.load(f)
 
 
-def _steps(workdir: str) -> list[int]:
-  # orbax renames a step's temporary directory to its plain number only once it is complete.
-  directory = os.path.join(workdir, "checkpoints")
-  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) \
-      if os.path.isdir(directory) else []
-
-
 def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
   """The step of ``checkpoint`` (``last``, ``best`` or a step number) among the workdir's.
 
@@ -64,7 +57,7 @@ def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
   if not os.path.isfile(os.path.join(workdir, "config.json")):
     raise UsageError(f"--workdir={workdir!r}: no config.json there; allowed: the workdir of a "
                      "`jaxkd train` run")
-  steps = _steps(workdir)
+  steps = ckpt_lib.checkpoint_steps(workdir)
   if not steps:
     raise UsageError(f"--workdir={workdir!r}: holds no checkpoint under "
                      f"{os.path.join(workdir, 'checkpoints')}; allowed: a workdir that "
