@@ -4,6 +4,7 @@
     jaxkd eval --workdir DIR [--checkpoint last|best|STEP] [--split SPLIT] [--out DIR]
     jaxkd compare DIR1 DIR2 ... [--out DIR]
     jaxkd methods
+    jaxkd prepare imagenet2012 --manual_dir DIR --data_dir DATA_DIR
 
 Config files and overrides are `jaxkd.config`'s: ``--config.KEY=VALUE`` or ``--config.KEY
 VALUE`` sets a field. Bad input prints one line naming the key, the value and what is allowed,
@@ -25,7 +26,8 @@ __all__ = ["main", "methods_table"]
 # Further commands live in their own modules, each with `add_arguments(parser)`, a `HELP`
 # line and `main(args) -> int`; only the module of the command being run is imported.
 _COMMANDS = {"eval": "jaxkd.train.evaluate", "compare": "jaxkd.reporting.compare",
-             "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench"}
+             "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench",
+             "prepare": "jaxkd.data._prepare"}
 
 _OVERRIDES = """\
 overrides:

@@ -31,7 +31,7 @@ def test_unknown_name_and_split_are_rejected():
     data.load("cifar1000")
   with pytest.raises(ValueError, match="split.*'valid'"):
     data.load("digits", "valid")
-  with pytest.raises(ValueError, match="streaming"):
+  with pytest.raises(ValueError, match=r"open_stream.*data.in_memory=False"):
     data.load("imagenet2012")
 
 
@@ -331,51 +331,6 @@ def test_normalize_matches_hand_values():
 # ---------------------------------------------------------------- streaming
 
 
-def _stream_epoch(tfds, **kwargs):
-  with tfds.testing.mock_data(num_examples=10):
-    streams = [data.streaming("imagenet2012", global_batch_size=4, seed=1, image_size=16,
-                              num_threads=2, process_index=i, process_count=2, **kwargs)
-               for i in range(2)]
-    batches = [list(s) for s in streams]
-    labels = [int(e["label"]) for e in tfds.data_source("imagenet2012", split="train")]
-  return streams, batches, np.array(labels)
-
-
-def test_streaming_follows_batch_indices_per_process():
-  tfds = pytest.importorskip("tensorflow_datasets")
-  streams, batches, labels = _stream_epoch(tfds, epoch=3)
-  assert len(streams[0]) == 2 and streams[0].num_classes == 1000
-  expected = data.batch_indices(10, 4, seed=1, epoch=3)
-  for step in range(2):
-    ids = np.concatenate([batches[p][step]["id"] for p in range(2)])
-    np.testing.assert_array_equal(ids, expected[step])
-    for p in range(2):
-      batch = batches[p][step]
-      assert batch["image"].shape == (2, 16, 16, 3) and batch["image"].dtype == np.uint8
-      assert batch["label"].dtype == np.int32 and batch["id"].dtype == np.int32
-      np.testing.assert_array_equal(batch["label"], labels[batch["id"]])
-      assert batch["mask"].all()
-  _, again, _ = _stream_epoch(tfds, epoch=3)
-  for p in range(2):
-    for a, b in zip(batches[p], again[p]):
-      np.testing.assert_array_equal(a["image"], b["image"])
-  _, other, _ = _stream_epoch(tfds, epoch=4)
-  assert not np.array_equal(other[0][0]["id"], batches[0][0]["id"])
-
-
-def test_streaming_evaluation_covers_each_example_once():
-  tfds = pytest.importorskip("tensorflow_datasets")
-  with tfds.testing.mock_data(num_examples=10):
-    stream = data.streaming("imagenet2012", "test", global_batch_size=4, seed=0, epoch=0,
-                            image_size=8, num_threads=2, process_index=0, process_count=1)
-    batches = list(stream)
-  assert len(stream) == len(batches) == 3
-  ids = np.concatenate([b["id"] for b in batches])
-  mask = np.concatenate([b["mask"] for b in batches])
-  np.testing.assert_array_equal(ids[mask], np.arange(10))
-  assert mask.sum() == 10
-
-
 def test_random_resized_box_obeys_torchvision_ranges():
   rng = np.random.default_rng(0)
   areas = []
@@ -393,14 +348,6 @@ def test_center_crop_resize_takes_the_central_square():
   # 7 / 0.875 = 8 = the shorter side: no resize, then the central 7x7.
   np.testing.assert_array_equal(streaming_lib.center_crop_resize(image, 7), image[0:7, 2:9])
   assert streaming_lib.center_crop_resize(image, 4).shape == (4, 4, 1)
-
-
-def test_streaming_rejects_bad_arguments():
-  with pytest.raises(ValueError, match="no tensorflow-datasets source"):
-    data.streaming("digits", global_batch_size=4, seed=0, epoch=0)
-  with pytest.raises(ValueError, match="global_batch_size"):
-    data.streaming("imagenet2012", global_batch_size=5, seed=0, epoch=0,
-                   process_index=0, process_count=2)
 
 
 def test_sliced_splits_follow_tensorflow_datasets_slicing():

@@ -2,14 +2,15 @@
 
 ``load(name, split)`` gives an in-memory ``ArrayDataset`` (uint8 images, int32
 labels, ids = positions); ``batch_indices`` fixes the order from (seed, epoch);
-``device_augment`` and ``normalize`` run inside the jitted step; ``streaming``
+``device_augment`` and ``normalize`` run inside the jitted step; ``open_stream``
 reads datasets too large for memory (ImageNet) through grain, in the same order.
 """
 from jaxkd.data._augment import AugmentParams, device_augment, normalize
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, from_arrays, mock
 from jaxkd.data._order import batch_indices, partner_indices
+from jaxkd.data._prepare import prepare_imagenet2012
 from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
-from jaxkd.data._streaming import StreamingDataset, streaming
+from jaxkd.data._streaming import RecordError, StreamingSplit, open_stream
 
 __all__ = [
     "ArrayDataset",
@@ -25,7 +26,9 @@ __all__ = [
     "normalize",
     "parse_split",
     "partner_indices",
+    "prepare_imagenet2012",
+    "open_stream",
+    "RecordError",
     "spec",
-    "streaming",
-    "StreamingDataset",
+    "StreamingSplit",
 ]

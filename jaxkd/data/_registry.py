@@ -20,7 +20,7 @@ class DatasetSpec(NamedTuple):
     test_split: the tfds split that plays "test" (ImageNet's is "validation").
     mean: per-channel mean in [0, 1] units, of the training split.
     std: per-channel standard deviation in [0, 1] units.
-    in_memory: whether ``load`` may hold it in memory (else ``streaming``).
+    in_memory: whether ``load`` may hold it in memory (else ``open_stream``).
   """
   tfds_name: Optional[str]
   test_split: str
@@ -54,7 +54,7 @@ _MOCK_SIZES = {"train": 256, "test": 64}
 
 
 def names() -> tuple[str, ...]:
-  """Names accepted by ``load`` (and ``streaming`` for tfds-backed ones)."""
+  """Names accepted by ``load`` (and ``open_stream`` for tfds-backed ones)."""
   return tuple(_SPECS)
 
 
@@ -122,7 +122,7 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None) -> Arr
                                labels=whole.labels[lo:hi])
   if not s.in_memory:
     raise ValueError(f"{name!r} is too large to hold in memory; read it with "
-                     "jaxkd.data.streaming(...) instead.")
+                     "jaxkd.data.open_stream(...) instead (in a run: data.in_memory=False).")
   if name == "mock":
     return mock(_MOCK_SIZES[split], seed=0, split=split)
   if name == "digits":

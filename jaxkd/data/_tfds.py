@@ -12,27 +12,36 @@ __all__ = ["open_source", "load_in_memory", "prepare_hint"]
 def prepare_hint(name: str, data_dir: Optional[str]) -> str:
   """How to prepare ``name`` for ``tfds.data_source`` (the text of the missing-data error)."""
   where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-  manual = (" ImageNet cannot be downloaded by tfds: put ILSVRC2012_img_train.tar and "
-            "ILSVRC2012_img_val.tar in DATA_DIR/downloads/manual first."
-            if name == "imagenet2012" else "")
+  if name == "imagenet2012":
+    return (f"tensorflow-datasets 'imagenet2012' is not prepared in array_record format under "
+            f"{where}. Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
+            "image-net.org into a folder M, then run `jaxkd prepare imagenet2012 --manual_dir M "
+            "--data_dir DATA_DIR` (no TensorFlow needed) and pass data_dir=DATA_DIR. Nothing is "
+            "downloaded automatically.")
   return (f"tensorflow-datasets '{name}' is not prepared in array_record format under "
-          f"{where}. Prepare it once, on a machine with internet, with `tfds build "
+          f"{where}. Prepare it once, on a machine with internet and TensorFlow (tfds needs it "
+          f"to prepare, not to read), with `tfds build "
           f"{name} --data_dir=DATA_DIR --file_format=array_record` (or in Python: "
           f"tfds.builder('{name}', data_dir=DATA_DIR, file_format='array_record')"
-          f".download_and_prepare()), then pass data_dir=DATA_DIR.{manual} "
+          f".download_and_prepare()), then pass data_dir=DATA_DIR. "
           "Nothing is downloaded automatically.")
 
 
-def open_source(name: str, split: str, data_dir: Optional[str]) -> Sequence[Any]:
+def open_source(name: str, split: str, data_dir: Optional[str], *,
+                decode_images: bool = True) -> Sequence[Any]:
   """Opens a random-access tfds data source; never downloads.
+
+  ``decode_images=False`` leaves the ``image`` feature as its encoded bytes (the streaming
+  reader decodes and crops them itself).
 
   Raises:
     DatasetNotFoundError: when the dataset is not prepared under ``data_dir``.
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   try:
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                            builder_kwargs={"file_format": "array_record"})
+                            decoders=decoders, builder_kwargs={"file_format": "array_record"})
   # A missing dataset surfaces from tfds as one of these, depending on what is
   # absent (no version folder: empty splits -> KeyError; other formats ->
   # NotImplementedError); all mean "not prepared here".
@@ -63,7 +72,7 @@ def load_in_memory(name: str, split: str, tfds_name: str, tfds_split: str,
     image = np.asarray(example["image"])
     if image.shape != first.shape:
       raise ValueError(f"'{tfds_name}' images differ in shape ({first.shape} and "
-                       f"{image.shape} at record {i}); use jaxkd.data.streaming, "
+                       f"{image.shape} at record {i}); use jaxkd.data.open_stream, "
                        "which resizes on the host.")
     images[i] = image
     labels[i] = example["label"]

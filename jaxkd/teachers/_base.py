@@ -53,7 +53,8 @@ class TeacherInputs(NamedTuple):
     outputs: the student's outputs (``logits``, ``features``, ...).
     batch: the batch dict: ``indices`` and the rows the teacher's ``host_batch`` added.
     load: ``load(indices, rng) -> inputs``: other training examples, preprocessed and
-      augmented like the batch (with ``rng``).
+      augmented like the batch (with ``rng``); None when the data is streamed (only the
+      batch's own images are on the device).
     rng: a PRNG key of the teacher's own for this step.
   """
   model: nn.Module
@@ -61,7 +62,7 @@ class TeacherInputs(NamedTuple):
   student: dict
   outputs: dict
   batch: dict
-  load: Callable[[chex.Array, chex.Array], chex.Array]
+  load: Optional[Callable[[chex.Array, chex.Array], chex.Array]]
   rng: chex.Array
 
 

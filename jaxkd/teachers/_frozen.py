@@ -78,7 +78,7 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 
 def _check_run(workdir: str, step: int, env: TeacherEnv):
   """The teacher run exists, was trained on the same data and has a checkpoint; its module."""
-  from jaxkd import data as data_lib, models  # pylint: disable=import-outside-toplevel
+  from jaxkd import models  # pylint: disable=import-outside-toplevel
   if not workdir:
     _fail("teacher.workdir", workdir, "this method needs a teacher: the workdir of a finished "
           "run")
@@ -99,9 +99,8 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
   if not (step < 0 or step in steps):
     _fail("teacher.step", step, f"allowed: -1 (latest) or one of the teacher's checkpoints "
           f"{steps}")
-  num_classes = data_lib.load(teacher["data"]["name"], split="test",
-                              data_dir=teacher["data"]["data_dir"] or None).num_classes
-  return models.get(teacher["model"]["name"], num_classes=num_classes,
+  # The same dataset as the student's (checked above), so the same classes.
+  return models.get(teacher["model"]["name"], num_classes=env.num_classes,
                     dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=env.cpu_conv)
 
 

@@ -4,6 +4,7 @@ It lives in the package so that an installed jaxkd (not only a source checkout) 
 defaults; ``configs/default.py`` re-exports it as the default config file.
 """
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -34,6 +35,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "crop_padding": 1,
       "flip": False,
       "rotation_degrees": 10.0,
+      # Streaming (datasets too large for memory: imagenet2012, or any tfds dataset with
+      # in_memory=False): records read, decoded and cropped on host threads each step.
+      # in_memory: None = the dataset's own choice (imagenet2012 streams, the rest load).
+      "in_memory": config_dict.placeholder(bool),
+      "image_size": 224,  # streamed images: RandomResizedCrop(S) + flip; eval S/0.875 -> S
+      "num_workers": 0,  # host decoding threads per process; 0 = min(16, CPU cores)
+      # Streamed records that cannot be decoded: fail naming split and record (False), or
+      # skip them, counted in the log (True).
+      "skip_corrupt": False,
   })
 
   config.train = ml_collections.ConfigDict({

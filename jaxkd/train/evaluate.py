@@ -21,7 +21,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from jaxkd import analysis
 from jaxkd import data as data_lib
@@ -109,10 +108,11 @@ def _eval_fn(trainer):
   run = trainer.run
   num_classes = run.train_data.num_classes
 
-  def evaluate(variables, consts, indices, mask):
-    x = step_lib.preprocess(None, consts["images"][indices], run.augment)
+  def evaluate(variables, consts, batch):
+    images, labels = step_lib.inputs(consts, batch)
+    x = step_lib.preprocess(None, images, run.augment)
     out, _ = teachers.apply_model(run.model, variables, x, train=False)
-    labels = consts["labels"][indices]
+    mask = batch["mask"]
     return (analysis.classification_metrics(out["logits"], labels, mask=mask),
             analysis.stability_statistics(out["logits"], labels, num_classes=num_classes,
                                           mask=mask))
@@ -154,14 +154,9 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   run = trainer.run
   variables, _ = ckpt_lib.load_variables(workdir, step=step)
   variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
-  evaluate, batch_size = _eval_fn(trainer), config.train.eval_batch_size
-  n, total = run.eval_data.num_examples, None
-  for start in range(0, n, batch_size):
-    rows = np.arange(start, start + batch_size)
-    mask = rows < n
-    out = evaluate(variables, trainer.eval_consts,
-                   trainer_lib.shard_batch(run.mesh, np.where(mask, rows, 0).astype(np.int32)),
-                   trainer_lib.shard_batch(run.mesh, mask))
+  evaluate, n, total = _eval_fn(trainer), run.eval_data.num_examples, None
+  for batch in trainer.eval_batches():
+    out = evaluate(variables, trainer.eval_consts, batch)
     total = out if total is None else jax.tree_util.tree_map(jnp.add, total, out)
   sums, stability_stats = jax.device_get(total)
   metrics = analysis.finalize_metrics(sums)

@@ -53,17 +53,10 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
                              number("JAX_PROCESS_ID"))
 
 
-def _evaluate(trainer: trainer_lib.Trainer, state, batch_size: int) -> dict:
-  run = trainer.run
-  n = run.eval_data.num_examples
+def _evaluate(trainer: trainer_lib.Trainer, state) -> dict:
   sums = None
-  for start in range(0, n, batch_size):
-    rows = np.arange(start, start + batch_size)
-    mask = rows < n
-    out = trainer.steps.eval(
-        state.params, state.batch_stats, trainer.eval_consts,
-        trainer_lib.shard_batch(run.mesh, np.where(mask, rows, 0).astype(np.int32)),
-        trainer_lib.shard_batch(run.mesh, mask))
+  for batch in trainer.eval_batches():
+    out = trainer.steps.eval(state.params, state.batch_stats, trainer.eval_consts, batch)
     sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
   return analysis.finalize_metrics(jax.device_get(sums))
 
@@ -235,8 +228,7 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
       pending = []
     if done % run.steps_per_epoch == 0 or done == run.total_steps:
       record = {"step": done, "epoch": done / run.steps_per_epoch,
-                **{f"eval/{k}": v for k, v in _evaluate(
-                    trainer, state, train_cfg.eval_batch_size).items()}}
+                **{f"eval/{k}": v for k, v in _evaluate(trainer, state).items()}}
       history.append(record)
       _keep_if_best(best, state, history)
       log.write(record)
@@ -272,6 +264,8 @@ def _train_record(pending: list[dict], done: int, run, last_log, lr: float) -> t
     values = np.asarray([m[key] for m in host], np.float64)
     record[f"train/{key}"] = float(values.sum() if key == "nonfinite" else values.mean())
   record["train/lr"] = lr
+  if run_lib.streams(run) and run.train_data.skip_corrupt:
+    record["data/skipped_records"] = len(run.train_data.skipped)
   now = time.time()
   record["images_per_sec"] = (done - last_log[0]) * run.config.train.batch_size / max(
       now - last_log[1], 1e-9)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import jax
@@ -23,7 +24,7 @@ from jaxkd import teachers
 from jaxkd.train import defaults
 
 __all__ = ["AugmentConfig", "ConfigError", "DTYPES", "Run", "augment_config", "build_run",
-           "derived_hparams", "make_mesh", "make_optimizer", "make_schedule"]
+           "derived_hparams", "make_mesh", "make_optimizer", "make_schedule", "streams"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # The longest warm-up, as a fraction of the run's steps (`make_schedule`).
@@ -223,6 +224,42 @@ def _check_best_split(config) -> None:
            "and data.train_split='train[:90%]' (or train.keep_best=False)")
 
 
+def streams(run: "Run") -> bool:
+  """Whether ``run`` reads its data record by record (`jaxkd.data.StreamingSplit`)."""
+  return isinstance(run.train_data, data_lib.StreamingSplit)
+
+
+def _datasets(data: ml_collections.ConfigDict) -> tuple[Any, Any]:
+  """The train and eval splits: in memory, or streamed (`data.in_memory`)."""
+  spec = data_lib.spec(data.name)
+  in_memory = spec.in_memory if data.in_memory is None else data.in_memory
+  _require(isinstance(in_memory, bool), "data.in_memory", data.in_memory,
+           "allowed: True, False or None (the dataset's own choice)")
+  _require(in_memory or spec.tfds_name is not None, "data.in_memory", data.in_memory,
+           f"dataset {data.name!r} has no tensorflow-datasets source to stream from; "
+           "allowed: True or None")
+  _require(not in_memory or spec.in_memory, "data.in_memory", data.in_memory,
+           f"dataset {data.name!r} is too large to hold in memory; allowed: False or None")
+  data_dir = data.data_dir or None
+  if in_memory:
+    _require(data.image_size == 224, "data.image_size", data.image_size,
+             "applies to streamed data only (data.in_memory=False); in-memory datasets keep "
+             "their own image size, so leave it at 224")
+    return (data_lib.load(data.name, split=data.train_split, data_dir=data_dir),
+            data_lib.load(data.name, split=data.eval_split, data_dir=data_dir))
+  _require(isinstance(data.image_size, int) and data.image_size >= 8, "data.image_size",
+           data.image_size, "must be an int >= 8")
+  _require(isinstance(data.num_workers, int) and data.num_workers >= 0, "data.num_workers",
+           data.num_workers, "must be an int >= 0 (0: min(16, CPU cores))")
+  _require(isinstance(data.skip_corrupt, bool), "data.skip_corrupt", data.skip_corrupt,
+           "must be True or False")
+  threads = data.num_workers or min(16, os.cpu_count() or 1)
+  open_split = lambda split: data_lib.open_stream(
+      data.name, split, data_dir=data_dir, image_size=data.image_size, num_threads=threads,
+      skip_corrupt=data.skip_corrupt)
+  return open_split(data.train_split), open_split(data.eval_split)
+
+
 def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
               teacher: Any = None) -> Run:
   """Validates ``config`` and loads data, model, objective, teacher and mesh (no compilation).
@@ -248,18 +285,16 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   _require(isinstance(batch, int) and batch > 0 and batch % mesh.size == 0, "train.batch_size",
            batch, f"must be a positive multiple of the {mesh.size} devices of the mesh")
   if datasets is None:
-    data_dir = config.data.data_dir or None
     for key in ("train_split", "eval_split"):
       try:
         data_lib.parse_split(config.data[key])
       except ValueError as err:
         raise ConfigError(f"config.data.{key}: {err}") from None
     _check_best_split(config)
-    train_data = data_lib.load(config.data.name, split=config.data.train_split,
-                               data_dir=data_dir)
-    eval_data = data_lib.load(config.data.name, split=config.data.eval_split,
-                              data_dir=data_dir)
+    train_data, eval_data = _datasets(config.data)
   else:
+    _require(config.data.in_memory is not False, "data.in_memory", config.data.in_memory,
+             "must not be False when the datasets are given in memory")
     train_data, eval_data = datasets
   _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
            f"test images {eval_data.image_shape} differ from train images "
@@ -277,6 +312,11 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   if teacher is None:
     teacher = _bind_teacher(objective, config, train_data.num_classes)
+  _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
+           or teacher.host_batch is None, "method.name", config.method.name,
+           f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "
+           "rows), which streamed data (data.in_memory=False) does not hold on the device; "
+           "allowed with streaming: every method without partner rows")
   return Run(config=config, train_data=train_data, eval_data=eval_data, model=model,
              objective=objective, teacher=teacher, augment=augment_config(config, train_data),
              steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh)

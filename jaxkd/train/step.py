@@ -24,7 +24,7 @@ from jaxkd import teachers
 from jaxkd.train import state as state_lib
 from jaxkd.train.run import AugmentConfig
 
-__all__ = ["StepFns", "make_steps", "preprocess"]
+__all__ = ["StepFns", "inputs", "make_steps", "preprocess"]
 
 
 def preprocess(rng: jax.Array | None, images: jax.Array, aug: AugmentConfig) -> jax.Array:
@@ -40,14 +40,24 @@ def preprocess(rng: jax.Array | None, images: jax.Array, aug: AugmentConfig) -> 
   return data_lib.normalize(x, aug.mean, aug.std, max_value=1.0)
 
 
+def inputs(consts: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
+  """A batch's uint8 images and labels: carried by the batch (streamed data), or gathered from
+  the split held on the device by the batch's example ``indices``."""
+  if "images" in batch:
+    return batch["images"], batch["labels"]
+  return consts["images"][batch["indices"]], consts["labels"][batch["indices"]]
+
+
 @dataclasses.dataclass(frozen=True)
 class StepFns:
   """The two jitted programs of a run, and the plain train step they compile.
 
   ``train(state, consts, batch) -> (state, metrics)``: ``consts`` holds ``images``,
-  ``labels`` (the training split) and ``teacher`` (the teacher's constants, or None);
-  ``batch`` holds ``indices`` and the rows the teacher's ``host_batch`` adds.
-  ``eval(params, batch_stats, consts, indices, mask) -> sums`` over an evaluation split.
+  ``labels`` (the training split, when held in memory) and ``teacher`` (the teacher's
+  constants, or None); ``batch`` holds ``indices`` (example ids), the rows the teacher's
+  ``host_batch`` adds and, for streamed data, the batch's own ``images`` and ``labels``.
+  ``eval(params, batch_stats, consts, batch) -> sums`` over one batch of an evaluation split
+  (`Trainer.eval_batches`: ``indices`` or ``images`` and ``labels``, and ``mask``).
   ``train_fn`` is the train step before `jax.jit`, for composing it under other transforms
   (``jax.vmap`` over stacked states packs several seeds into one program).
   """
@@ -82,9 +92,11 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     rng = jax.random.fold_in(state.rng, state.step)
     aug_rng, teacher_rng, dropout_rng = jax.random.split(rng, 3)
     indices = batch["indices"]
-    x = preprocess(aug_rng, consts["images"][indices], aug)
-    labels = consts["labels"][indices]
-    load = lambda rows, key: preprocess(key, consts["images"][rows], aug)
+    images, labels = inputs(consts, batch)
+    x = preprocess(aug_rng, images, aug)
+    load = None
+    if "images" in consts:
+      load = lambda rows, key: preprocess(key, consts["images"][rows], aug)
 
     def loss_fn(tr):
       out, batch_stats = teachers.apply_model(
@@ -127,11 +139,11 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     metrics = {**metrics, "grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32)}
     return new_state, metrics
 
-  def eval_step(params, batch_stats, consts, indices, mask):
-    x = preprocess(None, consts["images"][indices], aug)
-    out, _ = teachers.apply_model(model, {"params": params, "batch_stats": batch_stats}, x,
-                                  train=False)
-    return analysis.classification_metrics(out["logits"], consts["labels"][indices], mask=mask)
+  def eval_step(params, batch_stats, consts, batch):
+    images, labels = inputs(consts, batch)
+    out, _ = teachers.apply_model(model, {"params": params, "batch_stats": batch_stats},
+                                  preprocess(None, images, aug), train=False)
+    return analysis.classification_metrics(out["logits"], labels, mask=batch["mask"])
 
   return StepFns(
       train=jax.jit(train_step, donate_argnums=0,

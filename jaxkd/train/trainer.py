@@ -26,7 +26,7 @@ from jaxkd.train import run as run_lib
 from jaxkd.train import state as state_lib
 from jaxkd.train import step as step_lib
 
-__all__ = ["Batches", "Trainer", "build", "example_rows", "init_state", "replicate",
+__all__ = ["Batches", "StreamBatches", "Trainer", "build", "example_rows", "init_state", "replicate",
            "shard_batch", "state_sharding"]
 
 
@@ -56,7 +56,8 @@ def example_rows(run: run_lib.Run) -> int:
 def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed: int):
   """``(init, sizes)``: the function building the initial state, and the sizes it passes."""
   init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-  sample = step_lib.preprocess(None, jnp.asarray(run.train_data.images[:1]), run.augment)
+  sample = step_lib.preprocess(None, jnp.zeros((1,) + run.train_data.image_shape, jnp.uint8),
+                               run.augment)
   feature_dim = jax.eval_shape(
       lambda: run.model.apply(run.model.init(init_key, sample), sample))["features"].shape[-1]
   sizes = dict(num_classes=run.train_data.num_classes, feature_dim=feature_dim)
@@ -137,6 +138,47 @@ class Batches:
     return {k: shard_batch(self.run.mesh, v) for k, v in self.host(step).items()}
 
 
+def _from_process_local(mesh: jax.sharding.Mesh, local: dict) -> dict:
+  """This process's rows of a global batch (`StreamingSplit.batches`) as global arrays
+  sharded over ``data``: ``images``, ``labels``, ``indices`` (example ids) and ``mask``."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  names = {"image": "images", "label": "labels", "id": "indices", "mask": "mask"}
+  return {name: jax.make_array_from_process_local_data(
+      sharding, local[key], (local[key].shape[0] * jax.process_count(),) + local[key].shape[1:])
+          for key, name in names.items()}
+
+
+class StreamBatches:
+  """The batches of a streamed run (`jaxkd.data.StreamingSplit`), read on host threads.
+
+  ``get(step)`` gives the global batch of ``step`` as arrays sharded over the mesh, each
+  process reading only its rows: ``images`` (decoded and cropped), ``labels``, ``indices``
+  (example ids, for per-example method state) and ``mask``. The order and the crops are a pure
+  function of (seed, epoch, id), so a run resumed at any step reads the batches an
+  uninterrupted run reads. Consecutive steps come from one prefetching reader per epoch; any
+  other step restarts the reader there.
+  """
+
+  def __init__(self, run: run_lib.Run, *, seed: Optional[int] = None):
+    self.run = run
+    self.seed = run.config.seed if seed is None else seed
+    self._next, self._reader = None, None
+
+  def get(self, step: int) -> dict:
+    epoch, i = divmod(step, self.run.steps_per_epoch)
+    if step != self._next:
+      self._reader = self.run.train_data.batches(
+          global_batch_size=self.run.config.train.batch_size, train=True, seed=self.seed,
+          epoch=epoch, start_step=i)
+    local = next(self._reader)
+    self._next = step + 1
+    if self._next % self.run.steps_per_epoch == 0:
+      self._next = None  # the next epoch starts a new reader
+    batch = _from_process_local(self.run.mesh, local)
+    del batch["mask"]  # every training row is real
+    return batch
+
+
 @dataclasses.dataclass(frozen=True)
 class Trainer:
   """A run assembled from a config: what the loop, the benchmarks and the tests share.
@@ -145,9 +187,11 @@ class Trainer:
     run: the resolved config (`jaxkd.train.Run`: data, model, objective, teacher, mesh).
     optimizer: the optax transformation over `jaxkd.train.trainable`.
     steps: the jitted train and eval steps (`StepFns`).
-    consts: the training step's constants on the mesh: ``images``, ``labels`` and
-      ``teacher`` (the teacher's constants, or None).
-    eval_consts: the evaluation split's ``images`` and ``labels`` on the mesh.
+    consts: the training step's constants on the mesh: ``images``, ``labels`` (in-memory
+      data only; streamed batches carry their images) and ``teacher`` (the teacher's
+      constants, or None).
+    eval_consts: the evaluation split's ``images`` and ``labels`` on the mesh (empty when
+      streamed).
     schedule: the optimizer's learning rate as a function of the step (`make_schedule`); the
       update that makes the step count ``t + 1`` runs at ``schedule(t)``. None when unknown.
     state_sharding: the train state's shardings (`state_sharding`), computed once here and
@@ -165,9 +209,28 @@ class Trainer:
     """The initial train state (``seed``: the config's when None)."""
     return init_state(self.run, self.optimizer, seed=seed, sharding=self.state_sharding)
 
-  def batches(self, seed: Optional[int] = None) -> Batches:
+  def batches(self, seed: Optional[int] = None) -> Batches | StreamBatches:
     """The run's batches (``seed``: the config's when None)."""
+    if run_lib.streams(self.run):
+      return StreamBatches(self.run, seed=seed)
     return Batches(self.run, seed=seed)
+
+  def eval_batches(self, batch_size: Optional[int] = None):
+    """The evaluation split in order, as batch dicts for ``steps.eval``: every example once,
+    the last batch padded and masked (``mask`` False on the padding). ``batch_size``: the
+    config's ``train.eval_batch_size`` when None."""
+    run = self.run
+    batch_size = batch_size or run.config.train.eval_batch_size
+    if run_lib.streams(run):
+      for local in run.eval_data.batches(global_batch_size=batch_size, train=False):
+        yield _from_process_local(run.mesh, local)
+      return
+    n = run.eval_data.num_examples
+    for start in range(0, n, batch_size):
+      rows = np.arange(start, start + batch_size)
+      mask = rows < n
+      yield {"indices": shard_batch(run.mesh, np.where(mask, rows, 0).astype(np.int32)),
+             "mask": shard_batch(run.mesh, mask)}
 
 
 def _on_mesh(mesh, dataset) -> dict:
@@ -206,7 +269,9 @@ def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
   teacher_consts = None
   if run.teacher is not None and run.teacher.consts is not None:
     teacher_consts = jax.tree_util.tree_map(lambda x: replicate(run.mesh, x), run.teacher.consts)
-  if share_data_with is not None:
+  if run_lib.streams(run):
+    train, evaluation = {}, {}  # the batches carry their images
+  elif share_data_with is not None:
     train = {k: share_data_with.consts[k] for k in ("images", "labels")}
     evaluation = share_data_with.eval_consts
   else:
