@@ -4,8 +4,9 @@ Names follow the configs of the papers' code: the Tf-KD zoo
 (yuanli2333/Teacher-free-Knowledge-Distillation, ``main.py``), RepDistiller's
 ``models/__init__.py`` ``model_dict`` (``vgg8``/``vgg13`` are its BatchNorm
 variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
-``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``. torchvision's ImageNet networks are
-``<torchvision name>_imagenet`` (``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...).
+``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``.
+torchvision's ImageNet networks are ``<torchvision name>_imagenet``
+(``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...).
 """
 from typing import Any, Callable
 

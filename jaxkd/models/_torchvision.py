@@ -17,6 +17,7 @@ naming the file, the network and the first offending keys.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 from typing import Any, Mapping, Optional, Union
@@ -91,11 +92,7 @@ def read_state_dict(path: str) -> dict:
     except ImportError as err:
       raise ImportError(f"reading {path!r} needs the safetensors package: "
                         "pip install 'jaxkd[torch]'") from err
-    try:
-      import torch  # pylint: disable=import-outside-toplevel,unused-import
-      framework = "pt"
-    except ImportError:
-      framework = "np"
+    framework = "pt" if importlib.util.find_spec("torch") is not None else "np"
     try:
       with safetensors.safe_open(path, framework=framework) as f:
         return _check_flat({key: f.get_tensor(key) for key in f.keys()}, repr(path))
