@@ -27,6 +27,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorboard>=2.15"],  # its event reader
+        # torchvision's ImageNet weights as teachers (jaxkd.models.from_torchvision) and the
+        # tests that compare the *_imagenet zoo with torchvision's own models.
+        "torch": ["torch>=2.0", "torchvision>=0.15", "safetensors>=0.4"],
     },
     entry_points={"console_scripts": ["jaxkd=jaxkd.cli:main"]},
 )

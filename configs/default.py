@@ -16,7 +16,8 @@ Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <
   train.num_steps (wins when set), train.optimizer.*, train.checkpoint_every_steps,
   train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite, train.keep_best,
   train.extend; teacher.workdir,
-  teacher.step, teacher.train_mode; mesh.data; distributed.
+  teacher.step, teacher.train_mode, teacher.torchvision_checkpoint, teacher.torchvision_model;
+  mesh.data; distributed.
 """
 from jaxkd.train.defaults import get_config  # defined in the package, so installs have it
 

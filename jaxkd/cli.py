@@ -121,8 +121,10 @@ def methods_table() -> str:
       "",
       "[code]: matches the authors' official code; [abs]: only the abstract is public, so the",
       "  method is reconstructed.",
-      "teacher: model = a finished run (--config.teacher.workdir); replay = the student's own",
-      "  earlier weights (MrKD); partner = another example of the same class in the batch.",
+      "teacher: model = a finished run (--config.teacher.workdir) or torchvision's weights",
+      "  (--config.teacher.torchvision_checkpoint=FILE --config.teacher.torchvision_model=NAME);",
+      "  replay = the student's own earlier weights (MrKD); partner = another example of the",
+      "  same class in the batch.",
       "<run>: filled in from the data and the schedule of the run.",
       "Choose with --config.method.name=NAME, set with --config.method.HPARAM=VALUE."])
 

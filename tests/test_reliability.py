@@ -96,6 +96,14 @@ BAD_INPUTS = [
      ["train.learning_rate='0.1'", "did you mean train.optimizer.learning_rate?"]),
     (["--config.data.name=cifar10", "--config.data.data_dir=/tmp/jaxkd-no-data"],
      ["cifar10", "/tmp/jaxkd-no-data", "tfds build"]),
+    ([KD, "--config.teacher.torchvision_checkpoint=resnet50.bin",
+      "--config.teacher.torchvision_model=resnet50_imagenet"],
+     ["teacher.torchvision_checkpoint='resnet50.bin'", "ending in .pth, .pt, .safetensors"]),
+    ([KD, "--config.teacher.torchvision_checkpoint=/tmp/jaxkd-no-such-file.pth",
+      "--config.teacher.torchvision_model=resnet50_imagenet"],
+     ["teacher.torchvision_checkpoint='/tmp/jaxkd-no-such-file.pth'", "no such file"]),
+    ([KD, "--config.teacher.torchvision_model=resnet50_imagenet"],
+     ["teacher.torchvision_model='resnet50_imagenet'", "needs teacher.torchvision_checkpoint"]),
 ]
 
 

@@ -77,6 +77,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "workdir": "",  # a finished jaxkd run; needed by kd and tfkd_self
       "step": -1,  # which checkpoint of it; -1 = latest
       "train_mode": False,
+      # Or torchvision's weights of an ImageNet network instead of a jaxkd run: a state_dict
+      # file (.pth, .pt or .safetensors) and its network, one of
+      # jaxkd.models.torchvision_names() (e.g. "resnet50_imagenet"); 1000 classes, so the
+      # student's data must be ImageNet's.
+      "torchvision_checkpoint": "",
+      "torchvision_model": "",
   })
 
   config.mesh = ml_collections.ConfigDict({"data": -1})  # -1 = every device
