@@ -87,6 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict({"data": -1})  # -1 = every device
   config.distributed = False  # jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)
+  # Several processes: one that waits this long for a step while a peer is silent (it died)
+  # exits with a message and status 75 instead of hanging; JAX's own heartbeat check, later.
+  config.distributed_timeout_s = 60
 
   if arg == "smoke":
     config.train.num_steps = 4

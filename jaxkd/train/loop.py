@@ -12,6 +12,7 @@ TensorBoard events, the console); SIGINT and SIGTERM stop after a checkpoint
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from jaxkd.train import logs
 from jaxkd.train import run as run_lib
 from jaxkd.train import signals
 from jaxkd.train import trainer as trainer_lib
+from jaxkd.train import watchdog
 from jaxkd.train import workdir as workdir_lib
 
 __all__ = ["NonFiniteError", "maybe_initialize_distributed", "train_and_evaluate"]
@@ -49,16 +51,23 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
     return
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   number = lambda key: int(env[key]) if env.get(key) else None
+  timeout = config.distributed_timeout_s
+  if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    raise run_lib.ConfigError(f"config.distributed_timeout_s={timeout!r}: must be a number of "
+                              "seconds > 0")
+  # JAX aborts a process whose peer's heartbeats stop after this; our watchdog speaks first.
   jax.distributed.initialize(env.get("JAX_COORDINATOR_ADDRESS"), number("JAX_NUM_PROCESSES"),
-                             number("JAX_PROCESS_ID"))
+                             number("JAX_PROCESS_ID"),
+                             heartbeat_timeout_seconds=int(timeout) + 60)
 
 
-def _evaluate(trainer: trainer_lib.Trainer, state) -> dict:
+def _evaluate(trainer: trainer_lib.Trainer, state, waiting) -> dict:
   sums = None
   for batch in trainer.eval_batches():
     out = trainer.steps.eval(state.params, state.batch_stats, trainer.eval_consts, batch)
     sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-  return analysis.finalize_metrics(jax.device_get(sums))
+  with waiting():
+    return analysis.finalize_metrics(jax.device_get(sums))
 
 
 def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
@@ -165,11 +174,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log = logs.MetricsLog(workdir, start)
   best = (ckpt_lib.CheckpointStore(workdir, max_to_keep=1, name=ckpt_lib.BEST)
           if config.train.keep_best else None)
+  guard = _watchdog(config, store, workdir)
   try:
     with signals.StopRequests() as stop:
       state, meta = _train(trainer, state, meta, store=store, best=best, log=log,
-                           console=console, stop=stop, workdir=workdir)
+                           console=console, stop=stop, workdir=workdir,
+                           waiting=guard.waiting if guard else contextlib.nullcontext)
   finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
+    if guard is not None:
+      guard.close()
     console.close()
     log.close()
     store.close()
@@ -178,6 +191,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = _summary(run, state, meta, info)
   logs.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
+
+
+def _watchdog(config, store: ckpt_lib.CheckpointStore, workdir: str):
+  """A `watchdog.Watchdog` for a run of several processes (a peer may die), else None."""
+  if jax.process_count() == 1:
+    return None
+
+  def describe() -> str:
+    steps = store.steps()
+    where = (f"the newest checkpoint is step {steps[-1]} in {workdir}" if steps else
+             f"no checkpoint in {workdir} yet")
+    return (f"process {jax.process_index()} of {jax.process_count()} waited "
+            f"{config.distributed_timeout_s} s for a step the other processes never finished: "
+            f"one of them has stopped (killed, preempted or out of memory; see its log). "
+            f"Exiting; {where}: run the same command on every process to resume.")
+
+  return watchdog.Watchdog(float(config.distributed_timeout_s), describe)
 
 
 def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> dict:
@@ -193,8 +223,10 @@ def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> 
 
 def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.CheckpointStore,
            best: ckpt_lib.CheckpointStore | None, log: logs.MetricsLog,
-           console: logs.Console, stop: signals.StopRequests, workdir: str):
-  """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint."""
+           console: logs.Console, stop: signals.StopRequests, workdir: str, waiting):
+  """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint.
+
+  ``waiting()`` brackets every wait on the other processes (the watchdog's arming)."""
   run, train_cfg = trainer.run, trainer.run.config.train
   batches = trainer.batches()
   history, active = meta["history"], meta.get("teacher_active_steps")
@@ -209,12 +241,14 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
     # step t, and waits only for step t-1. An unbounded queue of sharded steps times out
     # in XLA:CPU's collectives.
     if pending:
-      pending[-1]["loss"].block_until_ready()
+      with waiting():
+        pending[-1]["loss"].block_until_ready()
     pending.append(metrics)
     done = step + 1
     console.step()
     save = done % train_cfg.checkpoint_every_steps == 0 or done == run.total_steps
-    signum = stop.requested(sync=save or done % train_cfg.log_every_steps == 0)
+    with waiting():
+      signum = stop.requested(sync=save or done % train_cfg.log_every_steps == 0)
     save = save or signum is not None
     # Logging checks finiteness, so it runs before every save: no checkpoint holds NaNs.
     if save or done % train_cfg.log_every_steps == 0:
@@ -228,7 +262,7 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
       pending = []
     if done % run.steps_per_epoch == 0 or done == run.total_steps:
       record = {"step": done, "epoch": done / run.steps_per_epoch,
-                **{f"eval/{k}": v for k, v in _evaluate(trainer, state).items()}}
+                **{f"eval/{k}": v for k, v in _evaluate(trainer, state, waiting).items()}}
       history.append(record)
       _keep_if_best(best, state, history)
       log.write(record)

@@ -25,7 +25,8 @@ __all__ = ["OPERATIONAL", "check_config", "diff_keys"]
 # (A different eval_batch_size sums the evaluation in another order: NLL and ECE may move in
 # the last float bits, top-1 not.)
 OPERATIONAL = ("train.checkpoint_every_steps", "train.eval_batch_size", "train.extend",
-               "train.keep_checkpoints", "train.log_every_steps")
+               "train.keep_checkpoints", "train.log_every_steps", "data.num_workers",
+               "data.data_dir", "distributed_timeout_s")
 _LENGTH = ("train.num_epochs", "train.num_steps")
 
 
