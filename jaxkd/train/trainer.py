@@ -37,13 +37,18 @@ def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def shard_batch(mesh: jax.sharding.Mesh, rows: np.ndarray) -> jax.Array:
-  """The global batch ``rows`` sharded over ``data``; each process feeds only its own slice."""
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  per_process = rows.shape[0] // jax.process_count()
+def shard_batch(mesh: jax.sharding.Mesh, rows: np.ndarray, *, axis: int = 0) -> jax.Array:
+  """The global batch ``rows`` sharded over ``data``; each process feeds only its own slice.
+
+  ``axis``: the batch axis; the axes before it (K stacked steps, S packed seeds) are whole on
+  every device.
+  """
+  sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(*(None,) * axis, "data"))
+  per_process = rows.shape[axis] // jax.process_count()
   start = jax.process_index() * per_process
-  return jax.make_array_from_process_local_data(
-      sharding, rows[start:start + per_process], rows.shape)
+  local = np.take(rows, np.arange(start, start + per_process), axis=axis)
+  return jax.make_array_from_process_local_data(sharding, local, rows.shape)
 
 
 def example_rows(run: run_lib.Run) -> int:
@@ -111,7 +116,9 @@ class Batches:
   """The batches of a run: a pure function of (seed, epoch), so a resumed run sees the same.
 
   ``host(step)`` gives the host rows (``indices`` and the teacher's ``host_batch`` rows);
-  ``get(step)`` the same sharded over the mesh, ready for ``StepFns.train``.
+  ``get(step)`` the same sharded over the mesh, ready for ``StepFns.train``;
+  ``get_many(step, k)`` those of steps ``step .. step + k - 1`` stacked, ``[k, B, ...]``, ready
+  for ``StepFns.train_many``.
   """
 
   def __init__(self, run: run_lib.Run, *, seed: Optional[int] = None):
@@ -135,6 +142,11 @@ class Batches:
 
   def get(self, step: int) -> dict:
     return {k: shard_batch(self.run.mesh, v) for k, v in self.host(step).items()}
+
+  def get_many(self, step: int, k: int) -> dict:
+    rows = [self.host(s) for s in range(step, step + k)]
+    return {key: shard_batch(self.run.mesh, np.stack([r[key] for r in rows]), axis=1)
+            for key in rows[0]}
 
 
 @dataclasses.dataclass(frozen=True)
