@@ -162,7 +162,7 @@ def _dispatches(config, steps_per_epoch, total_steps):
   return lengths
 
 
-def test_steps_per_dispatch_logs_every_step_and_resumes_like_single_steps(tmp_path, capsys):
+def test_steps_per_dispatch_logs_every_step_and_resumes_like_single_steps(tmp_path):
   """``train.steps_per_dispatch=3``: one record per step in metrics.jsonl, the records and the
   parameters of single steps, and the same after a resume from the middle checkpoint."""
   config = defaults.get_config("smoke")
@@ -194,7 +194,3 @@ def test_steps_per_dispatch_logs_every_step_and_resumes_like_single_steps(tmp_pa
   (tmp_path / "k3" / "summary.json").unlink()
   assert run(tmp_path / "k3", 3) == dispatched
   _assert_trees_equal(_params(tmp_path / "k3")[0], final)
-  capsys.readouterr()
-  assert cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"),
-                   "--config.train.steps_per_dispatch=0"]) == 2
-  assert "config.train.steps_per_dispatch=0: must be an int >= 1" in capsys.readouterr().err
