@@ -84,6 +84,8 @@ BAD_INPUTS = [
     (["--config.train.optimizer.warmup_epochs=-1.0"],
      ["train.optimizer.warmup_epochs=-1.0", "must be >= 0"]),
     (["--config.train.checkpoint_every_steps=0"], ["train.checkpoint_every_steps=0", ">= 1"]),
+    (["--config.train.steps_per_dispatch=0"], ["train.steps_per_dispatch=0", "an int >= 1"]),
+    (["--config.train.steps_per_dispatch=2.5"], ["train.steps_per_dispatch", "'2.5'", "type int"]),
     (["--config.seed=-1"], ["seed=-1", "int >= 0"]),
     (["--config.data.rotation_degrees=500.0"], ["data.rotation_degrees=500.0", "[0, 180]"]),
     (["--config.data.crop_padding=-1"], ["data.crop_padding=-1", "int >= 0"]),

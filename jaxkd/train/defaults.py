@@ -66,6 +66,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "keep_checkpoints": 2,
       "log_every_steps": 50,
       "skip_nonfinite": False,
+      # Training steps per dispatch from Python: K > 1 runs K steps as one lax.scan program
+      # (the same batches, metrics and logs), for steps so short that dispatching each from
+      # Python dominates (small nets on an accelerator). Evaluations, checkpoints and the end
+      # of the run split the steps; a rest shorter than K runs as single steps.
+      "steps_per_dispatch": 1,
       # Keep the state of the best evaluation (top-1) in checkpoints_best/, beside the latest
       # keep_checkpoints; it selects on data.eval_split, which must then be carved from train.
       "keep_best": False,

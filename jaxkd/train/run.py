@@ -198,10 +198,12 @@ def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None 
 
 def _check_train(config, mesh) -> None:
   train = config.train
-  positive = ("num_epochs", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps")
+  positive = ("num_epochs", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps",
+              "steps_per_dispatch")
   for key in positive:
     value = train[key]
-    _require(isinstance(value, int) and value >= 1, f"train.{key}", value, "must be an int >= 1")
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+             f"train.{key}", value, "must be an int >= 1")
   _require(isinstance(train.eval_batch_size, int) and train.eval_batch_size > 0 and
            train.eval_batch_size % mesh.size == 0, "train.eval_batch_size", train.eval_batch_size,
            f"must be a positive multiple of the {mesh.size} devices of the mesh")
