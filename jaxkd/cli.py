@@ -25,7 +25,8 @@ __all__ = ["main", "methods_table"]
 # Further commands live in their own modules, each with `add_arguments(parser)`, a `HELP`
 # line and `main(args) -> int`; only the module of the command being run is imported.
 _COMMANDS = {"eval": "jaxkd.train.evaluate", "compare": "jaxkd.reporting.compare",
-             "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench"}
+             "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench",
+             "bench-pipeline": "jaxkd.bench._pipeline"}
 
 _OVERRIDES = """\
 overrides:
