@@ -103,6 +103,8 @@ def test_bad_peak_is_rejected(capsys):
   assert "--peak-tflops=-3.0: must be > 0" in capsys.readouterr().err
 
 
+# Earlier tests start JAX's threads; the forked workers only decode with Pillow, never JAX.
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_pipeline_bench_smoke(tmp_path):
   """``jaxkd bench-pipeline``: every case and worker kind runs; the JSON has rates and ratios."""
   out = tmp_path / "pipeline.json"
