@@ -189,3 +189,20 @@ def test_corrupt_bytes_raise_decode_error():
   with pytest.raises(data.DecodeError, match="cannot read the image header"):
     _decode.image_size(b"not an image")
   assert math.isfinite(_decode.train_view(good, 64, np.random.default_rng(0)).mean())
+
+
+def test_one_channel_for_grayscale_datasets():
+  gray = _smooth(60, 80)[..., 0]
+  for encoded in (_encode(gray, "PNG"), _encode(gray, quality=95),
+                  _encode(np.stack([gray] * 3, -1), quality=95)):
+    train = _decode.train_view(encoded, 32, np.random.default_rng(0), channels=1)
+    evaluated = _decode.eval_view(encoded, 32, channels=1)
+    assert train.shape == evaluated.shape == (32, 32, 1) and train.dtype == np.uint8
+    assert _decode.decode(encoded, channels=1).shape == (60, 80, 1)
+  # A grayscale PNG: exactly the RGB view's first channel.
+  png = _encode(gray, "PNG")
+  np.testing.assert_array_equal(
+      _decode.train_view(png, 32, np.random.default_rng(5), channels=1)[..., 0],
+      _decode.train_view(png, 32, np.random.default_rng(5))[..., 0])
+  with pytest.raises(ValueError, match="channels"):
+    _decode.eval_view(png, 32, channels=4)

@@ -9,6 +9,8 @@ Pure functions from the encoded image (JPEG, PNG or any format Pillow reads) to 
   * `eval_view`: shorter side to ``round(S / 0.875)`` (256 for 224), then the
     central ``S`` square (torchvision's ``Resize`` + ``CenterCrop``).
 
+``channels=1`` gives ``uint8 [S, S, 1]`` grayscale instead (MNIST-like datasets).
+
 Both resize with Pillow's antialiased bilinear filter, as torchvision's PIL path
 does. A JPEG that will be shrunk by 2x or more is decoded at 1/2, 1/4 or 1/8 of
 its size by libjpeg's DCT scaling (``Image.draft``): the largest reduction that
@@ -100,19 +102,28 @@ def image_size(encoded: bytes) -> tuple[int, int]:
   return height, width
 
 
-def _rgb(image: Image.Image) -> Image.Image:
-  return image if image.mode == "RGB" else image.convert("RGB")
+def _check_channels(channels: int) -> None:
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB); got {channels!r}.")
 
 
-def decode(encoded: bytes) -> np.ndarray:
-  """The full image as ``uint8 [H, W, 3]`` RGB.
+def _array(image: Image.Image, channels: int) -> np.ndarray:
+  """``uint8 [H, W, channels]``; L -> RGB after any resize: the same pixels, a third the work."""
+  if channels == 1:
+    return np.array(image if image.mode == "L" else image.convert("L"))[..., None]
+  return np.array(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def decode(encoded: bytes, *, channels: int = 3) -> np.ndarray:
+  """The full image as ``uint8 [H, W, channels]`` (RGB, or grayscale for 1).
 
   Raises:
     DecodeError: corrupt, truncated or unreadable bytes.
   """
+  _check_channels(channels)
   image = _open(encoded)
   _load(image, encoded)
-  return np.array(_rgb(image))
+  return _array(image, channels)
 
 
 def reduction(box_height: float, box_width: float, size: int) -> int:
@@ -134,23 +145,20 @@ def _draft(image: Image.Image, factor: int) -> float:
 
 
 def _resize(image: Image.Image, encoded: bytes, box: tuple[float, float, float, float],
-            size: int) -> Image.Image:
+            size: int, channels: int) -> Image.Image:
   """Decodes ``image`` and resizes its ``box`` (left, top, right, bottom) to size x size."""
   _load(image, encoded)
-  if image.mode not in ("RGB", "L"):  # CMYK, P, RGBA, ...: colours before resampling
-    image = _rgb(image)
+  if image.mode != "L" and (channels == 1 or image.mode != "RGB"):
+    # CMYK, P, RGBA, ...: colours before resampling (and gray before, for channels=1).
+    image = image.convert("L" if channels == 1 else "RGB")
   try:
     return image.resize((size, size), Image.Resampling.BILINEAR, box=box)
   except _PIL_ERRORS as err:  # a mode Pillow cannot resample
     raise DecodeError(f"cannot resize the {image.mode} image: {err}") from err
 
 
-def _array(image: Image.Image) -> np.ndarray:
-  return np.array(_rgb(image))  # L -> RGB after the resize: the same pixels, a third the work
-
-
 def train_view(encoded: bytes, size: int, rng: np.random.Generator, *,
-               draft: bool = True) -> np.ndarray:
+               draft: bool = True, channels: int = 3) -> np.ndarray:
   """torchvision's ``RandomResizedCrop(size)`` and ``RandomHorizontalFlip()`` of an image.
 
   The box is drawn (`random_resized_box`) on the full image's size from the
@@ -166,13 +174,16 @@ def train_view(encoded: bytes, size: int, rng: np.random.Generator, *,
     size: side S of the output.
     rng: the random stream of this example.
     draft: allow JPEG DCT reduction (False: always decode the full image).
+    channels: 3 for RGB, 1 for grayscale.
 
   Returns:
-    ``uint8 [size, size, 3]`` RGB.
+    ``uint8 [size, size, channels]``.
 
   Raises:
     DecodeError: corrupt, truncated or unreadable bytes.
+    ValueError: ``channels`` not 1 or 3.
   """
+  _check_channels(channels)
   image = _open(encoded)
   width, height = image.size
   top, left, h, w = random_resized_box(rng, height, width)
@@ -182,13 +193,14 @@ def train_view(encoded: bytes, size: int, rng: np.random.Generator, *,
     # torchvision crops first, so the filter stops at the box's edges: the same here.
     _load(image, encoded)
     image = image.crop((left, top, left + w, top + h))
-    out = _resize(image, encoded, (0, 0, w, h), size)
+    out = _resize(image, encoded, (0, 0, w, h), size, channels)
   else:
     out = _resize(image, encoded,
-                  (left / scale, top / scale, (left + w) / scale, (top + h) / scale), size)
+                  (left / scale, top / scale, (left + w) / scale, (top + h) / scale), size,
+                  channels)
   if flip:
     out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-  return _array(out)
+  return _array(out, channels)
 
 
 def eval_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
@@ -199,7 +211,8 @@ def eval_geometry(height: int, width: int, size: int) -> tuple[int, int, int, in
   return new_h, new_w, (new_h - size) // 2, (new_w - size) // 2
 
 
-def eval_view(encoded: bytes, size: int, *, draft: bool = True) -> np.ndarray:
+def eval_view(encoded: bytes, size: int, *, draft: bool = True,
+              channels: int = 3) -> np.ndarray:
   """Evaluation view: shorter side to ``round(size / 0.875)``, then the central square.
 
   Only the central square is resampled: the same pixels as resizing the whole
@@ -210,13 +223,16 @@ def eval_view(encoded: bytes, size: int, *, draft: bool = True) -> np.ndarray:
     encoded: the encoded image (JPEG, PNG, ...).
     size: side S of the output.
     draft: allow JPEG DCT reduction.
+    channels: 3 for RGB, 1 for grayscale.
 
   Returns:
-    ``uint8 [size, size, 3]`` RGB.
+    ``uint8 [size, size, channels]``.
 
   Raises:
     DecodeError: corrupt, truncated or unreadable bytes.
+    ValueError: ``channels`` not 1 or 3.
   """
+  _check_channels(channels)
   image = _open(encoded)
   width, height = image.size
   new_h, new_w, top, left = eval_geometry(height, width, size)
@@ -224,4 +240,4 @@ def eval_view(encoded: bytes, size: int, *, draft: bool = True) -> np.ndarray:
                  if draft else 1)
   fy, fx = height / new_h / scale, width / new_w / scale  # source pixels per output pixel
   box = (left * fx, top * fy, (left + size) * fx, (top + size) * fy)
-  return _array(_resize(image, encoded, box, size))
+  return _array(_resize(image, encoded, box, size, channels), channels)
