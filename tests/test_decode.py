@@ -1,4 +1,4 @@
-"""jaxkd.data._decode: the train and eval views from encoded bytes, against written-out references."""
+"""jaxkd.data._decode: the train and eval views from encoded bytes, against references."""
 import io
 import math
 
