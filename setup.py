@@ -20,6 +20,7 @@ setup(
         "grain>=0.2.6",
         "ml_collections>=0.1.1",
         "numpy>=1.26",
+        "pillow>=9.1",  # decoding and resizing on the host (Image.Resampling, draft)
         "scikit-learn>=1.3",
         "tqdm>=4.60",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow

@@ -27,7 +27,7 @@ __all__ = ["main", "methods_table"]
 # line and `main(args) -> int`; only the module of the command being run is imported.
 _COMMANDS = {"eval": "jaxkd.train.evaluate", "compare": "jaxkd.reporting.compare",
              "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench",
-             "prepare": "jaxkd.data._prepare"}
+             "prepare": "jaxkd.data._prepare", "bench-pipeline": "jaxkd.bench._pipeline"}
 
 _OVERRIDES = """\
 overrides:
