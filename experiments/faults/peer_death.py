@@ -42,6 +42,10 @@ def _args(data_dir: str, steps: int, timeout_s: int) -> list[str]:
           "--config.data.image_size=16", "--config.data.num_workers=2",
           "--config.data.crop_padding=0", "--config.data.rotation_degrees=0.0",
           "--config.method.name=ce", "--config.train.batch_size=8",
+          # The MLP (no BatchNorm) at lr 0.01: with small_cnn's BatchNorm, or at lr 0.05, the
+          # 1000-class net memorising 24 images amplifies the float differences of 2 processes
+          # vs 1 (other programs, other sums) to 1e-1 in 24 steps (measured).
+          "--config.model.name=mlp", "--config.train.optimizer.learning_rate=0.01",
           "--config.train.eval_batch_size=8", f"--config.train.num_steps={steps}",
           "--config.train.checkpoint_every_steps=3", "--config.train.log_every_steps=3",
           f"--config.distributed_timeout_s={timeout_s}"]
