@@ -50,10 +50,10 @@ Rows (config arguments; networks are torchvision's, `<name>_imagenet`):
   protocol=icml22,method=kd,T=1|2|3|64[,model=resnet50] an ICML'22 student
   ...,smoke      a few steps of small_cnn on 16 x 16 crops of the data in data.data_dir
 
-The CE teacher may instead be torchvision's published ResNet-50 weights (the ImageNet-zoo keys
-``teacher.torchvision_checkpoint=resnet50.pth`` with ``teacher.torchvision_model=
-resnet50_imagenet``, given in place of ``teacher.workdir``, where that zoo is installed); those
-weights are the 75.888 / 0.3217 row of Table 1, not a 3-run mean of this recipe.
+The CE teacher may instead be torchvision's published ResNet-50 weights: the ImageNet zoo's
+keys ``teacher.torchvision_checkpoint`` (the state_dict file) and ``teacher.torchvision_model=
+resnet50_imagenet`` in place of ``teacher.workdir`` (last command below). Those weights are the
+75.888 / 0.3217 row of Table 1 (torchvision's recipe), not a 3-run mean of this one.
 
 Commands:
   jaxkd prepare imagenet2012 --manual_dir TARS --data_dir $TFDS_DATA_DIR
@@ -62,6 +62,9 @@ Commands:
       --workdir T_LS --config.data.data_dir=$TFDS_DATA_DIR
   jaxkd train --config configs/ls_vs_kd_imagenet.py:protocol=shen,method=kd,T=1 --workdir S \
       --config.teacher.workdir=T_LS --config.data.data_dir=$TFDS_DATA_DIR
+  jaxkd train --config configs/ls_vs_kd_imagenet.py:protocol=shen,method=kd,T=1 --workdir S_TV \
+      --config.teacher.torchvision_checkpoint=resnet50-0676ba61.pth \
+      --config.teacher.torchvision_model=resnet50_imagenet --config.data.data_dir=$TFDS_DATA_DIR
 
 Needs imagenet2012 in tfds's array_record layout under data.data_dir (`jaxkd prepare
 imagenet2012` writes it from image-net.org's tars) and the ImageNet networks. Expected runtime
