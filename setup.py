@@ -20,6 +20,7 @@ setup(
         "grain>=0.2.6",
         "ml_collections>=0.1.1",
         "numpy>=1.26",
+        "pillow>=9.1",  # decoding and resizing on the host (Image.Resampling, draft)
         "scikit-learn>=1.3",
         "tqdm>=4.60",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
@@ -27,6 +28,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorboard>=2.15"],  # its event reader
+        # torchvision's ImageNet weights as teachers (jaxkd.models.from_torchvision) and the
+        # tests that compare the *_imagenet zoo with torchvision's own models.
+        "torch": ["torch>=2.0", "torchvision>=0.15", "safetensors>=0.4"],
     },
     entry_points={"console_scripts": ["jaxkd=jaxkd.cli:main"]},
 )

@@ -15,8 +15,9 @@ Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <
   data.flip, data.rotation_degrees; train.batch_size, train.eval_batch_size, train.num_epochs,
   train.num_steps (wins when set), train.optimizer.*, train.checkpoint_every_steps,
   train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite, train.keep_best,
-  train.extend; teacher.workdir,
-  teacher.step, teacher.train_mode; mesh.data; distributed.
+  train.extend, train.steps_per_dispatch (K steps as one lax.scan dispatch; default 1);
+  teacher.workdir, teacher.step, teacher.train_mode, teacher.torchvision_checkpoint,
+  teacher.torchvision_model; mesh.data; distributed, distributed_timeout_s.
 """
 from jaxkd.train.defaults import get_config  # defined in the package, so installs have it
 

@@ -27,7 +27,7 @@ __all__ = ["main", "methods_table"]
 # line and `main(args) -> int`; only the module of the command being run is imported.
 _COMMANDS = {"eval": "jaxkd.train.evaluate", "compare": "jaxkd.reporting.compare",
              "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench",
-             "prepare": "jaxkd.data._prepare"}
+             "prepare": "jaxkd.data._prepare", "bench-pipeline": "jaxkd.bench._pipeline"}
 
 _OVERRIDES = """\
 overrides:
@@ -121,8 +121,10 @@ def methods_table() -> str:
       "",
       "[code]: matches the authors' official code; [abs]: only the abstract is public, so the",
       "  method is reconstructed.",
-      "teacher: model = a finished run (--config.teacher.workdir); replay = the student's own",
-      "  earlier weights (MrKD); partner = another example of the same class in the batch.",
+      "teacher: model = a finished run (--config.teacher.workdir) or torchvision's weights",
+      "  (--config.teacher.torchvision_checkpoint=FILE --config.teacher.torchvision_model=NAME);",
+      "  replay = the student's own earlier weights (MrKD); partner = another example of the",
+      "  same class in the batch.",
       "<run>: filled in from the data and the schedule of the run.",
       "Choose with --config.method.name=NAME, set with --config.method.HPARAM=VALUE."])
 

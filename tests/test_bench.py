@@ -101,3 +101,28 @@ def test_bad_method_is_rejected(capsys):
 def test_bad_peak_is_rejected(capsys):
   assert cli.main(["bench", "--peak-tflops", "-3"]) == 2
   assert "--peak-tflops=-3.0: must be > 0" in capsys.readouterr().err
+
+
+# Earlier tests start JAX's threads; the forked workers only decode with Pillow, never JAX.
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_pipeline_bench_smoke(tmp_path):
+  """``jaxkd bench-pipeline``: every case and worker kind runs; the JSON has rates and ratios."""
+  out = tmp_path / "pipeline.json"
+  status = cli.main(["bench-pipeline", "--images", "2", "--repeats", "1", "--workers", "1,2",
+                     "--kinds", "thread,process", "--size", "64",
+                     "--cases", "decode,decode_draft,train,train_before,eval", "--out", str(out)])
+  assert status == 0
+  with open(out) as f:
+    result = json.load(f)
+  assert result["command"].startswith("jaxkd bench-pipeline --images 2")
+  assert set(result["cases"]) == {"decode", "decode_draft", "train", "train_before", "eval"}
+  for by_config in result["cases"].values():
+    assert set(by_config) == {"threadx1", "threadx2", "processx1", "processx2"}
+    assert all(v["images_per_s"] > 0 and len(v["wall_s"]) == 1 for v in by_config.values())
+  assert set(result["ratios"]["train/decode"]) == {"threadx1", "threadx2", "processx1",
+                                                   "processx2"}
+  assert result["machine"]["versions"]["pillow"]
+  cores = result["host_cores_for_resnet50"]["8x A100 80GB (DGX A100)"]
+  assert cores["cores"] == pytest.approx(16621 / cores["per_core_images_per_s"])
+  assert cli.main(["bench-pipeline", "--kinds", "fibre"]) == 2
+  assert cli.main(["bench-pipeline", "--cases", "nope", "--images", "1"]) == 2

@@ -123,7 +123,7 @@ def test_config_file_with_an_unknown_key_suggests_the_closest(tmp_path, capsys):
       "jaxkd: error: config.train.learning_rate=0.1: unknown key (did you mean "
       "train.optimizer.learning_rate?); allowed here: batch_size, checkpoint_every_steps, "
       "eval_batch_size, extend, keep_best, keep_checkpoints, log_every_steps, num_epochs, "
-      "num_steps, optimizer, skip_nonfinite")
+      "num_steps, optimizer, skip_nonfinite, steps_per_dispatch")
   assert not (tmp_path / "w").exists()
 
 

@@ -13,7 +13,6 @@ from PIL import Image
 import jaxkd.data as data
 from jaxkd.data import _augment
 from jaxkd.data import _offline
-from jaxkd.data import _streaming as streaming_lib
 
 FASHION_DIR = _offline.DEBIAN_FASHION_MNIST_DIR
 
@@ -326,28 +325,6 @@ def test_normalize_matches_hand_values():
   np.testing.assert_allclose(np.asarray(out).ravel(), [-0.4, 3.0, 0.0, 0.0], atol=1e-6)
   with pytest.raises(ValueError, match="one entry per channel"):
     data.normalize(images, (0.5,), (0.2,))
-
-
-# ---------------------------------------------------------------- streaming
-
-
-def test_random_resized_box_obeys_torchvision_ranges():
-  rng = np.random.default_rng(0)
-  areas = []
-  for _ in range(200):
-    top, left, h, w = streaming_lib.random_resized_box(rng, 37, 53)
-    areas.append(h * w / (37 * 53))
-    assert 0 <= top and top + h <= 37 and 0 <= left and left + w <= 53
-    assert 0.08 * 0.8 <= h * w / (37 * 53) <= 1.0
-    assert 0.75 * 0.8 <= w / h <= 4 / 3 * 1.25  # rounding to whole pixels
-  assert min(areas) < 0.2 and max(areas) > 0.8  # area fraction spreads over [0.08, 1]
-
-
-def test_center_crop_resize_takes_the_central_square():
-  image = np.arange(8 * 12, dtype=np.uint8).reshape(8, 12, 1)
-  # 7 / 0.875 = 8 = the shorter side: no resize, then the central 7x7.
-  np.testing.assert_array_equal(streaming_lib.center_crop_resize(image, 7), image[0:7, 2:9])
-  assert streaming_lib.center_crop_resize(image, 4).shape == (4, 4, 1)
 
 
 def test_sliced_splits_follow_tensorflow_datasets_slicing():

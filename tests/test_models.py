@@ -56,6 +56,21 @@ PARAM_COUNTS = {
     # PS-KD models/preact_resnet.py CIFAR_ResNet18_preActBasic.
     "preact_resnet18": 11_217_444,
 }
+# torchvision's ImageNet networks at 1000 classes: torchvision's documented parameter counts
+# (``torchvision.models.<name>(weights=...).meta["num_params"]``, which equal
+# ``sum(p.numel() for p in net.parameters())``).
+IMAGENET_PARAM_COUNTS = {
+    "resnet18_imagenet": 11_689_512,
+    "resnet34_imagenet": 21_797_672,
+    "resnet50_imagenet": 25_557_032,
+    "resnet101_imagenet": 44_549_160,
+    "resnet152_imagenet": 60_192_808,
+    "wide_resnet50_2_imagenet": 68_883_240,
+    "resnext50_32x4d_imagenet": 25_028_904,
+    "resnext101_32x8d_imagenet": 88_791_336,
+    "mobilenet_v2_imagenet": 3_504_872,
+    "densenet121_imagenet": 7_978_856,
+}
 _OUTPUT_KEYS = {"logits", "features", "feature_map", "dense_logits"}
 
 
@@ -86,7 +101,19 @@ def _check_outputs(out, n, k):
 
 
 def test_names_cover_the_table():
-  assert set(models.names()) == set(PARAM_COUNTS)
+  assert set(models.names()) == set(PARAM_COUNTS) | set(IMAGENET_PARAM_COUNTS)
+  assert models.torchvision_names() == tuple(sorted(IMAGENET_PARAM_COUNTS))
+
+
+@pytest.mark.parametrize("name", sorted(IMAGENET_PARAM_COUNTS))
+def test_imagenet_parameter_count_equals_torchvisions(name):
+  # Counts do not depend on the input size; 64x64 leaves every map >= 2x2. Only params
+  # count (torchvision's excludes the BatchNorm running statistics).
+  model = models.get(name, num_classes=1000)
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+  assert _count(variables["params"]) == IMAGENET_PARAM_COUNTS[name]
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))

@@ -84,6 +84,8 @@ BAD_INPUTS = [
     (["--config.train.optimizer.warmup_epochs=-1.0"],
      ["train.optimizer.warmup_epochs=-1.0", "must be >= 0"]),
     (["--config.train.checkpoint_every_steps=0"], ["train.checkpoint_every_steps=0", ">= 1"]),
+    (["--config.train.steps_per_dispatch=0"], ["train.steps_per_dispatch=0", "an int >= 1"]),
+    (["--config.train.steps_per_dispatch=2.5"], ["train.steps_per_dispatch", "'2.5'", "type int"]),
     (["--config.seed=-1"], ["seed=-1", "int >= 0"]),
     (["--config.data.rotation_degrees=500.0"], ["data.rotation_degrees=500.0", "[0, 180]"]),
     (["--config.data.crop_padding=-1"], ["data.crop_padding=-1", "int >= 0"]),
@@ -96,6 +98,14 @@ BAD_INPUTS = [
      ["train.learning_rate='0.1'", "did you mean train.optimizer.learning_rate?"]),
     (["--config.data.name=cifar10", "--config.data.data_dir=/tmp/jaxkd-no-data"],
      ["cifar10", "/tmp/jaxkd-no-data", "tfds build"]),
+    ([KD, "--config.teacher.torchvision_checkpoint=resnet50.bin",
+      "--config.teacher.torchvision_model=resnet50_imagenet"],
+     ["teacher.torchvision_checkpoint='resnet50.bin'", "ending in .pth, .pt, .safetensors"]),
+    ([KD, "--config.teacher.torchvision_checkpoint=/tmp/jaxkd-no-such-file.pth",
+      "--config.teacher.torchvision_model=resnet50_imagenet"],
+     ["teacher.torchvision_checkpoint='/tmp/jaxkd-no-such-file.pth'", "no such file"]),
+    ([KD, "--config.teacher.torchvision_model=resnet50_imagenet"],
+     ["teacher.torchvision_model='resnet50_imagenet'", "needs teacher.torchvision_checkpoint"]),
 ]
 
 

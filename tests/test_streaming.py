@@ -87,8 +87,9 @@ def test_evaluation_view_covers_each_example_once_centre_cropped(imagenet_dir):
     new_w, new_h = max(SIZE, round(w * short / min(h, w))), max(SIZE, round(h * short / min(h, w)))
     reference = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
   top, left = (new_h - SIZE) // 2, (new_w - SIZE) // 2
-  np.testing.assert_array_equal(batches[1]["image"][1],
-                                reference[top:top + SIZE, left:left + SIZE])
+  # The reader resizes only the central region (PIL's box argument): one grey level apart.
+  np.testing.assert_allclose(batches[1]["image"][1].astype(int),
+                             reference[top:top + SIZE, left:left + SIZE].astype(int), atol=1)
 
 
 def test_a_corrupt_record_is_named_or_skipped_and_counted(imagenet_dir, caplog):

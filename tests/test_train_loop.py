@@ -4,16 +4,18 @@ SIGKILL-and-resume is tested by tests/test_faults.py (experiments/faults/kill_re
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
 import pytest
 
 from jaxkd import cli, objectives
-from jaxkd.train import checkpoint
+from jaxkd.train import checkpoint, defaults, loop
 from references import assert_relative_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,3 +143,54 @@ def test_user_recipe_trains_from_the_command_line(tmp_path, monkeypatch, capsys)
                    "--config.method.name=my_recipes:nothing"]) == 2
   assert "my_recipes.nothing is nothing; allowed: a jaxkd.objectives.Method" in (
       capsys.readouterr().err)
+
+
+# MLP (bit-exact in a loop), 80 training examples in batches of 16: 5 steps an epoch, not a
+# multiple of the 3 steps per dispatch; a checkpoint every 8 steps, a log record every step.
+DISPATCH = ["--config.mesh.data=1", "--config.model.name=mlp",
+            "--config.data.train_split=train[:80]", "--config.train.num_steps=16", "--config.train.log_every_steps=1",
+            "--config.train.checkpoint_every_steps=8"]
+
+
+def _dispatches(config, steps_per_epoch, total_steps):
+  run = types.SimpleNamespace(config=config, steps_per_epoch=steps_per_epoch,
+                              total_steps=total_steps)
+  step, lengths = 0, []
+  while step < total_steps:
+    lengths.append(loop._dispatch_length(step, run))
+    step += lengths[-1]
+  return lengths
+
+
+def test_steps_per_dispatch_logs_every_step_and_resumes_like_single_steps(tmp_path):
+  """``train.steps_per_dispatch=3``: one record per step in metrics.jsonl, the records and the
+  parameters of single steps, and the same after a resume from the middle checkpoint."""
+  config = defaults.get_config("smoke")
+  config.train.num_steps, config.train.checkpoint_every_steps = 16, 8
+  config.train.steps_per_dispatch = 3
+  # Dispatches end at epochs (5, 10, 15), checkpoints (8, 16) and the end; shorter rests run
+  # one step at a time.
+  assert _dispatches(config, 5, 16) == [3, 1, 1, 3, 1, 1, 3, 1, 1, 1]
+
+  def run(workdir, k):
+    args = ["train", "--config", SMOKE, "--workdir", str(workdir), *DISPATCH,
+            f"--config.train.steps_per_dispatch={k}"]
+    assert cli.main(args) == 0
+    return [{key: v for key, v in json.loads(line).items() if key != "images_per_sec"}
+            for line in open(workdir / "metrics.jsonl")]
+
+  single, dispatched = run(tmp_path / "k1", 1), run(tmp_path / "k3", 3)
+  train_steps = [r["step"] for r in dispatched if "train/loss" in r]
+  assert train_steps == list(range(1, 17))
+  assert [r["step"] for r in dispatched if "eval/top1" in r] == [5, 10, 15, 16]
+  assert [sorted(r) for r in dispatched] == [sorted(r) for r in single]
+  for a, b in zip(dispatched, single):  # stacked loop outputs: the loss may move by an ulp
+    np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], rtol=1e-6)
+  final, step = _params(tmp_path / "k3")
+  assert step == 16
+  _assert_trees_equal(final, _params(tmp_path / "k1")[0])
+  # Killed before its last checkpoint: the resumed run redoes steps 9-16 the same way.
+  shutil.rmtree(tmp_path / "k3" / "checkpoints" / "16")
+  (tmp_path / "k3" / "summary.json").unlink()
+  assert run(tmp_path / "k3", 3) == dispatched
+  _assert_trees_equal(_params(tmp_path / "k3")[0], final)

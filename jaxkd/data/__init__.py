@@ -7,6 +7,7 @@ reads datasets too large for memory (ImageNet) through grain, in the same order.
 """
 from jaxkd.data._augment import AugmentParams, device_augment, normalize
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, from_arrays, mock
+from jaxkd.data._decode import DecodeError
 from jaxkd.data._order import batch_indices, partner_indices
 from jaxkd.data._prepare import prepare_imagenet2012
 from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
@@ -17,6 +18,7 @@ __all__ = [
     "AugmentParams",
     "DatasetNotFoundError",
     "DatasetSpec",
+    "DecodeError",
     "batch_indices",
     "device_augment",
     "from_arrays",

@@ -11,26 +11,18 @@ GIL); flips and padding crops may follow on the device (`device_augment`).
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
-import math
 from typing import Any, Iterator, Optional
 
 import numpy as np
-from PIL import Image
 
+from jaxkd.data import _decode
 from jaxkd.data import _order
 from jaxkd.data import _registry
 from jaxkd.data import _tfds
 
-__all__ = ["RecordError", "StreamingSplit", "open_stream", "random_resized_box",
-           "center_crop_resize"]
+__all__ = ["RecordError", "StreamingSplit", "epoch_order", "open_stream"]
 
-# torchvision's RandomResizedCrop defaults (the ImageNet recipe).
-_SCALE = (0.08, 1.0)
-_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
-# Evaluation resizes the shorter side to image_size / 0.875 (256 for 224), then centre-crops.
-_EVAL_CROP_FRACTION = 0.875
 _CROP_STREAM = 2  # random stream of the host-side crops, apart from order and partners
 
 _log = logging.getLogger(__name__)
@@ -38,61 +30,6 @@ _log = logging.getLogger(__name__)
 
 class RecordError(ValueError):
   """A record of a streamed split that cannot be read or decoded; names split and record."""
-
-
-def random_resized_box(rng: np.random.Generator, height: int,
-                       width: int) -> tuple[int, int, int, int]:
-  """torchvision ``RandomResizedCrop.get_params``: a box (top, left, h, w).
-
-  Area a uniform fraction of [0.08, 1] of the image, aspect ratio log-uniform in
-  [3/4, 4/3]; after 10 misses, the largest centred box of clamped aspect ratio.
-  """
-  area = height * width
-  for _ in range(10):
-    target = area * rng.uniform(*_SCALE)
-    ratio = math.exp(rng.uniform(*_LOG_RATIO))
-    w = int(round(math.sqrt(target * ratio)))
-    h = int(round(math.sqrt(target / ratio)))
-    if 0 < w <= width and 0 < h <= height:
-      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-  ratio = min(max(width / height, 3 / 4), 4 / 3)
-  if width / height > ratio:
-    h, w = height, int(round(height * ratio))
-  else:
-    w, h = width, int(round(width / ratio))
-  return (height - h) // 2, (width - w) // 2, h, w
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  if image.shape[:2] == (height, width):
-    return image
-  channels = image.shape[-1]
-  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-  out = np.asarray(pil.resize((width, height), Image.BILINEAR))
-  return out[..., None] if channels == 1 else out
-
-
-def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
-  """Evaluation view: shorter side to ``round(size / 0.875)``, then the central ``size`` square."""
-  h, w = image.shape[:2]
-  short = int(round(size / _EVAL_CROP_FRACTION))
-  scale = short / min(h, w)
-  new_h, new_w = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
-  image = _resize(image, new_h, new_w)
-  top, left = (new_h - size) // 2, (new_w - size) // 2
-  return image[top:top + size, left:left + size]
-
-
-def _train_view(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-  top, left, h, w = random_resized_box(rng, *image.shape[:2])
-  image = _resize(image[top:top + h, left:left + w], size, size)
-  return image[:, ::-1] if rng.random() < 0.5 else image
-
-
-def _decode(encoded: bytes, channels: int) -> np.ndarray:
-  with Image.open(io.BytesIO(encoded)) as pil:
-    image = np.asarray(pil.convert("L" if channels == 1 else "RGB"))
-  return image[..., None] if channels == 1 else image
 
 
 def epoch_order(num_examples: int, global_batch_size: int, *, train: bool, seed: int,
@@ -162,10 +99,16 @@ class StreamingSplit:
   def image_shape(self) -> tuple[int, int, int]:
     return (self.image_size, self.image_size, self.channels)
 
-  def _decoded(self, example_id: int) -> tuple[np.ndarray, int]:
+  def _view(self, example_id: int, train: bool, seed: int, epoch: int) -> tuple:
     try:
       example = self.source[example_id]
-      return _decode(example["image"], self.channels), example["label"]
+      if train:
+        rng = np.random.default_rng((seed, epoch, _CROP_STREAM, example_id))
+        image = _decode.train_view(example["image"], self.image_size, rng,
+                                   channels=self.channels)
+      else:
+        image = _decode.eval_view(example["image"], self.image_size, channels=self.channels)
+      return image, example["label"]
     except Exception as err:  # pylint: disable=broad-except
       raise RecordError(
           f"dataset {self.name!r} split {self.split!r}: record {example_id} cannot be read or "
@@ -176,29 +119,26 @@ class StreamingSplit:
   def read(self, example_id: int, *, train: bool, seed: int, epoch: int) -> tuple:
     """``(image, label)`` of one record: the training view (torchvision's
     ``RandomResizedCrop(S)`` and a random horizontal flip, drawn from ``(seed, epoch, id)``)
-    or the evaluation view (shorter side to ``S / 0.875``, central ``S`` square).
+    or the evaluation view (shorter side to ``S / 0.875``, central ``S`` square); see
+    `jaxkd.data._decode`.
 
     A record that cannot be decoded raises `RecordError`; with ``skip_corrupt`` the next
     record that decodes (``id + 1``, ``id + 2``, ...) takes its place, the same every epoch,
     and its id is added to ``skipped``.
     """
     for offset in range(self.num_examples):
+      candidate = (example_id + offset) % self.num_examples
       try:
-        image, label = self._decoded((example_id + offset) % self.num_examples)
+        image, label = self._view(candidate, train, seed, epoch)
         break
       except RecordError as err:
         if not self.skip_corrupt:
           raise
-        if example_id + offset not in self.skipped:
-          self.skipped.add(example_id + offset)
+        if candidate not in self.skipped:
+          self.skipped.add(candidate)
           _log.warning("skipping %s", err)
     else:
       raise RecordError(f"dataset {self.name!r} split {self.split!r}: no record decodes")
-    if train:
-      rng = np.random.default_rng((seed, epoch, _CROP_STREAM, example_id))
-      image = _train_view(image, self.image_size, rng)
-    else:
-      image = center_crop_resize(image, self.image_size)
     return np.ascontiguousarray(image), np.int32(label)
 
   def num_steps(self, global_batch_size: int, *, train: bool) -> int:

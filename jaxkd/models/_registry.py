@@ -5,6 +5,8 @@ Names follow the configs of the papers' code: the Tf-KD zoo
 ``models/__init__.py`` ``model_dict`` (``vgg8``/``vgg13`` are its BatchNorm
 variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
 ``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``.
+torchvision's ImageNet networks are ``<torchvision name>_imagenet``
+(``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...).
 """
 from typing import Any, Callable
 
@@ -14,8 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _mobilenetv2, _preact, _resnet,
-                          _resnext, _shufflenet, _small, _vgg, _wrn)
+from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _imagenet, _mobilenetv2, _preact,
+                          _resnet, _resnext, _shufflenet, _small, _vgg, _wrn)
 
 __all__ = ["get", "names"]
 
@@ -45,6 +47,19 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "mobilenetv2_half": _mobilenetv2.MobileNetV2Half,
     # PS-KD.
     "preact_resnet18": partial(_preact.PreActResNet, depths=(2, 2, 2, 2)),
+    # torchvision's ImageNet networks, ``<torchvision name>_imagenet`` (`from_torchvision`).
+    "resnet18_imagenet": partial(_imagenet.ImageNetResNet, depths=(2, 2, 2, 2)),
+    "resnet34_imagenet": partial(_imagenet.ImageNetResNet, depths=(3, 4, 6, 3)),
+    **{f"resnet{d}_imagenet": partial(_imagenet.ImageNetResNet, depths=depths, bottleneck=True)
+       for d, depths in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3)), (152, (3, 8, 36, 3)))},
+    "wide_resnet50_2_imagenet": partial(_imagenet.ImageNetResNet, depths=(3, 4, 6, 3),
+                                        bottleneck=True, width_per_group=128),
+    "resnext50_32x4d_imagenet": partial(_imagenet.ImageNetResNet, depths=(3, 4, 6, 3),
+                                        bottleneck=True, groups=32, width_per_group=4),
+    "resnext101_32x8d_imagenet": partial(_imagenet.ImageNetResNet, depths=(3, 4, 23, 3),
+                                         bottleneck=True, groups=32, width_per_group=8),
+    "mobilenet_v2_imagenet": _imagenet.ImageNetMobileNetV2,
+    "densenet121_imagenet": partial(_imagenet.ImageNetDenseNet, depths=(6, 12, 24, 16)),
 }
 
 
@@ -72,8 +87,9 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     A module whose ``init(rng, x, train=False)`` on an NHWC batch gives ``params``
     (and ``batch_stats`` for nets with BatchNorm) and whose ``apply`` returns
     ``{"logits", "features", "feature_map", "dense_logits"}``. Nets with dropout
-    (``googlenet``) drop only when ``train=True`` and ``rngs={"dropout": key}`` is
-    passed to ``apply``; passing that rng to every model is harmless.
+    (``googlenet``, ``mobilenet_v2_imagenet``) drop only when ``train=True`` and
+    ``rngs={"dropout": key}`` is passed to ``apply``; passing that rng to every model is
+    harmless.
   """
   if name not in _FACTORIES:
     raise ValueError(f"model name={name!r} is unknown; allowed: {', '.join(names())}")

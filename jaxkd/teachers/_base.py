@@ -87,15 +87,21 @@ class TeacherEnv(NamedTuple):
   """What ``Teacher.setup`` learns about the run it is bound to.
 
   Attributes:
-    settings: the run's ``teacher`` config section (``workdir``, ``step``, ``train_mode``).
+    settings: the run's ``teacher`` config section (``workdir``, ``step``, ``train_mode``,
+      ``torchvision_checkpoint``, ``torchvision_model``).
     data_name: the name of the student's dataset.
     num_classes: the student's number of classes.
     cpu_conv: the student's convolution choice on CPU (`jaxkd.models.get`).
+    mean: the per-channel mean the student's inputs are normalised with ([0, 1] units);
+      empty: unknown.
+    std: the per-channel standard deviation of that normalisation.
   """
   settings: Any
   data_name: str
   num_classes: int
   cpu_conv: str = "xla"
+  mean: tuple = ()
+  std: tuple = ()
 
 
 def keep_state(state: TeacherState, student: dict, step: chex.Numeric) -> TeacherState:

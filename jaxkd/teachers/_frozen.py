@@ -2,25 +2,32 @@
 
 `frozen(model, variables)` distils from variables you hold; `from_run()` loads them from a
 finished jaxkd run's workdir when the run is set up (``teacher.workdir``, ``teacher.step``,
-``teacher.train_mode`` of the config). The variables are constants of the training step: they
-are placed on the devices once and never saved into the student's checkpoints.
+``teacher.train_mode`` of the config), or from a torchvision checkpoint of an ImageNet network
+(``teacher.torchvision_checkpoint`` and ``teacher.torchvision_model``, `from_torchvision`). The
+variables are constants of the training step: they are placed on the devices once and never
+saved into the student's checkpoints.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model)
 
-__all__ = ["checkpoint_steps", "frozen", "from_run", "load_variables"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "checkpoint_steps", "frozen", "from_run",
+           "from_torchvision", "load_variables", "renormalize"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# The normalisation torchvision's published ImageNet weights expect ([0, 1] units).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _no_state(student, **_) -> TeacherState:
@@ -28,7 +35,8 @@ def _no_state(student, **_) -> TeacherState:
   return TeacherState()
 
 
-def frozen(model, variables: dict, *, train_mode: bool = False) -> Teacher:
+def frozen(model, variables: dict, *, train_mode: bool = False,
+           preprocess: Optional[Callable[[jax.Array], jax.Array]] = None) -> Teacher:
   """Distils from ``model`` with fixed ``variables`` (``params`` and ``batch_stats``).
 
   Args:
@@ -36,12 +44,15 @@ def frozen(model, variables: dict, *, train_mode: bool = False) -> Teacher:
     variables: its variables (host or device arrays).
     train_mode: run the teacher with batch statistics (no gradient, no update of its running
       statistics), as a teacher left in ``model.train()`` in PyTorch code would.
+    preprocess: maps the student's preprocessed batch to the teacher's input (another
+      normalisation, `renormalize`); None: the teacher sees the student's batch.
   """
   variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
 
   def logits(state: TeacherState, consts: Any, inputs: TeacherInputs) -> TeacherOutput:
     del state
-    out, _ = apply_model(model, consts, inputs.inputs, train=train_mode)
+    x = inputs.inputs if preprocess is None else preprocess(inputs.inputs)
+    out, _ = apply_model(model, consts, x, train=train_mode)
     return TeacherOutput(jax.lax.stop_gradient(out["logits"]))
 
   return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen")
@@ -53,11 +64,23 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
 
   Arguments left None are read from the run's ``teacher`` config section: ``workdir`` (the
   teacher run), ``step`` (its checkpoint; -1 the latest; an early one gives De-KD),
-  ``train_mode``. The teacher must have been trained on the student's dataset.
+  ``train_mode``. The teacher must have been trained on the student's dataset. When the
+  section names a ``torchvision_checkpoint`` (and ``workdir`` is empty), the teacher is that
+  torchvision network instead (`from_torchvision`).
   """
 
   def setup(env: TeacherEnv) -> Teacher:
     settings = env.settings
+    checkpoint = settings.get("torchvision_checkpoint") or ""
+    if checkpoint and workdir is None:
+      if settings.workdir:
+        _fail("teacher.torchvision_checkpoint", checkpoint, "set either teacher.workdir (a "
+              f"jaxkd run) or teacher.torchvision_checkpoint, not both (teacher.workdir="
+              f"{settings.workdir!r})")
+      mode = settings.train_mode if train_mode is None else train_mode
+      return from_torchvision(settings.get("torchvision_model") or "", checkpoint,
+                              num_classes=env.num_classes, mean=env.mean, std=env.std,
+                              train_mode=bool(mode), cpu_conv=env.cpu_conv)
     path = settings.workdir if workdir is None else workdir
     at = settings.step if step is None else step
     mode = settings.train_mode if train_mode is None else train_mode
@@ -72,6 +95,78 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
   return Teacher(init=_no_state, logits=unbound, setup=setup, name="frozen")
 
 
+def renormalize(mean: Sequence[float], std: Sequence[float], to_mean: Sequence[float],
+                to_std: Sequence[float]) -> Optional[Callable[[jax.Array], jax.Array]]:
+  """Maps images normalised with ``(mean, std)`` to ``(to_mean, to_std)``; None when equal.
+
+  ``x' = (x * std + mean - to_mean) / to_std`` per channel (all in [0, 1] pixel units).
+  """
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  to_mean, to_std = np.asarray(to_mean, np.float32), np.asarray(to_std, np.float32)
+  if mean.shape == to_mean.shape and np.allclose(mean, to_mean, rtol=0, atol=1e-6) and \
+      np.allclose(std, to_std, rtol=0, atol=1e-6):
+    return None
+  scale, shift = std / to_std, (mean - to_mean) / to_std
+
+  def apply(x: jax.Array) -> jax.Array:
+    return (x * scale + shift).astype(x.dtype)
+
+  return apply
+
+
+def from_torchvision(name: str, checkpoint: str, *, num_classes: int,
+                     mean: Sequence[float] = (), std: Sequence[float] = (),
+                     train_mode: bool = False, cpu_conv: str = "xla") -> Teacher:
+  """A frozen teacher with torchvision's weights of an ImageNet network (float32).
+
+  Args:
+    name: a ``*_imagenet`` model (`jaxkd.models.torchvision_names`), e.g.
+      ``"resnet50_imagenet"`` for torchvision's published ``resnet50`` weights.
+    checkpoint: a ``.pth``/``.pt`` or ``.safetensors`` file of its ``state_dict``
+      (`jaxkd.models.from_torchvision`).
+    num_classes: the student's classes; the checkpoint's classifier must have as many (1000
+      for torchvision's ImageNet weights, so the student's labels must be ImageNet's).
+    mean: the per-channel mean the student's inputs are normalised with; with ``std``, the
+      teacher re-normalises them to torchvision's ImageNet constants (`IMAGENET_MEAN`,
+      `IMAGENET_STD`). Empty: the inputs already are (``imagenet2012``).
+    std: the per-channel standard deviation of the student's normalisation.
+    train_mode: run the teacher with batch statistics (see `frozen`).
+    cpu_conv: how the teacher's convolutions run on CPU (`jaxkd.models.get`).
+
+  Raises:
+    ValueError: naming the ``teacher.*`` key, its value and what is allowed.
+  """
+  from jaxkd import models  # pylint: disable=import-outside-toplevel
+  allowed = models.torchvision_names()
+  if name not in allowed:
+    _fail("teacher.torchvision_model", name, f"the network of teacher.torchvision_checkpoint="
+          f"{checkpoint!r}; allowed: {', '.join(allowed)}")
+  if mean and len(mean) != len(IMAGENET_MEAN):
+    _fail("teacher.torchvision_checkpoint", checkpoint, f"torchvision's networks take RGB "
+          f"images; the student's data has {len(mean)} channel(s)")
+  try:
+    variables = models.from_torchvision(name, checkpoint)
+  except (ValueError, ImportError) as err:
+    _fail("teacher.torchvision_checkpoint", checkpoint, str(err))
+  classes = _classes(variables, name)
+  if classes != num_classes:
+    _fail("teacher.torchvision_checkpoint", checkpoint, f"its {name} classifier has {classes} "
+          f"classes, the student's data {num_classes}; the teacher's classes must be the "
+          "student's")
+  model = models.get(name, num_classes=num_classes, cpu_conv=cpu_conv)
+  preprocess = renormalize(mean, std, IMAGENET_MEAN, IMAGENET_STD) if mean else None
+  return frozen(model, variables, train_mode=train_mode, preprocess=preprocess)
+
+
+def _classes(variables: dict, name: str) -> int:
+  """The classifier width of converted torchvision variables."""
+  params = variables["params"]
+  head = params.get("fc") or params.get("classifier") or params.get("classifier_1")
+  if head is None:
+    raise ValueError(f"{name}: no classifier among the converted variables")
+  return int(np.shape(head["bias"])[0])
+
+
 def _fail(key: str, value: Any, allowed: str) -> None:
   raise ValueError(f"config.{key}={value!r}: {allowed}")
 
@@ -81,7 +176,8 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
   from jaxkd import models  # pylint: disable=import-outside-toplevel
   if not workdir:
     _fail("teacher.workdir", workdir, "this method needs a teacher: the workdir of a finished "
-          "run")
+          "run (or teacher.torchvision_checkpoint with teacher.torchvision_model, torchvision's "
+          "weights of an ImageNet network)")
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     _fail("teacher.workdir", workdir, "must be the workdir of a jaxkd run (no config.json there)")

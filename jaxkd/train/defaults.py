@@ -66,6 +66,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "keep_checkpoints": 2,
       "log_every_steps": 50,
       "skip_nonfinite": False,
+      # Training steps per dispatch from Python: K > 1 runs K steps as one lax.scan program
+      # (the same batches, metrics and logs), for steps so short that dispatching each from
+      # Python dominates (small nets on an accelerator). Evaluations, checkpoints and the end
+      # of the run split the steps; a rest shorter than K runs as single steps.
+      "steps_per_dispatch": 1,
       # Keep the state of the best evaluation (top-1) in checkpoints_best/, beside the latest
       # keep_checkpoints; it selects on data.eval_split, which must then be carved from train.
       "keep_best": False,
@@ -77,10 +82,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "workdir": "",  # a finished jaxkd run; needed by kd and tfkd_self
       "step": -1,  # which checkpoint of it; -1 = latest
       "train_mode": False,
+      # Or torchvision's weights of an ImageNet network instead of a jaxkd run: a state_dict
+      # file (.pth, .pt or .safetensors) and its network, one of
+      # jaxkd.models.torchvision_names() (e.g. "resnet50_imagenet"); 1000 classes, so the
+      # student's data must be ImageNet's.
+      "torchvision_checkpoint": "",
+      "torchvision_model": "",
   })
 
   config.mesh = ml_collections.ConfigDict({"data": -1})  # -1 = every device
   config.distributed = False  # jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)
+  # Several processes: one that waits this long for a step while a peer is silent (it died)
+  # exits with a message and status 75 instead of hanging; JAX's own heartbeat check, later.
+  config.distributed_timeout_s = 60
 
   if arg == "smoke":
     config.train.num_steps = 4

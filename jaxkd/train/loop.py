@@ -12,6 +12,7 @@ TensorBoard events, the console); SIGINT and SIGTERM stop after a checkpoint
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from jaxkd.train import logs
 from jaxkd.train import run as run_lib
 from jaxkd.train import signals
 from jaxkd.train import trainer as trainer_lib
+from jaxkd.train import watchdog
 from jaxkd.train import workdir as workdir_lib
 
 __all__ = ["NonFiniteError", "maybe_initialize_distributed", "train_and_evaluate"]
@@ -49,16 +51,23 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
     return
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   number = lambda key: int(env[key]) if env.get(key) else None
+  timeout = config.distributed_timeout_s
+  if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    raise run_lib.ConfigError(f"config.distributed_timeout_s={timeout!r}: must be a number of "
+                              "seconds > 0")
+  # JAX aborts a process whose peer's heartbeats stop after this; our watchdog speaks first.
   jax.distributed.initialize(env.get("JAX_COORDINATOR_ADDRESS"), number("JAX_NUM_PROCESSES"),
-                             number("JAX_PROCESS_ID"))
+                             number("JAX_PROCESS_ID"),
+                             heartbeat_timeout_seconds=int(timeout) + 60)
 
 
-def _evaluate(trainer: trainer_lib.Trainer, state) -> dict:
+def _evaluate(trainer: trainer_lib.Trainer, state, waiting) -> dict:
   sums = None
   for batch in trainer.eval_batches():
     out = trainer.steps.eval(state.params, state.batch_stats, trainer.eval_consts, batch)
     sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-  return analysis.finalize_metrics(jax.device_get(sums))
+  with waiting():
+    return analysis.finalize_metrics(jax.device_get(sums))
 
 
 def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
@@ -165,11 +174,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log = logs.MetricsLog(workdir, start)
   best = (ckpt_lib.CheckpointStore(workdir, max_to_keep=1, name=ckpt_lib.BEST)
           if config.train.keep_best else None)
+  guard = _watchdog(config, store, workdir)
   try:
     with signals.StopRequests() as stop:
       state, meta = _train(trainer, state, meta, store=store, best=best, log=log,
-                           console=console, stop=stop, workdir=workdir)
+                           console=console, stop=stop, workdir=workdir,
+                           waiting=guard.waiting if guard else contextlib.nullcontext)
   finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
+    if guard is not None:
+      guard.close()
     console.close()
     log.close()
     store.close()
@@ -178,6 +191,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = _summary(run, state, meta, info)
   logs.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
+
+
+def _watchdog(config, store: ckpt_lib.CheckpointStore, workdir: str):
+  """A `watchdog.Watchdog` for a run of several processes (a peer may die), else None."""
+  if jax.process_count() == 1:
+    return None
+
+  def describe() -> str:
+    steps = store.steps()
+    where = (f"the newest checkpoint is step {steps[-1]} in {workdir}" if steps else
+             f"no checkpoint in {workdir} yet")
+    return (f"process {jax.process_index()} of {jax.process_count()} waited "
+            f"{config.distributed_timeout_s} s for a step the other processes never finished: "
+            f"one of them has stopped (killed, preempted or out of memory; see its log). "
+            f"Exiting; {where}: run the same command on every process to resume.")
+
+  return watchdog.Watchdog(float(config.distributed_timeout_s), describe)
 
 
 def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> dict:
@@ -193,52 +223,109 @@ def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> 
 
 def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.CheckpointStore,
            best: ckpt_lib.CheckpointStore | None, log: logs.MetricsLog,
-           console: logs.Console, stop: signals.StopRequests, workdir: str):
-  """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint."""
+           console: logs.Console, stop: signals.StopRequests, workdir: str, waiting):
+  """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint.
+
+  Each dispatch runs `_dispatch_length` steps (``train.steps_per_dispatch``, or one); the
+  logs, evaluations and checkpoints are those of single steps. ``waiting()`` brackets every
+  wait on the other processes (the watchdog's arming).
+  """
   run, train_cfg = trainer.run, trainer.run.config.train
   batches = trainer.batches()
   history, active = meta["history"], meta.get("teacher_active_steps")
   start_time = time.time() - meta["wall_time_s"]
   progress = lambda: {"history": history, "wall_time_s": time.time() - start_time,
                       "teacher_active_steps": active}
-  pending, last_log = [], (int(state.step), time.time())
+  # pending: the device metrics of the dispatches since the last fetch, as (metrics, steps);
+  # unlogged: the host metrics of each step since the last log record.
+  pending, unlogged, last_log = [], [], (int(state.step), time.time())
   console.start(int(state.step))
-  for step in range(int(state.step), run.total_steps):
-    state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
-    # One step in flight: the host prepares and dispatches step t+1 while the device runs
-    # step t, and waits only for step t-1. An unbounded queue of sharded steps times out
-    # in XLA:CPU's collectives.
+  step = int(state.step)
+  while step < run.total_steps:
+    k = _dispatch_length(step, run)
+    if k == 1:
+      state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
+    else:
+      state, metrics = trainer.steps.train_many(state, trainer.consts, batches.get_many(step, k))
+    # One dispatch in flight: the host prepares and dispatches dispatch t+1 while the device
+    # runs dispatch t, and waits only for dispatch t-1. An unbounded queue of sharded steps
+    # times out in XLA:CPU's collectives.
     if pending:
-      pending[-1]["loss"].block_until_ready()
-    pending.append(metrics)
-    done = step + 1
-    console.step()
-    save = done % train_cfg.checkpoint_every_steps == 0 or done == run.total_steps
-    signum = stop.requested(sync=save or done % train_cfg.log_every_steps == 0)
+      with waiting():
+        pending[-1][0]["loss"].block_until_ready()
+    started = time.time()  # about when the device starts this dispatch
+    pending.append((metrics, k))
+    first, step = step + 1, step + k
+    for _ in range(k):
+      console.step()
+    log_steps = [d for d in range(first, step + 1) if d % train_cfg.log_every_steps == 0]
+    save = step % train_cfg.checkpoint_every_steps == 0 or step == run.total_steps
+    with waiting():
+      signum = stop.requested(sync=save or bool(log_steps))
     save = save or signum is not None
+    if save and step not in log_steps:
+      log_steps.append(step)
     # Logging checks finiteness, so it runs before every save: no checkpoint holds NaNs.
-    if save or done % train_cfg.log_every_steps == 0:
-      record, last_log = _train_record(pending, done, run, last_log,
-                                       _learning_rate(trainer, done))
-      _check_finite(record, store, train_cfg.skip_nonfinite)
-      if "train/teacher_active" in record:
-        active = (active or 0.0) + record["train/teacher_active"] * len(pending)
-      log.write(record)
-      console.train(record)
-      pending = []
-    if done % run.steps_per_epoch == 0 or done == run.total_steps:
-      record = {"step": done, "epoch": done / run.steps_per_epoch,
-                **{f"eval/{k}": v for k, v in _evaluate(trainer, state).items()}}
+    if log_steps:
+      unlogged += _per_step(jax.device_get(pending))
+      pending, now = [], time.time()
+      for done in log_steps:
+        # The steps of one dispatch are taken as evenly spaced in time.
+        at = started + (now - started) * (done - first + 1) / k
+        count = done - last_log[0]
+        record, last_log = _train_record(unlogged[:count], done, run, last_log, at,
+                                         _learning_rate(trainer, done))
+        unlogged = unlogged[count:]
+        _check_finite(record, store, train_cfg.skip_nonfinite)
+        if "train/teacher_active" in record:
+          active = (active or 0.0) + record["train/teacher_active"] * count
+        log.write(record)
+        console.train(record)
+    if step % run.steps_per_epoch == 0 or step == run.total_steps:
+      record = {"step": step, "epoch": step / run.steps_per_epoch,
+                **{f"eval/{k}": v for k, v in _evaluate(trainer, state, waiting).items()}}
       history.append(record)
       _keep_if_best(best, state, history)
       log.write(record)
-      console.evaluation(record, _learning_rate(trainer, done))
+      console.evaluation(record, _learning_rate(trainer, step))
     if save:
-      store.save(done, state, progress())
+      store.save(step, state, progress())
       log.flush()
-    if signum is not None and done < run.total_steps:
-      raise signals.Interrupted(done, signum, workdir)
+    if signum is not None and step < run.total_steps:
+      raise signals.Interrupted(step, signum, workdir)
   return state, progress()
+
+
+def _dispatch_length(step: int, run: run_lib.Run) -> int:
+  """The steps of the dispatch starting at ``step``: ``train.steps_per_dispatch``, or 1.
+
+  A dispatch ends at the latest where the loop needs the state: an evaluation (the end of an
+  epoch), a checkpoint, the end of the run. Fewer steps than K left before that run one by
+  one, with the single-step program, so a run compiles two train programs at most whatever
+  the epoch length, checkpoint interval and run length (a program per shorter length would
+  compile up to K-1 more; the single steps cost at most K-1 dispatches per epoch or
+  checkpoint). Log steps do not end a dispatch: its metrics come back per step.
+  """
+  train_cfg = run.config.train
+  k = train_cfg.steps_per_dispatch
+  if k == 1:
+    return 1
+  following = lambda every: (step // every + 1) * every
+  boundary = min(following(run.steps_per_epoch), following(train_cfg.checkpoint_every_steps),
+                 run.total_steps)
+  return k if boundary - step >= k else 1
+
+
+def _per_step(fetched: list) -> list[dict]:
+  """Host metrics ``[(metrics, steps)]`` of single (scalars) and stacked (``[steps]``)
+  dispatches as one dict per step."""
+  out = []
+  for metrics, k in fetched:
+    if k == 1:
+      out.append(metrics)
+    else:
+      out += [{key: value[i] for key, value in metrics.items()} for i in range(k)]
+  return out
 
 
 def _keep_if_best(best: ckpt_lib.CheckpointStore | None, state, history: list[dict]) -> None:
@@ -257,8 +344,9 @@ def _learning_rate(trainer: trainer_lib.Trainer, done: int) -> float:
   return float(trainer.schedule(done - 1))
 
 
-def _train_record(pending: list[dict], done: int, run, last_log, lr: float) -> tuple[dict, tuple]:
-  host = jax.device_get(pending)
+def _train_record(host: list[dict], done: int, run, last_log, now: float,
+                  lr: float) -> tuple[dict, tuple]:
+  """The log record of step ``done`` from the host metrics of each step since the last one."""
   record = {"step": done, "epoch": done / run.steps_per_epoch}
   for key in host[0]:
     values = np.asarray([m[key] for m in host], np.float64)
@@ -266,7 +354,6 @@ def _train_record(pending: list[dict], done: int, run, last_log, lr: float) -> t
   record["train/lr"] = lr
   if run_lib.streams(run) and run.train_data.skip_corrupt:
     record["data/skipped_records"] = len(run.train_data.skipped)
-  now = time.time()
   record["images_per_sec"] = (done - last_log[0]) * run.config.train.batch_size / max(
       now - last_log[1], 1e-9)
   return record, (done, now)

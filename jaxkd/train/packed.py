@@ -72,12 +72,8 @@ class Batches:
 
 
 def shard_rows(mesh: jax.sharding.Mesh, rows: np.ndarray) -> jax.Array:
-  """``[S, B]`` rows, the batch axis sharded over ``data`` (like `jaxkd.train.shard_batch`)."""
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
-  per_process = rows.shape[1] // jax.process_count()
-  start = jax.process_index() * per_process
-  return jax.make_array_from_process_local_data(
-      sharding, rows[:, start:start + per_process], rows.shape)
+  """``[S, B]`` rows, the batch axis sharded over ``data`` (`jaxkd.train.shard_batch`)."""
+  return trainer_lib.shard_batch(mesh, rows, axis=1)
 
 
 def _replicated(mesh):

@@ -164,13 +164,14 @@ def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: 
     raise ConfigError(f"method: {err}") from None
 
 
-def _bind_teacher(objective, config, num_classes: int):
+def _bind_teacher(objective, config, dataset):
   """The objective's teacher bound to this run (``Teacher.setup``), or None."""
   teacher = objective.teacher
   if teacher is None or teacher.setup is None:
     return teacher
   env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
-                            num_classes=num_classes, cpu_conv=config.model.cpu_conv)
+                            num_classes=dataset.num_classes, cpu_conv=config.model.cpu_conv,
+                            mean=tuple(dataset.mean), std=tuple(dataset.std))
   try:
     return teacher.setup(env)
   except ValueError as err:
@@ -197,10 +198,12 @@ def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None 
 
 def _check_train(config, mesh) -> None:
   train = config.train
-  positive = ("num_epochs", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps")
+  positive = ("num_epochs", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps",
+              "steps_per_dispatch")
   for key in positive:
     value = train[key]
-    _require(isinstance(value, int) and value >= 1, f"train.{key}", value, "must be an int >= 1")
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+             f"train.{key}", value, "must be an int >= 1")
   _require(isinstance(train.eval_batch_size, int) and train.eval_batch_size > 0 and
            train.eval_batch_size % mesh.size == 0, "train.eval_batch_size", train.eval_batch_size,
            f"must be a positive multiple of the {mesh.size} devices of the mesh")
@@ -212,6 +215,35 @@ def _check_train(config, mesh) -> None:
            "data.crop_padding", config.data.crop_padding, "must be an int >= 0")
   _require(0 <= config.data.rotation_degrees <= 180, "data.rotation_degrees",
            config.data.rotation_degrees, "must be in [0, 180]")
+
+
+def _check_teacher(config) -> None:
+  """``teacher.torchvision_*``: a readable state_dict file of a torchvision network, or unset.
+
+  Only the file's name and presence are checked here; its keys and shapes when the teacher is
+  bound (`jaxkd.models.from_torchvision`), still before anything compiles.
+  """
+  teacher = config.teacher
+  checkpoint = teacher.get("torchvision_checkpoint") or ""
+  name = teacher.get("torchvision_model") or ""
+  _require(isinstance(checkpoint, str), "teacher.torchvision_checkpoint", checkpoint,
+           "must be a path (a string)")
+  if not checkpoint:
+    _require(not name, "teacher.torchvision_model", name,
+             "needs teacher.torchvision_checkpoint, the file of its weights")
+    return
+  _require(checkpoint.lower().endswith(models.TORCHVISION_SUFFIXES),
+           "teacher.torchvision_checkpoint", checkpoint,
+           "allowed: a torchvision state_dict file ending in "
+           f"{', '.join(models.TORCHVISION_SUFFIXES)}")
+  _require(os.path.isfile(checkpoint), "teacher.torchvision_checkpoint", checkpoint,
+           "no such file")
+  _require(not teacher.workdir, "teacher.torchvision_checkpoint", checkpoint,
+           f"set either teacher.workdir (a jaxkd run) or teacher.torchvision_checkpoint, not "
+           f"both (teacher.workdir={teacher.workdir!r})")
+  allowed = models.torchvision_names()
+  _require(name in allowed, "teacher.torchvision_model", name,
+           f"the network of teacher.torchvision_checkpoint; allowed: {', '.join(allowed)}")
 
 
 def _check_best_split(config) -> None:
@@ -279,6 +311,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            f"allowed: {', '.join(DTYPES)}")
   _require(config.model.cpu_conv in models.CPU_CONVS, "model.cpu_conv",
            config.model.cpu_conv, f"allowed: {', '.join(models.CPU_CONVS)}")
+  _check_teacher(config)
   mesh = make_mesh(config.mesh.data)
   _check_train(config, mesh)
   batch = train_cfg.batch_size
@@ -311,7 +344,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   if teacher is None:
-    teacher = _bind_teacher(objective, config, train_data.num_classes)
+    teacher = _bind_teacher(objective, config, train_data)
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
            or teacher.host_batch is None, "method.name", config.method.name,
            f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "

@@ -2,7 +2,7 @@
 
 Ctrl-C sends SIGINT; Cloud TPU and spot VMs send SIGTERM shortly before they preempt a
 machine. While the loop runs, either signal only sets a flag: the loop finishes the step in
-flight, writes a checkpoint and raises `Interrupted`, which ``jaxkd train`` prints as one line
+flight (the dispatch of K steps with ``train.steps_per_dispatch=K``), writes a checkpoint and raises `Interrupted`, which ``jaxkd train`` prints as one line
 before exiting with status 128 + the signal's number (130, 143). The same command resumes. A
 second signal stops at once, as the signal normally does; the newest complete checkpoint is
 kept (orbax never leaves a partial one that a resume would pick up).

@@ -7,6 +7,10 @@ donated. The step gathers and augments its images on the device, runs the studen
 teacher for its logits, applies the objective and the optimizer, and lets the teacher update
 itself (a replay refresh is a `lax.cond`), so nothing crosses to the host and nothing retraces.
 The step never asks which teacher it holds.
+
+``train_many`` runs K steps in one dispatch (`jax.lax.scan` over the step, batches stacked on a
+leading axis), for runs whose step is so short that dispatching it from Python dominates
+(``train.steps_per_dispatch``).
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def inputs(consts: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
 
 @dataclasses.dataclass(frozen=True)
 class StepFns:
-  """The two jitted programs of a run, and the plain train step they compile.
+  """The jitted programs of a run, and the plain train step they compile.
 
   ``train(state, consts, batch) -> (state, metrics)``: ``consts`` holds ``images``,
   ``labels`` (the training split, when held in memory) and ``teacher`` (the teacher's
@@ -58,12 +62,18 @@ class StepFns:
   ``host_batch`` adds and, for streamed data, the batch's own ``images`` and ``labels``.
   ``eval(params, batch_stats, consts, batch) -> sums`` over one batch of an evaluation split
   (`Trainer.eval_batches`: ``indices`` or ``images`` and ``labels``, and ``mask``).
+  ``train_many(state, consts, batches) -> (state, metrics)``: K train steps in one program,
+  a `jax.lax.scan` over ``train_fn``; every row of ``batches`` has a leading ``[K]`` axis
+  (`jaxkd.train.Batches.get_many`) and every metric comes back stacked, ``[K]``. It compiles
+  once per K (on its first call) and computes what K calls of ``train`` compute (bit for bit
+  without BatchNorm; with it, XLA may fuse the loop's body differently: the last float bit).
   ``train_fn`` is the train step before `jax.jit`, for composing it under other transforms
   (``jax.vmap`` over stacked states packs several seeds into one program).
   """
   train: Callable[..., tuple[state_lib.TrainState, dict]]
   eval: Callable[..., dict]
   train_fn: Callable[..., tuple[state_lib.TrainState, dict]]
+  train_many: Callable[..., tuple[state_lib.TrainState, dict]]
 
 
 def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransformation,
@@ -139,14 +149,21 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     metrics = {**metrics, "grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32)}
     return new_state, metrics
 
+  def train_steps(state, consts, batches):
+    # A loop of the step itself: XLA compiles it as one while loop, and each iteration runs the
+    # step's own operations (with BatchNorm in the model, XLA may fuse them differently inside
+    # the loop: the parameters then differ from single steps' in the last float bit or two).
+    return jax.lax.scan(lambda carry, batch: train_step(carry, consts, batch), state, batches)
+
   def eval_step(params, batch_stats, consts, batch):
     images, labels = inputs(consts, batch)
     out, _ = teachers.apply_model(model, {"params": params, "batch_stats": batch_stats},
                                   preprocess(None, images, aug), train=False)
     return analysis.classification_metrics(out["logits"], labels, mask=batch["mask"])
 
+  out_shardings = (state_sharding or replicated, replicated)
   return StepFns(
-      train=jax.jit(train_step, donate_argnums=0,
-                    out_shardings=(state_sharding or replicated, replicated)),
+      train=jax.jit(train_step, donate_argnums=0, out_shardings=out_shardings),
       eval=jax.jit(eval_step, out_shardings=replicated),
-      train_fn=train_step)
+      train_fn=train_step,
+      train_many=jax.jit(train_steps, donate_argnums=0, out_shardings=out_shardings))

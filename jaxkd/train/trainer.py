@@ -37,13 +37,18 @@ def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def shard_batch(mesh: jax.sharding.Mesh, rows: np.ndarray) -> jax.Array:
-  """The global batch ``rows`` sharded over ``data``; each process feeds only its own slice."""
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  per_process = rows.shape[0] // jax.process_count()
+def shard_batch(mesh: jax.sharding.Mesh, rows: np.ndarray, *, axis: int = 0) -> jax.Array:
+  """The global batch ``rows`` sharded over ``data``; each process feeds only its own slice.
+
+  ``axis``: the batch axis; the axes before it (K stacked steps, S packed seeds) are whole on
+  every device.
+  """
+  sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(*(None,) * axis, "data"))
+  per_process = rows.shape[axis] // jax.process_count()
   start = jax.process_index() * per_process
-  return jax.make_array_from_process_local_data(
-      sharding, rows[start:start + per_process], rows.shape)
+  local = np.take(rows, np.arange(start, start + per_process), axis=axis)
+  return jax.make_array_from_process_local_data(sharding, local, rows.shape)
 
 
 def example_rows(run: run_lib.Run) -> int:
@@ -112,7 +117,9 @@ class Batches:
   """The batches of a run: a pure function of (seed, epoch), so a resumed run sees the same.
 
   ``host(step)`` gives the host rows (``indices`` and the teacher's ``host_batch`` rows);
-  ``get(step)`` the same sharded over the mesh, ready for ``StepFns.train``.
+  ``get(step)`` the same sharded over the mesh, ready for ``StepFns.train``;
+  ``get_many(step, k)`` those of steps ``step .. step + k - 1`` stacked, ``[k, B, ...]``, ready
+  for ``StepFns.train_many``.
   """
 
   def __init__(self, run: run_lib.Run, *, seed: Optional[int] = None):
@@ -137,26 +144,38 @@ class Batches:
   def get(self, step: int) -> dict:
     return {k: shard_batch(self.run.mesh, v) for k, v in self.host(step).items()}
 
+  def get_many(self, step: int, k: int) -> dict:
+    rows = [self.host(s) for s in range(step, step + k)]
+    return {key: shard_batch(self.run.mesh, np.stack([r[key] for r in rows]), axis=1)
+            for key in rows[0]}
 
-def _from_process_local(mesh: jax.sharding.Mesh, local: dict) -> dict:
-  """This process's rows of a global batch (`StreamingSplit.batches`) as global arrays
-  sharded over ``data``: ``images``, ``labels``, ``indices`` (example ids) and ``mask``."""
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  names = {"image": "images", "label": "labels", "id": "indices", "mask": "mask"}
-  return {name: jax.make_array_from_process_local_data(
-      sharding, local[key], (local[key].shape[0] * jax.process_count(),) + local[key].shape[1:])
-          for key, name in names.items()}
+
+_STREAM_KEYS = {"image": "images", "label": "labels", "id": "indices", "mask": "mask"}
+
+
+def _from_process_local(mesh: jax.sharding.Mesh, local: dict, *, axis: int = 0) -> dict:
+  """This process's rows of a global batch (`StreamingSplit.batches`; ``axis``: the batch
+  axis, after K stacked steps) as global arrays sharded over ``data``: ``images``, ``labels``,
+  ``indices`` (example ids) and ``mask``."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*(None,) * axis, "data"))
+
+  def place(rows):
+    shape = list(rows.shape)
+    shape[axis] *= jax.process_count()
+    return jax.make_array_from_process_local_data(sharding, rows, tuple(shape))
+
+  return {name: place(local[key]) for key, name in _STREAM_KEYS.items() if key in local}
 
 
 class StreamBatches:
   """The batches of a streamed run (`jaxkd.data.StreamingSplit`), read on host threads.
 
   ``get(step)`` gives the global batch of ``step`` as arrays sharded over the mesh, each
-  process reading only its rows: ``images`` (decoded and cropped), ``labels``, ``indices``
-  (example ids, for per-example method state) and ``mask``. The order and the crops are a pure
-  function of (seed, epoch, id), so a run resumed at any step reads the batches an
-  uninterrupted run reads. Consecutive steps come from one prefetching reader per epoch; any
-  other step restarts the reader there.
+  process reading only its rows: ``images`` (decoded and cropped), ``labels`` and ``indices``
+  (example ids, for per-example method state); ``get_many(step, k)`` K of them stacked. The
+  order and the crops are a pure function of (seed, epoch, id), so a run resumed at any step
+  reads the batches an uninterrupted run reads. Consecutive steps come from one prefetching
+  reader per epoch; any other step restarts the reader there.
   """
 
   def __init__(self, run: run_lib.Run, *, seed: Optional[int] = None):
@@ -164,7 +183,8 @@ class StreamBatches:
     self.seed = run.config.seed if seed is None else seed
     self._next, self._reader = None, None
 
-  def get(self, step: int) -> dict:
+  def host(self, step: int) -> dict:
+    """This process's rows of ``step``'s batch: ``image``, ``label``, ``id`` (host arrays)."""
     epoch, i = divmod(step, self.run.steps_per_epoch)
     if step != self._next:
       self._reader = self.run.train_data.batches(
@@ -174,9 +194,16 @@ class StreamBatches:
     self._next = step + 1
     if self._next % self.run.steps_per_epoch == 0:
       self._next = None  # the next epoch starts a new reader
-    batch = _from_process_local(self.run.mesh, local)
-    del batch["mask"]  # every training row is real
-    return batch
+    del local["mask"]  # every training row is real
+    return local
+
+  def get(self, step: int) -> dict:
+    return _from_process_local(self.run.mesh, self.host(step))
+
+  def get_many(self, step: int, k: int) -> dict:
+    rows = [self.host(s) for s in range(step, step + k)]
+    return _from_process_local(self.run.mesh, {key: np.stack([r[key] for r in rows])
+                                               for key in rows[0]}, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A workdir's ``config.json`` is the config its checkpoints were trained with. A start with
 another config is refused, except for the keys that cannot change the numbers (`OPERATIONAL`:
-logging, checkpoint frequency and retention, the evaluation batch, ``train.extend``), and,
+logging, checkpoint frequency and retention, the evaluation batch, ``train.extend``, steps per
+dispatch), and,
 with ``train.extend=True``, a longer ``train.num_steps`` or ``train.num_epochs`` for a run
 that finished. Accepted changes take effect from the resumed step on; the loop appends them to
 ``config_changes`` in ``run.json`` (``{"step", "changes": {key: [old, new]}}``), so the
@@ -23,9 +24,11 @@ __all__ = ["OPERATIONAL", "check_config", "diff_keys"]
 
 # The training steps never read these: the parameters after any step are the same bit for bit.
 # (A different eval_batch_size sums the evaluation in another order: NLL and ECE may move in
-# the last float bits, top-1 not.)
+# the last float bits, top-1 not. steps_per_dispatch runs the same steps in an XLA loop: bit
+# for bit without BatchNorm; with it, XLA may fuse the loop's body differently, the last bit.)
 OPERATIONAL = ("train.checkpoint_every_steps", "train.eval_batch_size", "train.extend",
-               "train.keep_checkpoints", "train.log_every_steps")
+               "train.keep_checkpoints", "train.log_every_steps", "train.steps_per_dispatch",
+               "data.num_workers", "data.data_dir", "distributed_timeout_s")
 _LENGTH = ("train.num_epochs", "train.num_steps")
 
 
