@@ -26,12 +26,6 @@ NAMES = [os.path.basename(p)[:-3] for p in TABLE_CONFIGS]
 # `test_ls_vs_kd_imagenet_smoke_trains` and the two after it.
 STREAMED = {"ls_vs_kd_imagenet": "imagenet2012", "ls_vs_kd_cub": "caltech_birds2011",
             "tfkd_imagenet": "imagenet2012"}
-# torchvision's ImageNet networks as the ImageNet zoo registers them; until that zoo is in
-# this checkout, the streamed tables' full configs name them without building them.
-IMAGENET_NETWORKS = {"resnet18_imagenet", "resnet34_imagenet", "resnet50_imagenet",
-                     "resnet101_imagenet", "resnet152_imagenet", "wide_resnet50_2_imagenet",
-                     "resnext50_32x4d_imagenet", "resnext101_32x8d_imagenet",
-                     "mobilenet_v2_imagenet", "densenet121_imagenet"}
 
 
 def _load(name):
@@ -76,7 +70,7 @@ def test_full_configs_resolve(name, tmp_path, monkeypatch):
   module, table = _load(name)
   for row in table.teachers + table.rows:
     config = module.get_config(row.arg)
-    assert config.model.name in set(models.names()) | IMAGENET_NETWORKS, row.name
+    assert config.model.name in models.names(), row.name
     assert config.data.name in data_lib.names(), row.name
     assert config.data.name != "mock", row.name
     _method(config)  # raises on an unknown or out-of-range hyperparameter
