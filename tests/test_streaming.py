@@ -205,3 +205,22 @@ def test_pskd_table_is_sharded_on_streamed_data(imagenet_dir):
 def test_streaming_config_errors(imagenet_dir, overrides, match):
   with pytest.raises(run_lib.ConfigError, match=match):
     run_lib.build_run(_config(imagenet_dir, **overrides))
+
+
+def test_streamed_batches_stack_for_steps_per_dispatch(imagenet_dir):
+  """`get_many(step, K)` stacks the batches `get` reads: K steps in one dispatch train alike."""
+  trainer = trainer_lib.build(_config(imagenet_dir, **{"mesh.data": 2}))
+  single, many = trainer.init_state(), trainer.init_state()
+  batches = trainer.batches()
+  stacked = trainer.batches().get_many(1, 2)  # steps 1 and 2, read by a second reader
+  for step in range(3):
+    batch = batches.get(step)
+    single, _ = trainer.steps.train(single, trainer.consts, batch)
+    if step == 0:
+      many, _ = trainer.steps.train(many, trainer.consts, batch)
+    else:
+      np.testing.assert_array_equal(np.asarray(batch["images"]),
+                                    np.asarray(stacked["images"][step - 1]))
+  many, metrics = trainer.steps.train_many(many, trainer.consts, stacked)
+  assert metrics["loss"].shape == (2,)
+  assert_relative_close(single.params, many.params, 1e-6)  # BatchNorm: XLA may fuse a loop

@@ -74,7 +74,7 @@ def test_two_processes_match_one_process(tmp_path):
 
 # Long enough to learn the digits well above chance (10 classes), short enough to compile-bound.
 LEARN = ["--config.mesh.data=1", "--config.train.num_steps=40", "--config.train.batch_size=32",
-         "--config.train.log_every_steps=10"]
+         "--config.train.log_every_steps=10", "--config.train.checkpoint_every_steps=40"]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ tfds's real layout (streamed: each process reads its rows). Process 1 is SIGKILL
 run's first checkpoints. Process 0 must exit by itself within ``distributed_timeout_s`` plus a
 margin, with status 75 and one line naming what happened and the checkpoint to resume from.
 Then both processes are started again on the same workdir; the resumed run must end with the
-parameters of an uninterrupted 2-process run, bit for bit.
+parameters of an uninterrupted 2-process run, bit for bit; and that uninterrupted run must
+equal one process with the same 4 devices (to 1e-5: another order of the sums).
 
     python experiments/faults/peer_death.py --out experiments/results/faults/peer_death.json
 
@@ -78,12 +79,33 @@ def _params(workdir: str):
   return jax.tree_util.tree_leaves(variables["params"]), step
 
 
+def _single(workdir: str, args: list[str]) -> None:
+  """The same run in one process with the pair's 4 devices."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    env.pop(key, None)
+  _finish_pair([subprocess.Popen([sys.executable, "-m", "jaxkd.cli", "train", "--workdir",
+                                  workdir, *args], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)])
+
+
 def run_trial(data_dir: str, root: str, *, steps: int = 24, kill_after_step: int = 6,
               timeout_s: int = 10) -> dict:
-  """One trial; returns its record (raises when the survivor hangs or resumes wrongly)."""
+  """One trial; returns its record (raises when the survivor hangs or resumes wrongly).
+
+  Also checks that the uninterrupted 2-process run equals one process with its 4 devices (to
+  1e-5: the two sum across devices in different orders)."""
   args = _args(data_dir, steps, timeout_s)
   reference = os.path.join(root, "reference")
   _finish_pair(_start_pair(reference, args))
+  _single(os.path.join(root, "single"), args)
+  (pair, _), (single, _) = _params(reference), _params(os.path.join(root, "single"))
+  one_vs_two = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) /
+                         max(float(np.max(np.abs(np.asarray(b)))), 1e-12))
+                   for a, b in zip(pair, single))
+  if one_vs_two > 1e-5:
+    raise RuntimeError(f"2 processes differ from 1 process by {one_vs_two:.2e} (relative)")
   workdir = os.path.join(root, "killed")
   procs = _start_pair(workdir, args)
   while max(checkpoint.checkpoint_steps(workdir), default=0) < kill_after_step:
@@ -109,7 +131,8 @@ def run_trial(data_dir: str, root: str, *, steps: int = 24, kill_after_step: int
     raise RuntimeError(f"the resumed run differs from the uninterrupted one (steps "
                        f"{want_step}, {got_step})")
   return dict(survivor=survivor, timeout_s=timeout_s, resumed_from_step=resumed_from,
-              steps=steps, bit_equal_to_uninterrupted=equal)
+              steps=steps, bit_equal_to_uninterrupted=equal,
+              two_processes_vs_one_max_relative_diff=one_vs_two)
 
 
 def main() -> None:
