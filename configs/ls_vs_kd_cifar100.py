@@ -21,10 +21,10 @@ for Shen et al. too. Both protocols then train the same CE teacher, `teacher_ce`
 The report gives each teacher's 1 - S (Shen et al.'s Eq. 2 on its test probabilities).
 
 Published numbers exist only for ImageNet and CUB (the two configs above carry them), so no
-row here has a target; the pattern is
-what to compare. Shen et al., ResNet50 teacher -> student top-1 at T = 1 (mean of 3; Table 2):
-CE teacher (76.056) -> ResNet18 71.425, ResNet50 76.325; LS teacher (76.128) -> ResNet18
-71.816, ResNet50 77.052. Their Table 1, ResNet50 1 - S: 0.3217 (CE), 0.3106 (LS).
+row here has a target; the pattern is what to compare. Shen et al., ResNet50 teacher ->
+student top-1 at T = 1 (mean of 3; Table 2): CE teacher (76.056) -> ResNet18 71.425, ResNet50
+76.325; LS teacher (76.128) -> ResNet18 71.816, ResNet50 77.052. Their Table 1, ResNet50
+1 - S: 0.3217 (CE), 0.3106 (LS).
 ICML'22, ResNet50 -> ResNet18 top-1, CE teacher ; LS teacher (teachers 76.132 ; 76.200):
 T=1 71.488 ; 71.666, T=2 71.360 ; 68.860, T=3 69.674 ; 67.752, T=64 66.194 ; 64.362.
 
