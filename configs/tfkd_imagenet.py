@@ -20,8 +20,8 @@ Published: Tf-KD improves well-established ImageNet baselines by up to 0.65 poin
 per-network ImageNet numbers are not copied here (we have not checked them against the
 paper), so the rows carry no targets; the claims check the direction (Tf-KD_reg beats the
 baseline). The networks: ResNeXt101-32x8d is the README's example; ResNet-18, ResNet-50 and
-DenseNet121 are the torchvision networks its ImageNet experiments are said to cover, a list
-not checked against the paper's table either (add rows with `model=`, see MODELS).
+DenseNet121 are our choice among torchvision's networks, not checked against the paper's
+table either (another `<name>_imagenet` network is one more entry in MODELS).
 
 Rows (config arguments; networks are torchvision's, `<name>_imagenet`):
   model=M,method=ce          baseline (M: resnet18, resnet50, densenet121, resnext101_32x8d)
