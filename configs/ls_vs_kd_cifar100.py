@@ -14,15 +14,17 @@ Every row names its protocol (`recipes.ls_kd_protocol` holds both, with their so
             decay 1e-4, lr 0.1, x0.1 every 80 epochs of 200, 5 epochs of linear warm-up.
             Teachers: torchvision's 90-epoch recipe (lr 0.1, x0.1 every 30).
 
-Ours: CIFAR-100 instead of ImageNet (the engine trains in-memory datasets only), the CIFAR
+Ours: CIFAR-100 (a cheap stand-in for ImageNet; the papers' own ImageNet setting is
+configs/ls_vs_kd_imagenet.py, and CUB's configs/ls_vs_kd_cub.py), the CIFAR
 ResNet50 -> ResNet18, batch 128, crop 32 pad 4 and flip, momentum 0.9 and weight decay 1e-4
 for Shen et al. too. Both protocols then train the same CE teacher, `teacher_ce`, shared.
 The report gives each teacher's 1 - S (Shen et al.'s Eq. 2 on its test probabilities).
 
-Published numbers exist only for ImageNet (and CUB), so no row has a target; the pattern is
-what to compare. Shen et al., ResNet50 teacher -> student top-1 at T = 1 (mean of 3; Table 2):
-CE teacher (76.056) -> ResNet18 71.425, ResNet50 76.325; LS teacher (76.128) -> ResNet18
-71.816, ResNet50 77.052. Their Table 1, ResNet50 1 - S: 0.3217 (CE), 0.3106 (LS).
+Published numbers exist only for ImageNet and CUB (the two configs above carry them), so no
+row here has a target; the pattern is what to compare. Shen et al., ResNet50 teacher ->
+student top-1 at T = 1 (mean of 3; Table 2): CE teacher (76.056) -> ResNet18 71.425, ResNet50
+76.325; LS teacher (76.128) -> ResNet18 71.816, ResNet50 77.052. Their Table 1, ResNet50
+1 - S: 0.3217 (CE), 0.3106 (LS).
 ICML'22, ResNet50 -> ResNet18 top-1, CE teacher ; LS teacher (teachers 76.132 ; 76.200):
 T=1 71.488 ; 71.666, T=2 71.360 ; 68.860, T=3 69.674 ; 67.752, T=64 66.194 ; 64.362.
 

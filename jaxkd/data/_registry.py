@@ -47,6 +47,11 @@ _SPECS = {
                             (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)),
     "imagenet2012": DatasetSpec("imagenet2012", "validation", (0.485, 0.456, 0.406),
                                 (0.229, 0.224, 0.225), in_memory=False),
+    # CUB-200-2011 (200 bird species; 5,994 train and 5,794 test images of varying size):
+    # streamed at data.image_size like ImageNet, with ImageNet's constants, as the recipes
+    # that fine-tune ImageNet networks on it normalise it.
+    "caltech_birds2011": DatasetSpec("caltech_birds2011", "test", (0.485, 0.456, 0.406),
+                                     (0.229, 0.224, 0.225), in_memory=False),
     "mock": DatasetSpec(None, "test", (), ()),
 }
 # load("mock", ...): a small learnable set (8x8x3, 10 classes).

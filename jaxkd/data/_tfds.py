@@ -31,17 +31,23 @@ def open_source(name: str, split: str, data_dir: Optional[str], *,
                 decode_images: bool = True) -> Sequence[Any]:
   """Opens a random-access tfds data source; never downloads.
 
-  ``decode_images=False`` leaves the ``image`` feature as its encoded bytes (the streaming
-  reader decodes and crops them itself).
+  ``decode_images=False`` leaves every image feature as its encoded bytes: the streaming
+  reader decodes and crops ``image`` itself, and the other image features some datasets carry
+  beside it (``caltech_birds2011``'s ``segmentation_mask``) are never decoded, since only
+  ``image`` and ``label`` are read.
 
   Raises:
     DatasetNotFoundError: when the dataset is not prepared under ``data_dir``.
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   try:
-    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                            decoders=decoders, builder_kwargs={"file_format": "array_record"})
+    if decode_images:
+      return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                              builder_kwargs={"file_format": "array_record"})
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    decoders = {key: tfds.decode.SkipDecoding() for key, feature in
+                builder.info.features.items() if isinstance(feature, tfds.features.Image)}
+    return builder.as_data_source(split=split, decoders=decoders)
   # A missing dataset surfaces from tfds as one of these, depending on what is
   # absent (no version folder: empty splits -> KeyError; other formats ->
   # NotImplementedError); all mean "not prepared here".

@@ -13,11 +13,15 @@ import ml_collections
 from jaxkd import config as config_lib
 
 __all__ = ["base_config", "cskd_cifar", "fashion_subset_cpu", "kd_only", "ls_kd_protocol",
-           "only_with", "pskd_cifar",
-           "row_config", "smoke", "tfkd_cifar", "LS_KD_PROTOCOLS", "SMOKE_MODEL"]
+           "only_with", "pskd_cifar", "row_config", "smoke", "smoke_streamed", "streamed",
+           "tfkd_cifar", "tfkd_imagenet", "LS_KD_PROTOCOLS", "SMOKE_MODEL",
+           "SMOKE_STREAMED_MODEL"]
 
 # The tiny network every smoke variant trains (no convolution: compiles in a second).
 SMOKE_MODEL = "mlp"
+
+# The network of the streamed smoke variants (`smoke_streamed`): a small convolutional net.
+SMOKE_STREAMED_MODEL = "small_cnn"
 
 # The two protocols of the LS-vs-KD question, see `ls_kd_protocol`.
 LS_KD_PROTOCOLS = ("shen", "icml22")
@@ -122,6 +126,9 @@ def ls_kd_protocol(config: ml_collections.ConfigDict, protocol: str, *,
                    temperature: Optional[float] = None, dataset: str = "cifar100") -> None:
   """A teacher (``temperature`` None) or KD-only student of one LS-vs-KD protocol, on CIFAR.
 
+  The ImageNet and CUB tables apply this, then `streamed` for their data (224 x 224 crops,
+  batch 256 with the same lr 0.1, as 0.1 x batch/256 gives).
+
   ``"shen"``: Shen et al., ICLR 2021. LS teachers in the ``others`` convention (1 - e on the
   label, e/(K-1) on each other class, e = 0.1); teachers 90 epochs, lr 0.1, x0.1 every 30
   epochs. Students: the KD term alone at T = 1 only; 200 epochs, lr 0.1, x0.1 every 80, no
@@ -168,6 +175,44 @@ def ls_kd_protocol(config: ml_collections.ConfigDict, protocol: str, *,
              gamma=0.1, warmup_epochs=warmup)
 
 
+def streamed(config: ml_collections.ConfigDict, dataset: str, *, batch_size: int = 256,
+             eval_batch_size: int = 512) -> None:
+  """Streamed ImageNet-style data (`jaxkd.data.open_stream`) and a bfloat16 network.
+
+  ``dataset`` (``imagenet2012``, ``caltech_birds2011``) streams at 224 x 224: the host draws
+  torchvision's RandomResizedCrop(224) and a horizontal flip for training, and resizes the
+  shorter side to 256 then centre-crops 224 for evaluation, so the device adds nothing (no
+  padding crop, flip or rotation). The batch is ``batch_size`` (the learning rate is the
+  recipe's, 0.1 x batch/256 in the ImageNet recipes); ``eval_batch_size`` is a multiple of 8
+  so that it divides over 1, 2, 4 or 8 devices (the last evaluation batch is padded). The
+  network runs in bfloat16 (losses stay float32) and, off GPU, with XLA's own convolutions.
+  """
+  config.data.name = dataset
+  config.data.image_size = 224
+  config.data.crop_padding = 0
+  config.data.flip = False
+  config.data.rotation_degrees = 0.0
+  config.train.batch_size = batch_size
+  config.train.eval_batch_size = eval_batch_size
+  config.model.dtype = "bfloat16"
+  config.model.cpu_conv = "xla"
+
+
+def tfkd_imagenet(config: ml_collections.ConfigDict, *, batch_size: int = 256) -> None:
+  """Tf-KD's ImageNet recipe (official code: ``ImageNet_train/main.py``), torchvision's.
+
+  SGD momentum 0.9, weight decay 1e-4, lr 0.1 x batch/256, 90 epochs, lr x0.1 at epochs
+  30/60/80, no warm-up; streamed 224 x 224 crops (`streamed`).
+  """
+  streamed(config, "imagenet2012", batch_size=batch_size)
+  config.train.num_epochs = 90
+  opt = config.train.optimizer
+  opt.name, opt.momentum, opt.nesterov, opt.weight_decay = "sgd", 0.9, False, 1e-4
+  opt.learning_rate = 0.1 * batch_size / 256
+  opt.schedule, opt.milestones, opt.gamma = "multistep", (30, 60, 80), 0.1
+  opt.warmup_epochs = 0.0
+
+
 def fashion_subset_cpu(config: ml_collections.ConfigDict, *, data_dir: str, epochs: int,
                        eval_batch_size: int, log_every_steps: int) -> None:
   """The CPU recipe of our Fashion-MNIST studies (configs/fashion_mnist.py and
@@ -203,6 +248,33 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.train.num_steps = 3
   config.train.log_every_steps = 1
   config.train.checkpoint_every_steps = 3
+  config.train.optimizer.warmup_epochs = 0.0
+  config.train.optimizer.milestones = ()
+  config.mesh.data = 1
+  return config
+
+
+def smoke_streamed(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a streamed row (`streamed`) to a few steps of `SMOKE_STREAMED_MODEL` on its data.
+
+  The dataset stays the row's (``--config.data.data_dir`` points at a prepared copy; the tests
+  write tiny ones), read at 16 x 16 with two host threads; the method and its hyperparameters
+  stay the row's, so the smoke run checks that the row's objective, teacher and streamed input
+  build, compile and train together.
+  """
+  config.data.image_size = 16
+  config.data.num_workers = 2
+  config.model.name = SMOKE_STREAMED_MODEL
+  config.model.dtype = "float32"
+  config.model.cpu_conv = "fast"
+  config.train.batch_size = 8
+  config.train.eval_batch_size = 8
+  config.train.num_epochs = 1
+  config.train.num_steps = 3
+  config.train.log_every_steps = 1
+  config.train.checkpoint_every_steps = 3
+  # Small: a 1000-class head memorising 24 images at the rows' lr 0.1 swings wildly.
+  config.train.optimizer.learning_rate = 0.01
   config.train.optimizer.warmup_epochs = 0.0
   config.train.optimizer.milestones = ()
   config.mesh.data = 1
