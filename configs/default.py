@@ -12,7 +12,8 @@ Every other config in this directory starts from `get_config()` and overrides a 
 Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <value>``):
   seed; method.name and method.<hparam> (see `jaxkd.objectives.defaults(name)`);
   model.name, model.dtype, model.cpu_conv; data.name, data.data_dir, data.crop_padding,
-  data.flip, data.rotation_degrees; train.batch_size, train.eval_batch_size, train.num_epochs,
+  data.flip, data.rotation_degrees, data.in_memory, data.image_size, data.num_workers,
+  data.skip_corrupt; train.batch_size, train.eval_batch_size, train.num_epochs,
   train.num_steps (wins when set), train.optimizer.*, train.checkpoint_every_steps,
   train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite, train.keep_best,
   train.extend, train.steps_per_dispatch (K steps as one lax.scan dispatch; default 1);

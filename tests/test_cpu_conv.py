@@ -95,6 +95,11 @@ FAMILIES = {
     "ShuffleNetV2": lambda c: models.ShuffleNetV2(5, depths=(1, 1, 1), cpu_conv=c),
     "ShuffleNetV2TfKD": lambda c: models.ShuffleNetV2TfKD(5, depths=(1, 1, 1), cpu_conv=c),
     "GoogLeNet": lambda c: models.get("googlenet", num_classes=5, cpu_conv=c),
+    "ImageNetResNet": lambda c: models.ImageNetResNet(5, depths=(1, 1, 1, 1), cpu_conv=c),
+    "ImageNetMobileNetV2": lambda c: models.get("mobilenet_v2_imagenet", num_classes=5,
+                                                cpu_conv=c),
+    "ImageNetDenseNet": lambda c: models.ImageNetDenseNet(5, depths=(1, 1), growth=8,
+                                                          init_features=16, cpu_conv=c),
 }
 # Compiling a family's gradient twice costs 10-40 s of a 2-core CPU, so the numbers are compared
 # on one family per kind of convolution: ungrouped with small maps (SmallCNN, the default
@@ -105,7 +110,7 @@ _DIGIT_BATCH = (4, 8, 8, 3)  # 8x8 inputs: last stages with maps smaller than a 
 # Families without an ungrouped convolution whose map is smaller than its kernel on 8x8 inputs:
 # their 3x3 convolutions are grouped (XLA's under both choices) or see maps of 4x4 and more.
 _NO_SMALL_MAPS = ("MLP", "CifarResNeXt", "MobileNetV2", "MobileNetV2Half", "ShuffleNetV1",
-                  "ShuffleNetV2", "ShuffleNetV2TfKD")
+                  "ShuffleNetV2", "ShuffleNetV2TfKD", "ImageNetMobileNetV2")
 
 
 def test_families_cover_every_zoo_class():

@@ -62,8 +62,8 @@ def test_resume_may_change_logging_and_checkpointing_only(tmp_path, capsys):
   assert ("holds a run of another config (differs in seed, train.optimizer.learning_rate); use "
           "a new workdir, or the same config to resume (a resume may change only "
           "train.checkpoint_every_steps, train.eval_batch_size, train.extend, "
-          "train.keep_checkpoints, train.log_every_steps, train.steps_per_dispatch, and extend "
-          "a finished run's "
+          "train.keep_checkpoints, train.log_every_steps, train.steps_per_dispatch, "
+          "data.num_workers, data.data_dir, distributed_timeout_s, and extend a finished run's "
           "length)") in err
   assert _files(workdir) == before
 

@@ -121,11 +121,13 @@ def run_trial(data_dir: str, root: str, *, steps: int = 24, kill_after_step: int
   out, _ = procs[0].communicate(timeout=timeout_s + 120)
   exit_s = time.monotonic() - killed_at
   procs[1].wait()
+  with open(os.path.join(root, "survivor.log"), "w") as f:
+    f.write(out)
   message = next((line for line in out.splitlines() if "waited" in line), "")
   survivor = dict(exit_status=procs[0].returncode, exit_after_kill_s=round(exit_s, 1),
                   message=message)
   if procs[0].returncode != watchdog.EXIT_PEER_LOST or "run the same command" not in message:
-    raise RuntimeError(f"survivor: {survivor}\n{out[-3000:]}")
+    raise RuntimeError(f"survivor: {survivor}\n{out[:3000]}\n...\n{out[-2000:]}")
   resumed_from = max(checkpoint.checkpoint_steps(workdir))
   _finish_pair(_start_pair(workdir, args))
   (want, want_step), (got, got_step) = _params(reference), _params(workdir)

@@ -180,9 +180,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state, meta = _train(trainer, state, meta, store=store, best=best, log=log,
                            console=console, stop=stop, workdir=workdir,
                            waiting=guard.waiting if guard else contextlib.nullcontext)
-  finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
+  except BaseException:
+    # A peer's death can also surface as an error here (a checkpoint's barrier); what follows
+    # (closing the checkpointer, JAX's shutdown barrier at exit) waits on the dead peer too.
+    if guard is not None:
+      guard.arm()
+    raise
+  else:
     if guard is not None:
       guard.close()
+  finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
     console.close()
     log.close()
     store.close()
@@ -203,7 +210,7 @@ def _watchdog(config, store: ckpt_lib.CheckpointStore, workdir: str):
     where = (f"the newest checkpoint is step {steps[-1]} in {workdir}" if steps else
              f"no checkpoint in {workdir} yet")
     return (f"process {jax.process_index()} of {jax.process_count()} waited "
-            f"{config.distributed_timeout_s} s for a step the other processes never finished: "
+            f"{config.distributed_timeout_s} s for the other processes, which never answered: "
             f"one of them has stopped (killed, preempted or out of memory; see its log). "
             f"Exiting; {where}: run the same command on every process to resume.")
 
@@ -289,7 +296,8 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
       log.write(record)
       console.evaluation(record, _learning_rate(trainer, step))
     if save:
-      store.save(step, state, progress())
+      with waiting():  # a collective write
+        store.save(step, state, progress())
       log.flush()
     if signum is not None and step < run.total_steps:
       raise signals.Interrupted(step, signum, workdir)

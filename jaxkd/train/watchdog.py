@@ -50,6 +50,10 @@ class Watchdog:
     finally:
       self._since = None
 
+  def arm(self) -> None:
+    """Arms the watchdog until the process ends (a run failing: what remains may hang)."""
+    self._since = time.monotonic()
+
   def close(self) -> None:
     self._done.set()
     self._thread.join()
