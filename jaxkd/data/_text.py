@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import io
+import logging
 import os
-import sys
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -34,6 +35,8 @@ PAD_ID, UNK_ID = 0, 1
 _MAX_TRAINING_SENTENCES = 1_000_000
 # mock_text: its fixed vocabulary and length.
 MOCK_VOCAB_SIZE, MOCK_LENGTH = 64, 16
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -123,15 +126,19 @@ class TextSource(NamedTuple):
       for a CSV dataset.
     csv_folder: the folder of the CSV release (``train.csv``, ``test.csv``) under data_dir.
     num_classes: the number of classes of a CSV dataset (tfds datasets say their own).
+    tfds_module: a module to import first: tfds registers some legacy builders
+      (``yelp_polarity_reviews``) only when their module is imported.
   """
   tfds_fields: tuple[str, ...] = ()
   csv_folder: str = ""
   num_classes: int = 0
+  tfds_module: str = ""
 
 
 TEXT_SOURCES = {
     "ag_news_subset": TextSource(tfds_fields=("title", "description")),
-    "yelp_polarity_reviews": TextSource(tfds_fields=("text",)),
+    "yelp_polarity_reviews": TextSource(tfds_fields=("text",),
+                                        tfds_module="tensorflow_datasets.text.yelp_polarity"),
     "yahoo_answers": TextSource(csv_folder="yahoo_answers_csv", num_classes=10),
     "yelp_review_full": TextSource(csv_folder="yelp_review_full_csv", num_classes=5),
 }
@@ -213,6 +220,8 @@ def _raw(name: str, split: str, data_dir: str) -> tuple[list[str], np.ndarray, i
                        f"1 .. {source.num_classes}")
     return texts, labels, source.num_classes
   from jaxkd.data import _tfds  # pylint: disable=import-outside-toplevel
+  if source.tfds_module:
+    importlib.import_module(source.tfds_module)
   records = _tfds.open_source(name, split, data_dir)
   if len(records) == 0:
     raise DatasetNotFoundError(f"'{name}' split '{split}' is empty. "
@@ -325,7 +334,7 @@ def load_text(name: str, split: str, data_dir: Optional[str], *,
     np.savez(buffer, tokens=tokens, labels=labels, num_classes=num_classes,
              vocab_size=processor.get_piece_size())
     _write_atomically(path, buffer.getvalue())
-    print(f"jaxkd: tokenized {name} {split} ({len(texts)} texts) into {path}", file=sys.stderr)
+    _log.info("tokenized %s %s (%d texts) into %s", name, split, len(texts), path)
   with np.load(path) as cached:
     return TokenDataset(name, split, cached["tokens"], cached["labels"],
                         int(cached["num_classes"]), int(cached["vocab_size"]))

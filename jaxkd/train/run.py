@@ -286,6 +286,8 @@ def _datasets(data: ml_collections.ConfigDict) -> tuple[Any, Any]:
   in_memory = spec.in_memory if data.in_memory is None else data.in_memory
   _require(isinstance(in_memory, bool), "data.in_memory", data.in_memory,
            "allowed: True, False or None (the dataset's own choice)")
+  _require(in_memory or spec.kind != "text", "data.in_memory", data.in_memory,
+           f"dataset {data.name!r} is text, held in memory as token ids; allowed: True or None")
   _require(in_memory or spec.tfds_name is not None, "data.in_memory", data.in_memory,
            f"dataset {data.name!r} has no tensorflow-datasets source to stream from; "
            "allowed: True or None")
@@ -293,8 +295,6 @@ def _datasets(data: ml_collections.ConfigDict) -> tuple[Any, Any]:
            f"dataset {data.name!r} is too large to hold in memory; allowed: False or None")
   data_dir = data.data_dir or None
   if spec.kind == "text":
-    _require(in_memory, "data.in_memory", data.in_memory,
-             f"dataset {data.name!r} is text, held in memory as token ids; allowed: True or None")
     for key, low in (("vocab_size", 16), ("max_length", 1)):
       value = data[key]
       _require(isinstance(value, int) and not isinstance(value, bool) and value >= low,
