@@ -244,3 +244,13 @@ def test_alr_text_smoke_row_through_the_cli(tmp_path, capsys):
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert records[-1]["step"] == 3 and 0.0 <= records[-1]["eval/top1"] <= 1.0
   assert capsys.readouterr().out.startswith("best top-1 ")
+
+
+def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
+  """`jaxkd report run`'s record of a text run: the final metrics from token ids."""
+  from jaxkd.reporting import _collect  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  config = _config(steps=3)
+  summary = train_and_evaluate(config, str(tmp_path))
+  record = _collect.collect(config, str(tmp_path), summary, projection_classes=(0, 1, 2))
+  assert record["final"]["count"] == 64 and len(record["projection"]["labels"]) > 0

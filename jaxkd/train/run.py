@@ -364,9 +364,10 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   _require(text == models.is_text(config.model.name), "model.name", config.model.name,
            f"dataset {config.data.name!r} holds {'token ids' if text else 'images'}; allowed: "
            + ", ".join(n for n in models.names() if models.is_text(n) == text))
-  _require(not text or train_data.vocab_size == eval_data.vocab_size, "data.name",
-           config.data.name, f"the eval split's vocabulary ({eval_data.vocab_size}) differs "
-           f"from the train split's ({train_data.vocab_size})")
+  if text:
+    _require(train_data.vocab_size == eval_data.vocab_size, "data.name", config.data.name,
+             f"the eval split's vocabulary ({eval_data.vocab_size}) differs from the train "
+             f"split's ({train_data.vocab_size})")
   _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
            f"test images {eval_data.image_shape} differ from train images "
            f"{train_data.image_shape}")
