@@ -254,3 +254,15 @@ def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
   summary = train_and_evaluate(config, str(tmp_path))
   record = _collect.collect(config, str(tmp_path), summary, projection_classes=(0, 1, 2))
   assert record["final"]["count"] == 64 and len(record["projection"]["labels"]) > 0
+
+
+def test_kd_from_a_text_teacher_run(tmp_path):
+  """A frozen teacher read from a text run's checkpoint: its model is rebuilt with the
+  student's vocabulary."""
+  from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  teacher_dir = str(tmp_path / "teacher")
+  train_and_evaluate(_config(steps=2), teacher_dir)
+  config = _config(method="kd", steps=2)
+  config.teacher.workdir = teacher_dir
+  summary = train_and_evaluate(config, str(tmp_path / "student"))
+  assert summary["method"] == "kd" and summary["steps"] == 2
