@@ -243,7 +243,9 @@ def test_alr_text_smoke_row_through_the_cli(tmp_path, capsys):
   assert saved["data"]["name"] == "mock_text" and saved["model"]["name"] == "fasttext_text"
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert records[-1]["step"] == 3 and 0.0 <= records[-1]["eval/top1"] <= 1.0
-  assert capsys.readouterr().out.startswith("best top-1 ")
+  captured = capsys.readouterr()
+  assert captured.out.startswith("best top-1 ")
+  assert "data mock_text: 256 train / 64 eval examples, 16 tokens, vocabulary 64" in captured.err
 
 
 def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
