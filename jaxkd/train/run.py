@@ -275,6 +275,13 @@ def _check_best_split(config) -> None:
            "and data.train_split='train[:90%]' (or train.keep_best=False)")
 
 
+def _check_model_kind(config, text: bool) -> None:
+  """Text models (`jaxkd.models.is_text`) read token ids, the others images."""
+  _require(text == models.is_text(config.model.name), "model.name", config.model.name,
+           f"dataset {config.data.name!r} holds {'token ids' if text else 'images'}; allowed: "
+           + ", ".join(n for n in models.names() if models.is_text(n) == text))
+
+
 def streams(run: "Run") -> bool:
   """Whether ``run`` reads its data record by record (`jaxkd.data.StreamingSplit`)."""
   return isinstance(run.train_data, data_lib.StreamingSplit)
@@ -353,6 +360,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
       except ValueError as err:
         raise ConfigError(f"config.data.{key}: {err}") from None
     _check_best_split(config)
+    _check_model_kind(config, data_lib.spec(config.data.name).kind == "text")  # before loading
     train_data, eval_data = _datasets(config.data)
   else:
     _require(config.data.in_memory is not False, "data.in_memory", config.data.in_memory,
@@ -361,9 +369,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   text = isinstance(train_data, data_lib.TokenDataset)
   _require(text == isinstance(eval_data, data_lib.TokenDataset), "data.name", config.data.name,
            "the train and eval splits must both be images or both token ids")
-  _require(text == models.is_text(config.model.name), "model.name", config.model.name,
-           f"dataset {config.data.name!r} holds {'token ids' if text else 'images'}; allowed: "
-           + ", ".join(n for n in models.names() if models.is_text(n) == text))
+  _check_model_kind(config, text)
   if text:
     _require(train_data.vocab_size == eval_data.vocab_size, "data.name", config.data.name,
              f"the eval split's vocabulary ({eval_data.vocab_size}) differs from the train "
