@@ -72,7 +72,7 @@ def test_full_configs_resolve(name, tmp_path, monkeypatch):
     config = module.get_config(row.arg)
     assert config.model.name in models.names(), row.name
     assert config.data.name in data_lib.names(), row.name
-    assert config.data.name != "mock", row.name
+    assert config.data.name not in ("mock", "mock_text"), row.name
     _method(config)  # raises on an unknown or out-of-range hyperparameter
     teacher = objectives.get(config.method.name).teacher
     loads_a_run = teacher is not None and teacher.setup is not None
@@ -183,7 +183,7 @@ def test_self_kd_baselines_recipes_and_values():
   assert (published["zipf"], published["zipf-ce"]) == (77.38, 75.51)
 
 
-@pytest.mark.parametrize("name", ["lsrkd_cifar100", "alr_cifar", "fashion_mnist"])
+@pytest.mark.parametrize("name", ["lsrkd_cifar100", "alr_cifar", "alr_text", "fashion_mnist"])
 def test_reconstructed_and_own_tables_have_no_invented_targets(name):
   _, table = _load(name)
   assert all(r.published is None for r in table.teachers + table.rows)
@@ -231,6 +231,7 @@ def _smoke_key(config):
   categorical = {k: v for k, v in hparams.items() if not isinstance(v, (int, float))
                  or isinstance(v, bool)}
   return json.dumps({"name": config.method.name, "set": sorted(config.method.keys()),
+                     "data": config.data.name,  # images or token ids: different paths
                      **categorical}, sort_keys=True, default=str)
 
 
@@ -244,7 +245,7 @@ def test_every_smoke_variant_trains(name, tmp_path_factory):
   teacher_dirs = {}
   for row in table.teachers + table.rows:
     config = module.get_config(row.arg + ",smoke")
-    assert config.data.name == "mock" and config.train.num_steps <= 5, row.name
+    assert config.data.name in ("mock", "mock_text") and config.train.num_steps <= 5, row.name
     if row.teacher:
       config.teacher.workdir = teacher_dirs[row.teacher]
     build_run(config)  # every row: data, model, objective and teacher checks

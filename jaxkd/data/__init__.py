@@ -1,9 +1,10 @@
-"""Image classification data: named datasets, deterministic order, on-device augmentation.
+"""Classification data: named datasets, deterministic order, on-device augmentation.
 
 ``load(name, split)`` gives an in-memory ``ArrayDataset`` (uint8 images, int32
 labels, ids = positions); ``batch_indices`` fixes the order from (seed, epoch);
 ``device_augment`` and ``normalize`` run inside the jitted step; ``open_stream``
-reads datasets too large for memory (ImageNet) through grain, in the same order.
+reads datasets too large for memory (ImageNet) through grain, in the same order. Text
+datasets load as a ``TokenDataset`` (int32 token ids, 0 = padding; see ``_text.py``).
 """
 from jaxkd.data._augment import AugmentParams, device_augment, normalize
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, from_arrays, mock
@@ -12,6 +13,7 @@ from jaxkd.data._order import batch_indices, partner_indices
 from jaxkd.data._prepare import prepare_imagenet2012
 from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
 from jaxkd.data._streaming import RecordError, StreamingSplit, open_stream
+from jaxkd.data._text import TokenDataset, mock_text, read_csv
 
 __all__ = [
     "ArrayDataset",
@@ -33,4 +35,7 @@ __all__ = [
     "RecordError",
     "spec",
     "StreamingSplit",
+    "TokenDataset",
+    "mock_text",
+    "read_csv",
 ]

@@ -4,6 +4,7 @@ import re
 from typing import NamedTuple, Optional
 
 from jaxkd.data import _offline
+from jaxkd.data import _text
 from jaxkd.data import _tfds
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
 
@@ -21,12 +22,14 @@ class DatasetSpec(NamedTuple):
     mean: per-channel mean in [0, 1] units, of the training split.
     std: per-channel standard deviation in [0, 1] units.
     in_memory: whether ``load`` may hold it in memory (else ``open_stream``).
+    kind: ``"image"`` (an `ArrayDataset`) or ``"text"`` (a `TokenDataset` of token ids).
   """
   tfds_name: Optional[str]
   test_split: str
   mean: tuple[float, ...]
   std: tuple[float, ...]
   in_memory: bool = True
+  kind: str = "image"
 
 
 # mean/std: the constants of the reference code bases, so normalised inputs
@@ -53,6 +56,14 @@ _SPECS = {
     "caltech_birds2011": DatasetSpec("caltech_birds2011", "test", (0.485, 0.456, 0.406),
                                      (0.229, 0.224, 0.225), in_memory=False),
     "mock": DatasetSpec(None, "test", (), ()),
+    # Text classification (jaxkd.data._text): token ids of a sentencepiece tokenizer trained
+    # on the training split. AG News and Yelp polarity through tensorflow-datasets; Yahoo
+    # Answers and Yelp-Full (5 stars) from Zhang et al.'s (2015) CSV release under data_dir.
+    "ag_news_subset": DatasetSpec("ag_news_subset", "test", (), (), kind="text"),
+    "yelp_polarity_reviews": DatasetSpec("yelp_polarity_reviews", "test", (), (), kind="text"),
+    "yahoo_answers": DatasetSpec(None, "test", (), (), kind="text"),
+    "yelp_review_full": DatasetSpec(None, "test", (), (), kind="text"),
+    "mock_text": DatasetSpec(None, "test", (), (), kind="text"),
 }
 # load("mock", ...): a small learnable set (8x8x3, 10 classes).
 _MOCK_SIZES = {"train": 256, "test": 64}
@@ -90,13 +101,18 @@ def _load_tfds(name: str, split: str, data_dir: Optional[str]) -> ArrayDataset:
                               s.mean, s.std)
 
 
-def load(name: str, split: str = "train", data_dir: Optional[str] = None) -> ArrayDataset:
+def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
+         vocab_size: int = _text.DEFAULT_VOCAB_SIZE,
+         max_length: int = _text.DEFAULT_MAX_LENGTH) -> ArrayDataset | _text.TokenDataset:
   """Loads one split of a named dataset into memory.
 
   ``digits`` (scikit-learn) and ``mock`` need no files. ``fashion_mnist`` reads
   IDX files (Debian's package directory, or ``data_dir``). The others read a
   tensorflow-datasets copy prepared in array_record format under ``data_dir``
-  (default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); nothing downloads.
+  (default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); nothing downloads. Text
+  datasets (``spec(name).kind == "text"``) come back as a `TokenDataset` of token ids
+  (`jaxkd.data._text`); ``yahoo_answers`` and ``yelp_review_full`` read Zhang et al.'s CSV
+  release under ``data_dir``; ``mock_text`` is synthetic.
 
   Args:
     name: one of ``names()``.
@@ -106,9 +122,12 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None) -> Arr
       is ``"train[90%:]"`` beside ``"train[:90%]"``; the normalisation constants stay those
       of the whole training split.
     data_dir: directory holding the data, or None for the default.
+    vocab_size: text datasets: the largest vocabulary of the tokenizer (ignored by images and
+      ``mock_text``).
+    max_length: text datasets: pieces kept per example (ignored by images and ``mock_text``).
 
   Returns:
-    An ``ArrayDataset``; ``ids`` are positions in the (sliced) split.
+    An ``ArrayDataset`` or ``TokenDataset``; ``ids`` are positions in the (sliced) split.
 
   Raises:
     ValueError: unknown name or split, or a dataset too large for memory.
@@ -117,17 +136,20 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None) -> Arr
   s = spec(name)
   base, start, stop = parse_split(split)
   if (start, stop) != (None, None):
-    whole = load(name, base, data_dir)
+    whole = load(name, base, data_dir, vocab_size=vocab_size, max_length=max_length)
     n = whole.num_examples
     lo, hi = _bound(start, n, 0), _bound(stop, n, n)
     if not 0 <= lo < hi <= n:
       raise ValueError(f"split={split!r} selects examples [{lo}, {hi}) of the {n} in "
                        f"{base!r}; allowed: a non-empty slice")
-    return dataclasses.replace(whole, split=split, images=whole.images[lo:hi],
-                               labels=whole.labels[lo:hi])
+    inputs = "tokens" if s.kind == "text" else "images"
+    return dataclasses.replace(whole, split=split, labels=whole.labels[lo:hi],
+                               **{inputs: whole.images[lo:hi]})
   if not s.in_memory:
     raise ValueError(f"{name!r} is too large to hold in memory; read it with "
                      "jaxkd.data.open_stream(...) instead (in a run: data.in_memory=False).")
+  if s.kind == "text":
+    return _text.load_text(name, split, data_dir, vocab_size=vocab_size, max_length=max_length)
   if name == "mock":
     return mock(_MOCK_SIZES[split], seed=0, split=split)
   if name == "digits":

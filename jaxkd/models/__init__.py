@@ -9,6 +9,10 @@ originals' for 3-channel inputs. The classes are exported for custom variants.
 ``get(..., cpu_conv="fast")`` runs the convolutions on CPU in the faster forms of
 ``_cpu_conv.py`` (`CPU_CONVS`: ``"xla"``, the default, or ``"fast"``).
 
+Text classifiers (`is_text`: ``transformer_text``, ``fasttext_text``) take int32 token ids
+``[N, L]`` (0 = padding) instead, need ``get(..., vocab_size=V)``, and return the same dict
+with the tokens as an ``[N, L, 1, D]`` map.
+
 torchvision's ImageNet networks are ``<torchvision name>_imagenet`` (`torchvision_names`,
 parameter counts equal torchvision's); `from_torchvision` converts a torchvision
 ``state_dict`` (or a ``.pth``/``.safetensors`` file of one) into their variables.
@@ -19,21 +23,22 @@ from jaxkd.models._googlenet import GoogLeNet
 from jaxkd.models._imagenet import ImageNetDenseNet, ImageNetMobileNetV2, ImageNetResNet
 from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
 from jaxkd.models._preact import PreActResNet
-from jaxkd.models._registry import get, names
+from jaxkd.models._registry import get, is_text, names
 from jaxkd.models._resnet import CifarResNet, ResNet
 from jaxkd.models._resnext import CifarResNeXt
 from jaxkd.models._shufflenet import ShuffleNetV1, ShuffleNetV2, ShuffleNetV2TfKD
 from jaxkd.models._small import MLP, SmallCNN
+from jaxkd.models._text import FastTextClassifier, TransformerClassifier
 from jaxkd.models._torchvision import (TORCHVISION_SUFFIXES, from_torchvision, read_state_dict,
                                        torchvision_names)
 from jaxkd.models._vgg import VGG
 from jaxkd.models._wrn import WideResNet
 
 __all__ = [
-    "get", "names", "CPU_CONVS", "TORCHVISION_SUFFIXES", "from_torchvision", "read_state_dict",
+    "get", "is_text", "names", "CPU_CONVS", "TORCHVISION_SUFFIXES", "from_torchvision", "read_state_dict",
     "torchvision_names",
-    "CifarResNet", "CifarResNeXt", "DenseNet", "GoogLeNet", "ImageNetDenseNet",
+    "CifarResNet", "CifarResNeXt", "DenseNet", "FastTextClassifier", "GoogLeNet", "ImageNetDenseNet",
     "ImageNetMobileNetV2", "ImageNetResNet", "MLP", "MobileNetV2",
     "MobileNetV2Half", "PreActResNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
-    "ShuffleNetV2TfKD", "SmallCNN", "VGG", "WideResNet",
+    "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "VGG", "WideResNet",
 ]

@@ -6,9 +6,10 @@ Names follow the configs of the papers' code: the Tf-KD zoo
 variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
 ``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``.
 torchvision's ImageNet networks are ``<torchvision name>_imagenet``
-(``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...).
+(``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...). Text classifiers, on token ids, have
+"text" in their names (``transformer_text``, ``fasttext_text``; `is_text`).
 """
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from functools import partial
 
@@ -17,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _imagenet, _mobilenetv2, _preact,
-                          _resnet, _resnext, _shufflenet, _small, _vgg, _wrn)
+                          _resnet, _resnext, _shufflenet, _small, _text, _vgg, _wrn)
 
-__all__ = ["get", "names"]
+__all__ = ["get", "is_text", "names"]
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     # Small nets: the offline digits default and tests.
@@ -60,7 +61,15 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
                                          bottleneck=True, groups=32, width_per_group=8),
     "mobilenet_v2_imagenet": _imagenet.ImageNetMobileNetV2,
     "densenet121_imagenet": partial(_imagenet.ImageNetDenseNet, depths=(6, 12, 24, 16)),
+    # Text classifiers on token ids (`jaxkd.data.TokenDataset`); they need ``vocab_size``.
+    "transformer_text": _text.TransformerClassifier,
+    "fasttext_text": _text.FastTextClassifier,
 }
+
+
+def is_text(name: str) -> bool:
+  """Whether model ``name`` classifies token ids (else images)."""
+  return "text" in name
 
 
 def names() -> tuple[str, ...]:
@@ -69,7 +78,7 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
-        cpu_conv: str = "xla") -> nn.Module:
+        cpu_conv: str = "xla", vocab_size: Optional[int] = None) -> nn.Module:
   """The Flax module called ``name``.
 
   Args:
@@ -82,9 +91,12 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
       smaller than the kernel as one im2col matrix product and kernel gradients as per-tap
       matrix products (reverse-mode autodiff only). GPUs and TPUs run XLA's own convolutions
       under both; ``mlp`` has no convolution. See ``_cpu_conv.py``.
+    vocab_size: the token vocabulary of a text model (`is_text`), required there; None for
+      image models.
 
   Returns:
-    A module whose ``init(rng, x, train=False)`` on an NHWC batch gives ``params``
+    A module whose ``init(rng, x, train=False)`` on an NHWC batch (text models: int32
+    token ids ``[B, L]``, 0 = padding) gives ``params``
     (and ``batch_stats`` for nets with BatchNorm) and whose ``apply`` returns
     ``{"logits", "features", "feature_map", "dense_logits"}``. Nets with dropout
     (``googlenet``, ``mobilenet_v2_imagenet``) drop only when ``train=True`` and
@@ -103,5 +115,16 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
   if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
     raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
                      "float16")
+  kwargs = {}
+  if is_text(name):
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) \
+            or vocab_size < 2:
+      raise ValueError(f"model {name!r} reads token ids and needs vocab_size, an int >= 2; "
+                       f"got vocab_size={vocab_size!r}")
+    kwargs["vocab_size"] = int(vocab_size)
+  elif vocab_size is not None:
+    raise ValueError(f"vocab_size={vocab_size!r}: model {name!r} reads images; allowed: None "
+                     "(vocab_size is for the text models, "
+                     f"{', '.join(n for n in names() if is_text(n))})")
   return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype,
-                          cpu_conv=_cpu_conv.check(cpu_conv))
+                          cpu_conv=_cpu_conv.check(cpu_conv), **kwargs)

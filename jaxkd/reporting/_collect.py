@@ -64,13 +64,16 @@ def _head_templates(params, feature_dim: int, num_classes: int) -> np.ndarray:
 
 
 def _forward(config, variables, dataset, batch_size: int):
+  text = isinstance(dataset, data_lib.TokenDataset)
   model = models.get(config.model.name, num_classes=dataset.num_classes,
-                     dtype=config.model.dtype, cpu_conv=config.model.get("cpu_conv", "xla"))
+                     dtype=config.model.dtype, cpu_conv=config.model.get("cpu_conv", "xla"),
+                     vocab_size=dataset.vocab_size if text else None)
 
   @jax.jit
   def apply(images):
-    out = model.apply(variables, data_lib.normalize(images, dataset.mean, dataset.std),
-                      train=False)
+    # Token ids (text) go to the model as they are; images are normalised.
+    x = images if text else data_lib.normalize(images, dataset.mean, dataset.std)
+    out = model.apply(variables, x, train=False)
     return out["logits"], out["features"]
 
   logits, features = [], []
@@ -110,8 +113,9 @@ def collect(config, workdir: str, summary: dict, *,
   """
   variables, step = ckpt_lib.load_variables(workdir)
   # The run's own evaluation split: a sweep on a validation split never touches the test split.
+  text = {key: config.data[key] for key in ("vocab_size", "max_length") if key in config.data}
   dataset = data_lib.load(config.data.name, split=config.data.get("eval_split", "test"),
-                          data_dir=config.data.data_dir or None)
+                          data_dir=config.data.data_dir or None, **text)
   logits, features = _forward(config, variables, dataset, int(config.train.eval_batch_size))
   labels = dataset.labels
   sums = jax.device_get(analysis.classification_metrics(logits, labels))

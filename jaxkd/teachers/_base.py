@@ -95,6 +95,8 @@ class TeacherEnv(NamedTuple):
     mean: the per-channel mean the student's inputs are normalised with ([0, 1] units);
       empty: unknown.
     std: the per-channel standard deviation of that normalisation.
+    vocab_size: the token vocabulary of text data (`jaxkd.data.TokenDataset`); None for
+      images.
   """
   settings: Any
   data_name: str
@@ -102,6 +104,7 @@ class TeacherEnv(NamedTuple):
   cpu_conv: str = "xla"
   mean: tuple = ()
   std: tuple = ()
+  vocab_size: Optional[int] = None
 
 
 def keep_state(state: TeacherState, student: dict, step: chex.Numeric) -> TeacherState:

@@ -197,7 +197,9 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
           f"{steps}")
   # The same dataset as the student's (checked above), so the same classes.
   return models.get(teacher["model"]["name"], num_classes=env.num_classes,
-                    dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=env.cpu_conv)
+                    dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=env.cpu_conv,
+                    vocab_size=env.vocab_size if models.is_text(teacher["model"]["name"])
+                    else None)
 
 
 def checkpoint_steps(workdir: str) -> list[int]:

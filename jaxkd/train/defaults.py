@@ -44,6 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Streamed records that cannot be decoded: fail naming split and record (False), or
       # skip them, counted in the log (True).
       "skip_corrupt": False,
+      # Text datasets (token ids): the sentencepiece vocabulary trained on the training split
+      # (an upper bound) and the pieces kept per example; cached under data_dir/jaxkd_text.
+      "vocab_size": 16000,
+      "max_length": 256,
   })
 
   config.train = ml_collections.ConfigDict({

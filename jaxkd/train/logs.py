@@ -193,6 +193,8 @@ class Console:
     """The run in three lines: method and model; data; steps, devices, workdir."""
     data, devices = run.train_data, list(run.mesh.devices.flat)
     shape = "x".join(str(n) for n in data.image_shape)
+    if getattr(data, "vocab_size", None):  # token ids (text)
+      shape = f"{shape} tokens, vocabulary {data.vocab_size}"
     plural = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"
     self.line(f"jaxkd train: method {run.objective.name}, model {run.config.model.name} "
               f"({num_params:,} parameters)")

@@ -39,16 +39,34 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  """On-device augmentation and normalisation (static settings of the jitted step)."""
+  """On-device augmentation and normalisation (static settings of the jitted step).
+
+  ``tokens``: the inputs are token ids (text), passed to the model untouched.
+  """
   mean: tuple[float, ...]
   std: tuple[float, ...]
   crop_padding: int = 0
   flip: bool = False
   rotation_degrees: float = 0.0
+  tokens: bool = False
+
+
+# Image augmentation keys of the ``data`` section and their off values (text takes none).
+_IMAGE_AUGMENTATION = {"crop_padding": 0, "flip": False, "rotation_degrees": 0.0}
 
 
 def augment_config(config: ml_collections.ConfigDict, dataset) -> AugmentConfig:
-  """The ``data`` section's augmentation with ``dataset``'s normalisation constants."""
+  """The ``data`` section's augmentation with ``dataset``'s normalisation constants.
+
+  Token ids (a `jaxkd.data.TokenDataset`) take no image augmentation: a key of it set on text
+  is a `ConfigError`.
+  """
+  if isinstance(dataset, data_lib.TokenDataset):
+    for key, off in _IMAGE_AUGMENTATION.items():
+      _require(config.data[key] == off, f"data.{key}", config.data[key],
+               f"dataset {dataset.name!r} holds token ids, which take no image augmentation; "
+               f"allowed: {off!r}")
+    return AugmentConfig(mean=(), std=(), tokens=True)
   return AugmentConfig(mean=tuple(dataset.mean), std=tuple(dataset.std),
                        crop_padding=int(config.data.crop_padding), flip=bool(config.data.flip),
                        rotation_degrees=float(config.data.rotation_degrees))
@@ -171,7 +189,8 @@ def _bind_teacher(objective, config, dataset):
     return teacher
   env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
                             num_classes=dataset.num_classes, cpu_conv=config.model.cpu_conv,
-                            mean=tuple(dataset.mean), std=tuple(dataset.std))
+                            mean=tuple(dataset.mean), std=tuple(dataset.std),
+                            vocab_size=getattr(dataset, "vocab_size", None))
   try:
     return teacher.setup(env)
   except ValueError as err:
@@ -256,6 +275,13 @@ def _check_best_split(config) -> None:
            "and data.train_split='train[:90%]' (or train.keep_best=False)")
 
 
+def _check_model_kind(config, text: bool) -> None:
+  """Text models (`jaxkd.models.is_text`) read token ids, the others images."""
+  _require(text == models.is_text(config.model.name), "model.name", config.model.name,
+           f"dataset {config.data.name!r} holds {'token ids' if text else 'images'}; allowed: "
+           + ", ".join(n for n in models.names() if models.is_text(n) == text))
+
+
 def streams(run: "Run") -> bool:
   """Whether ``run`` reads its data record by record (`jaxkd.data.StreamingSplit`)."""
   return isinstance(run.train_data, data_lib.StreamingSplit)
@@ -267,12 +293,22 @@ def _datasets(data: ml_collections.ConfigDict) -> tuple[Any, Any]:
   in_memory = spec.in_memory if data.in_memory is None else data.in_memory
   _require(isinstance(in_memory, bool), "data.in_memory", data.in_memory,
            "allowed: True, False or None (the dataset's own choice)")
+  _require(in_memory or spec.kind != "text", "data.in_memory", data.in_memory,
+           f"dataset {data.name!r} is text, held in memory as token ids; allowed: True or None")
   _require(in_memory or spec.tfds_name is not None, "data.in_memory", data.in_memory,
            f"dataset {data.name!r} has no tensorflow-datasets source to stream from; "
            "allowed: True or None")
   _require(not in_memory or spec.in_memory, "data.in_memory", data.in_memory,
            f"dataset {data.name!r} is too large to hold in memory; allowed: False or None")
   data_dir = data.data_dir or None
+  if spec.kind == "text":
+    for key, low in (("vocab_size", 16), ("max_length", 1)):
+      value = data[key]
+      _require(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+               f"data.{key}", value, f"must be an int >= {low}")
+    load = lambda split: data_lib.load(data.name, split=split, data_dir=data_dir,
+                                       vocab_size=data.vocab_size, max_length=data.max_length)
+    return load(data.train_split), load(data.eval_split)
   if in_memory:
     _require(data.image_size == 224, "data.image_size", data.image_size,
              "applies to streamed data only (data.in_memory=False); in-memory datasets keep "
@@ -324,11 +360,20 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
       except ValueError as err:
         raise ConfigError(f"config.data.{key}: {err}") from None
     _check_best_split(config)
+    _check_model_kind(config, data_lib.spec(config.data.name).kind == "text")  # before loading
     train_data, eval_data = _datasets(config.data)
   else:
     _require(config.data.in_memory is not False, "data.in_memory", config.data.in_memory,
              "must not be False when the datasets are given in memory")
     train_data, eval_data = datasets
+  text = isinstance(train_data, data_lib.TokenDataset)
+  _require(text == isinstance(eval_data, data_lib.TokenDataset), "data.name", config.data.name,
+           "the train and eval splits must both be images or both token ids")
+  _check_model_kind(config, text)
+  if text:
+    _require(train_data.vocab_size == eval_data.vocab_size, "data.name", config.data.name,
+             f"the eval split's vocabulary ({eval_data.vocab_size}) differs from the train "
+             f"split's ({train_data.vocab_size})")
   _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
            f"test images {eval_data.image_shape} differ from train images "
            f"{train_data.image_shape}")
@@ -340,9 +385,16 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   _require(total_steps > 0, "train.num_epochs", train_cfg.num_epochs,
            "must be > 0 (or set train.num_steps > 0)")
   model = models.get(config.model.name, num_classes=train_data.num_classes,
-                     dtype=DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv)
+                     dtype=DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv,
+                     vocab_size=train_data.vocab_size if text else None)
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  # Per-position votes (Zipf's LS) come from an image's feature map; on text they would
+  # count the padding, so no text model offers them.
+  _require(not text or "dense_logits" not in objective.requires, "method.name",
+           config.method.name, "it reads per-position class votes (dense_logits) of an image "
+           "feature map, which text models do not give; allowed on text: every method "
+           "without dense_logits")
   if teacher is None:
     teacher = _bind_teacher(objective, config, train_data)
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None

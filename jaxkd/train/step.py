@@ -35,8 +35,11 @@ def preprocess(rng: jax.Array | None, images: jax.Array, aug: AugmentConfig) -> 
   """uint8 ``[B,H,W,C]`` -> normalised float32; augmented when ``rng`` is given.
 
   Crops, flips and rotations run on ``[0, 1]`` pixels (padding is black, as torchvision pads
-  before ``Normalize``); `jaxkd.data.normalize` follows.
+  before ``Normalize``); `jaxkd.data.normalize` follows. Token ids (``aug.tokens``: int32
+  ``[B, L]``, text data) pass through untouched.
   """
+  if aug.tokens:
+    return images
   x = images.astype(jnp.float32) / 255.0
   if rng is not None and (aug.crop_padding or aug.flip or aug.rotation_degrees):
     x = data_lib.device_augment(rng, x, crop_padding=aug.crop_padding, flip=aug.flip,
@@ -45,7 +48,7 @@ def preprocess(rng: jax.Array | None, images: jax.Array, aug: AugmentConfig) -> 
 
 
 def inputs(consts: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-  """A batch's uint8 images and labels: carried by the batch (streamed data), or gathered from
+  """A batch's uint8 images (or int32 token ids) and labels: carried by the batch (streamed data), or gathered from
   the split held on the device by the batch's example ``indices``."""
   if "images" in batch:
     return batch["images"], batch["labels"]

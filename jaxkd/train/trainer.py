@@ -61,7 +61,8 @@ def example_rows(run: run_lib.Run) -> int:
 def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed: int):
   """``(init, sizes)``: the function building the initial state, and the sizes it passes."""
   init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-  sample = step_lib.preprocess(None, jnp.zeros((1,) + run.train_data.image_shape, jnp.uint8),
+  dtype = getattr(run.train_data, "input_dtype", jnp.uint8)  # int32 token ids for text
+  sample = step_lib.preprocess(None, jnp.zeros((1,) + run.train_data.image_shape, dtype),
                                run.augment)
   feature_dim = jax.eval_shape(
       lambda: run.model.apply(run.model.init(init_key, sample), sample))["features"].shape[-1]

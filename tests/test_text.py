@@ -1,0 +1,270 @@
+"""Text classification: token datasets, the CSV and tfds sources, the tokenizer cache, the two
+text models, the engine on token ids, and the alr_text table through the CLI."""
+import csv
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkd import cli, data, models
+from jaxkd import config as config_lib
+from jaxkd.data import _text
+from jaxkd.train import ConfigError, build, build_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXT_MODELS = ("fasttext_text", "transformer_text")
+
+# A synthetic corpus: the topic words present set the class (10 classes, as Yahoo Answers).
+_TOPICS = [("goal", "match", "league"), ("vote", "senate", "party"), ("stock", "market", "bank"),
+           ("atom", "energy", "physics"), ("guitar", "song", "album"), ("pasta", "recipe", "oven"),
+           ("virus", "doctor", "fever"), ("python", "compiler", "code"),
+           ("flight", "hotel", "beach"), ("movie", "actor", "scene")]
+_FILLER = "the a of to and in is it that for on with as was at by this be from or have".split()
+
+
+def _corpus(n, seed):
+  rng = np.random.default_rng(seed)
+  rows = []
+  for i in range(n):
+    label = i % len(_TOPICS)
+    words = list(rng.choice(_FILLER, rng.integers(4, 12)))
+    for word in rng.choice(_TOPICS[label], 2):
+      words.insert(int(rng.integers(0, len(words) + 1)), str(word))
+    rows.append((label, " ".join(words)))
+  return rows
+
+
+def _write_yahoo(root, n_train=200, n_test=40):
+  """Zhang et al.'s layout: 1-based class, title, content, answer (a \\n escaped)."""
+  folder = os.path.join(root, "yahoo_answers_csv")
+  os.makedirs(folder, exist_ok=True)
+  for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+    with open(os.path.join(folder, f"{split}.csv"), "w", newline="", encoding="utf-8") as f:
+      writer = csv.writer(f, quoting=csv.QUOTE_ALL)
+      for label, text in _corpus(n, seed):
+        words = text.split()
+        writer.writerow([label + 1, " ".join(words[:3]), "", "\\n".join(words[3:])])
+
+
+def _config(model="fasttext_text", method="ce", steps=3, **data):
+  config = config_lib.default()
+  config.data.name = "mock_text"
+  config.data.crop_padding, config.data.rotation_degrees = 0, 0.0
+  config.model.name, config.method.name = model, method
+  config.mesh.data = 1
+  config.train.batch_size, config.train.num_steps = 32, steps
+  opt = config.train.optimizer
+  opt.name, opt.weight_decay, opt.warmup_epochs = "adamw", 0.0, 0.0
+  opt.learning_rate = 1e-2 if model == "fasttext_text" else 2e-3
+  for key, value in data.items():
+    config.data[key] = value
+  return config
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_mock_text_class_words_set_the_label():
+  train, test = data.load("mock_text", "train"), data.load("mock_text", "test")
+  assert train.tokens.shape == (256, 16) and train.tokens.dtype == np.int32
+  assert train.image_shape == (16,) and train.images is train.tokens and train.mean == ()
+  assert test.num_examples == 64 and train.vocab_size == test.vocab_size == 64
+  for row, label in zip(train.tokens, train.labels):
+    words = set(row[(row >= 2) & (row < 2 + 3 * train.num_classes)].tolist())
+    assert words and {(w - 2) // 3 for w in words} == {label}
+  length = (train.tokens != 0).sum(1)
+  assert all((row[n:] == 0).all() and (row[:n] != 0).all()
+             for row, n in zip(train.tokens, length))  # padding only at the end
+  np.testing.assert_array_equal(data.load("mock_text", "train[:25%]").tokens, train.tokens[:64])
+
+
+def test_token_dataset_rejects_bad_arrays():
+  tokens, labels = np.ones((4, 5), np.int32), np.zeros(4, np.int32)
+  with pytest.raises(ValueError, match="tokens must be int32"):
+    data.TokenDataset("t", "train", tokens.astype(np.int64), labels, 2, 8)
+  with pytest.raises(ValueError, match="example 1 has label 2; allowed: \\[0, 2\\)"):
+    data.TokenDataset("t", "train", tokens, np.array([0, 2, 0, 0], np.int32), 2, 8)
+  with pytest.raises(ValueError, match="token ids outside \\[0, 8\\)"):
+    data.TokenDataset("t", "train", tokens * 8, labels, 2, 8)
+
+
+def test_read_csv_makes_classes_zero_based_and_joins_fields(tmp_path):
+  path = tmp_path / "train.csv"
+  path.write_text('"3","How do magnets work?","","Electrons spin.\\nThat is all."\n'
+                  '"1","Great ""pizza""!"\n', encoding="utf-8")
+  texts, labels = data.read_csv(str(path))
+  np.testing.assert_array_equal(labels, [2, 0])
+  assert labels.dtype == np.int32
+  assert texts == ["How do magnets work? Electrons spin. That is all.", 'Great "pizza"!']
+  path.write_text('"0","zero is not a class"\n', encoding="utf-8")
+  with pytest.raises(ValueError, match="train.csv:1: a row must be a 1-based class"):
+    data.read_csv(str(path))
+
+
+def test_csv_dataset_tokenizes_once_then_reads_the_cache(tmp_path, monkeypatch):
+  _write_yahoo(str(tmp_path))
+  kw = dict(data_dir=str(tmp_path), vocab_size=80, max_length=24)
+  train = data.load("yahoo_answers", "train", **kw)
+  test = data.load("yahoo_answers", "test", **kw)
+  assert isinstance(train, data.TokenDataset) and train.num_classes == 10
+  assert train.tokens.shape == (200, 24) and test.tokens.shape == (40, 24)
+  np.testing.assert_array_equal(train.labels, np.arange(200) % 10)  # 1-based -> 0-based
+  assert 2 < train.vocab_size <= 80 and test.vocab_size == train.vocab_size
+  assert (train.tokens[:, 0] != 0).all() and (train.tokens == 0).any()  # padded rows
+  cache = tmp_path / "jaxkd_text"
+  assert sorted(os.listdir(cache)) == ["yahoo_answers_test_unigram80_len24.npz",
+                                       "yahoo_answers_train_unigram80_len24.npz",
+                                       "yahoo_answers_unigram80.model"]
+  # A second load reads the cache: the CSVs are no longer consulted.
+  monkeypatch.setattr(_text, "_raw", lambda *a: pytest.fail("read the raw text again"))
+  again = data.load("yahoo_answers", "train", **kw)
+  np.testing.assert_array_equal(again.tokens, train.tokens)
+  # The cached tokenizer gives the same ids as the cached arrays.
+  processor = _text.tokenizer("yahoo_answers", None, 80, str(cache))
+  texts, _ = data.read_csv(str(tmp_path / "yahoo_answers_csv" / "train.csv"))
+  np.testing.assert_array_equal(_text.encode(processor, texts, 24), train.tokens)
+  half = data.load("yahoo_answers", "train[:50%]", **kw)
+  np.testing.assert_array_equal(half.tokens, train.tokens[:100])
+
+
+def test_missing_csv_says_how_to_prepare_and_names_the_stand_in(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError,
+                     match="yelp_review_full_csv.*yelp_polarity_reviews"):
+    data.load("yelp_review_full", "train", data_dir=str(tmp_path))
+
+
+def test_tfds_ag_news_and_yelp_polarity_through_mock_data(tmp_path):
+  """tfds's mock data works without TensorFlow: random strings, the real features."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  kw = dict(data_dir=str(tmp_path), vocab_size=60, max_length=16)
+  with tfds.testing.mock_data(num_examples=30):
+    ag_train = data.load("ag_news_subset", "train", **kw)
+    ag_test = data.load("ag_news_subset", "test", **kw)
+    yelp = data.load("yelp_polarity_reviews", "train", **kw)
+  assert ag_train.num_classes == 4 and yelp.num_classes == 2
+  assert ag_train.tokens.shape == ag_test.tokens.shape == (30, 16)
+  assert ag_train.vocab_size == ag_test.vocab_size and (ag_train.tokens[:, 0] != 0).all()
+
+
+# ---------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_text_models_ignore_padding(name):
+  model = models.get(name, num_classes=3, vocab_size=50)
+  tokens = np.zeros((2, 10), np.int32)
+  tokens[0, :4], tokens[1, :7] = [5, 9, 2, 7], [3, 3, 8, 1, 4, 6, 2]
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.asarray(tokens))
+  apply = jax.jit(model.apply)
+  out = apply(variables, jnp.asarray(tokens))
+  assert out["logits"].shape == (2, 3) and out["features"].shape[0] == 2
+  assert out["feature_map"].shape[:3] == (2, 10, 1) and out["dense_logits"].shape == (2, 10, 1, 3)
+  if name == "transformer_text":  # the positions of padding may hold anything
+    params = jax.tree_util.tree_map(lambda x: x, variables["params"])
+    params["positions"] = params["positions"].at[7:].set(5.0)
+    changed = apply({"params": params}, jnp.asarray(tokens))
+  else:  # the same words with more padding behind them
+    changed = apply(variables, jnp.asarray(np.pad(tokens, ((0, 0), (0, 6)))))
+  np.testing.assert_allclose(changed["logits"], out["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_models_get_checks_vocab_size_against_the_kind():
+  with pytest.raises(ValueError, match="needs vocab_size"):
+    models.get("transformer_text", num_classes=3)
+  with pytest.raises(ValueError, match="vocab_size=10: model 'mlp' reads images"):
+    models.get("mlp", num_classes=3, vocab_size=10)
+  assert models.is_text("fasttext_text") and not models.is_text("resnet18")
+
+
+# ---------------------------------------------------------------- engine
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("data.crop_padding", 1, "config.data.crop_padding=1: dataset 'mock_text' holds token ids"),
+    ("data.flip", True, "config.data.flip=True: .*no image augmentation; allowed: False"),
+    ("model.name", "mlp", "config.model.name='mlp': .*token ids; allowed: fasttext_text, "
+                          "transformer_text"),
+    ("method.name", "zipf", "config.method.name='zipf': .*dense_logits"),
+    ("data.in_memory", False, "config.data.in_memory=False: .*is text"),
+    ("data.vocab_size", 4, "config.data.vocab_size=4: must be an int >= 16"),
+])
+def test_config_errors_on_text_name_the_key(key, value, match):
+  config = _config()
+  section, field = key.split(".")
+  config[section][field] = value
+  with pytest.raises(ConfigError, match=match):
+    build_run(config)
+
+
+def test_text_model_on_images_is_refused():
+  config = _config()
+  config.data.name = "mock"
+  with pytest.raises(ConfigError, match="model.name='fasttext_text': .*holds images"):
+    build_run(config)
+
+
+def _top1(trainer, state):
+  correct = count = 0
+  for batch in trainer.eval_batches(64):
+    sums = trainer.steps.eval(state.params, state.batch_stats, trainer.eval_consts, batch)
+    correct, count = correct + int(sums["correct_top1"]), count + int(sums["count"])
+  return correct / count
+
+
+@pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20)])
+def test_text_models_learn_the_class_words(name, steps):
+  """Chance is 25%; a few dozen steps find the class words."""
+  trainer = build(_config(name, steps=steps))
+  state, batches = trainer.init_state(), trainer.batches()
+  for step in range(steps):
+    state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
+  assert np.isfinite(float(metrics["loss"]))
+  assert _top1(trainer, state) > 0.9
+
+
+@pytest.mark.parametrize("method", ["cskd", "pskd", "ras_kd"])
+def test_methods_beyond_the_logits_train_on_text(method):
+  """Partner rows gathered by index (CS-KD), example ids (PS-KD), pooled features (RAS-KD)."""
+  trainer = build(_config(method=method, steps=2))
+  state, batches = trainer.init_state(), trainer.batches()
+  for step in range(2):
+    state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
+  assert np.isfinite(float(metrics["loss"]))
+
+
+def test_alr_text_smoke_row_through_the_cli(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  config = os.path.join(ROOT, "configs", "alr_text.py") + ":method=alr,smoke"
+  assert cli.main(["train", "--config", config, "--workdir", str(workdir)]) == 0
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["data"]["name"] == "mock_text" and saved["model"]["name"] == "fasttext_text"
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert records[-1]["step"] == 3 and 0.0 <= records[-1]["eval/top1"] <= 1.0
+  captured = capsys.readouterr()
+  assert captured.out.startswith("best top-1 ")
+  assert "data mock_text: 256 train / 64 eval examples, 16 tokens, vocabulary 64" in captured.err
+
+
+def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
+  """`jaxkd report run`'s record of a text run: the final metrics from token ids."""
+  from jaxkd.reporting import _collect  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  config = _config(steps=3)
+  summary = train_and_evaluate(config, str(tmp_path))
+  record = _collect.collect(config, str(tmp_path), summary, projection_classes=(0, 1, 2))
+  assert record["final"]["count"] == 64 and len(record["projection"]["labels"]) > 0
+
+
+def test_kd_from_a_text_teacher_run(tmp_path):
+  """A frozen teacher read from a text run's checkpoint: its model is rebuilt with the
+  student's vocabulary."""
+  from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  teacher_dir = str(tmp_path / "teacher")
+  train_and_evaluate(_config(steps=2), teacher_dir)
+  config = _config(method="kd", steps=2)
+  config.teacher.workdir = teacher_dir
+  summary = train_and_evaluate(config, str(tmp_path / "student"))
+  assert summary["method"] == "kd" and summary["steps"] == 2
