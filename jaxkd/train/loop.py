@@ -174,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log = logs.MetricsLog(workdir, start)
   best = (ckpt_lib.CheckpointStore(workdir, max_to_keep=1, name=ckpt_lib.BEST)
           if config.train.keep_best else None)
-  guard = _watchdog(config, store, workdir)
+  guard = _watchdog(config, workdir)
   try:
     with signals.StopRequests() as stop:
       state, meta = _train(trainer, state, meta, store=store, best=best, log=log,
@@ -200,16 +200,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
-def _watchdog(config, store: ckpt_lib.CheckpointStore, workdir: str):
+def _watchdog(config, workdir: str):
   """A `watchdog.Watchdog` for a run of several processes (a peer may die), else None."""
   if jax.process_count() == 1:
     return None
 
-  def describe() -> str:
-    steps = store.steps()
+  index, count = jax.process_index(), jax.process_count()
+
+  def describe() -> str:  # no jax call: after a failure the backend may be gone
+    steps = ckpt_lib.checkpoint_steps(workdir)
     where = (f"the newest checkpoint is step {steps[-1]} in {workdir}" if steps else
              f"no checkpoint in {workdir} yet")
-    return (f"process {jax.process_index()} of {jax.process_count()} waited "
+    return (f"process {index} of {count} waited "
             f"{config.distributed_timeout_s} s for the other processes, which never answered: "
             f"one of them has stopped (killed, preempted or out of memory; see its log). "
             f"Exiting; {where}: run the same command on every process to resume.")
