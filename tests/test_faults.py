@@ -19,7 +19,7 @@ def test_kill_at_random_points_and_resume_bit_exact(tmp_path):
 
 def test_survivor_of_a_dead_peer_exits_clearly_and_the_rerun_resumes_exactly(tmp_path,
                                                                             imagenet_dir):
-  record = peer_death.run_trial(imagenet_dir, str(tmp_path), timeout_s=10)
+  record = peer_death.run_trial(imagenet_dir, str(tmp_path), steps=12, timeout_s=10)
   survivor = record["survivor"]
   assert survivor["exit_status"] == 75, record
   assert 10 <= survivor["exit_after_kill_s"] < 40, record  # the watchdog, not JAX's 120 s
