@@ -12,7 +12,7 @@ from jaxkd.data._decode import DecodeError
 from jaxkd.data._order import batch_indices, partner_indices
 from jaxkd.data._prepare import prepare_imagenet2012
 from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
-from jaxkd.data._streaming import RecordError, StreamingSplit, open_stream
+from jaxkd.data._streaming import RecordError, StreamingSplit, epoch_order, open_stream
 from jaxkd.data._text import TokenDataset, mock_text, read_csv
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "DecodeError",
     "batch_indices",
     "device_augment",
+    "epoch_order",
     "from_arrays",
     "load",
     "mock",

@@ -253,12 +253,10 @@ class Trainer:
       for local in run.eval_data.batches(global_batch_size=batch_size, train=False):
         yield _from_process_local(run.mesh, local)
       return
-    n = run.eval_data.num_examples
-    for start in range(0, n, batch_size):
-      rows = np.arange(start, start + batch_size)
-      mask = rows < n
-      yield {"indices": shard_batch(run.mesh, np.where(mask, rows, 0).astype(np.int32)),
-             "mask": shard_batch(run.mesh, mask)}
+    order, valid = data_lib.epoch_order(run.eval_data.num_examples, batch_size, train=False,
+                                        seed=0, epoch=0)
+    for rows, mask in zip(order, valid):
+      yield {"indices": shard_batch(run.mesh, rows), "mask": shard_batch(run.mesh, mask)}
 
 
 def _on_mesh(mesh, dataset) -> dict:
