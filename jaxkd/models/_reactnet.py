@@ -44,29 +44,44 @@ def binary_sign(x: jax.Array) -> jax.Array:
   return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
+@jax.custom_jvp
 def approx_sign(x: jax.Array) -> jax.Array:
   """``sign(x)`` forward with Bi-Real Net's ApproxSign gradient.
 
-  The backward pass differentiates the piecewise polynomial ``-1`` (x < -1),
-  ``x^2 + 2x`` ([-1, 0)), ``-x^2 + 2x`` ([0, 1)), ``1`` (x >= 1), i.e. the gradient is
-  ``2 + 2x``, ``2 - 2x`` or 0.
+  The derivative is that of the piecewise polynomial ``-1`` (x < -1), ``x^2 + 2x``
+  ([-1, 0)), ``-x^2 + 2x`` ([0, 1)), ``1`` (x >= 1): ``2 + 2x``, ``2 - 2x`` or 0. The
+  forward value is exactly +-1 (a custom JVP, so forward- and reverse-mode both work).
   """
-  poly = jnp.where(x < -1, -1.0, jnp.where(x < 0, x * x + 2 * x,
-                                           jnp.where(x < 1, -x * x + 2 * x, 1.0)))
-  poly = poly.astype(x.dtype)
-  return lax.stop_gradient(binary_sign(x) - poly) + poly
+  return binary_sign(x)
 
 
+@approx_sign.defjvp
+def _approx_sign_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  slope = jnp.where((x >= -1) & (x < 0), 2 + 2 * x,
+                    jnp.where((x >= 0) & (x < 1), 2 - 2 * x, 0)).astype(x.dtype)
+  return binary_sign(x), slope * dx
+
+
+def _scale(w: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.abs(w), axis=tuple(range(w.ndim - 1)), keepdims=True)
+
+
+@jax.custom_jvp
 def binary_weight(w: jax.Array) -> jax.Array:
   """``a * sign(w)`` per output channel (last axis of an HWIO kernel), ``a = mean |w|``.
 
-  The gradient reaching ``w`` is that of ``clip(w, -1, 1)`` (straight-through, zero where
-  ``|w| > 1``); ``a`` carries no gradient.
+  The derivative is that of ``clip(w, -1, 1)`` (straight-through, zero where ``|w| > 1``;
+  ``a`` is treated as a constant), as the official ``HardBinaryConv``; the forward value
+  is exactly ``+-a``.
   """
-  scale = lax.stop_gradient(jnp.mean(jnp.abs(w), axis=tuple(range(w.ndim - 1)),
-                                     keepdims=True))
-  clipped = jnp.clip(w, -1.0, 1.0)
-  return lax.stop_gradient(scale * binary_sign(w) - clipped) + clipped
+  return _scale(w) * binary_sign(w)
+
+
+@binary_weight.defjvp
+def _binary_weight_jvp(primals, tangents):
+  (w,), (dw,) = primals, tangents
+  return binary_weight(w), jnp.where(jnp.abs(w) <= 1, dw, jnp.zeros_like(dw))
 
 
 def _uniform_0_001(key, shape, dtype=jnp.float32):
