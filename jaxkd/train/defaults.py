@@ -19,8 +19,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # cpu_conv: "fast" | "xla", how convolutions run on CPU (fast: small maps as one im2col
   # product, kernel gradients as per-tap products; xla: XLA's own). GPUs always use XLA's own.
+  # init_from: a jaxkd workdir whose latest checkpoint's params and batch_stats initialise
+  # the model (fine-tuning; ReActNet's stage 2 from stage 1); "" initialises at random. The
+  # variables must have the model's tree and shapes; the optimizer and step start afresh.
   config.model = ml_collections.ConfigDict({"name": "small_cnn", "dtype": "float32",
-                                            "cpu_conv": "fast"})
+                                            "cpu_conv": "fast", "init_from": ""})
 
   config.data = ml_collections.ConfigDict({
       "name": "digits",

@@ -89,6 +89,8 @@ class Run:
   steps_per_epoch: int
   total_steps: int
   mesh: jax.sharding.Mesh
+  # ``model.init_from``'s variables (``params``, ``batch_stats``, host arrays), or None.
+  init_variables: Any = None
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -265,6 +267,21 @@ def _check_teacher(config) -> None:
            f"the network of teacher.torchvision_checkpoint; allowed: {', '.join(allowed)}")
 
 
+def _init_variables(config) -> Any:
+  """``model.init_from``'s latest checkpointed ``params`` and ``batch_stats``, or None when
+  unset."""
+  init_from = config.model.get("init_from", "")
+  _require(isinstance(init_from, str), "model.init_from", init_from,
+           "allowed: a jaxkd workdir (a string) or \"\" (random initialisation)")
+  if not init_from:
+    return None
+  _require(bool(teachers.checkpoint_steps(init_from)), "model.init_from", init_from,
+           "allowed: a jaxkd workdir holding a checkpoint under checkpoints/ (train it "
+           "first), or \"\" (random initialisation)")
+  variables, _ = teachers.load_variables(init_from)
+  return variables
+
+
 def _check_best_split(config) -> None:
   """``train.keep_best`` selects a checkpoint on the evaluation split: never the test set."""
   base, start, stop = data_lib.parse_split(config.data.eval_split)
@@ -348,6 +365,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   _require(config.model.cpu_conv in models.CPU_CONVS, "model.cpu_conv",
            config.model.cpu_conv, f"allowed: {', '.join(models.CPU_CONVS)}")
   _check_teacher(config)
+  init_variables = _init_variables(config)
   mesh = make_mesh(config.mesh.data)
   _check_train(config, mesh)
   batch = train_cfg.batch_size
@@ -404,4 +422,5 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            "allowed with streaming: every method without partner rows")
   return Run(config=config, train_data=train_data, eval_data=eval_data, model=model,
              objective=objective, teacher=teacher, augment=augment_config(config, train_data),
-             steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh)
+             steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh,
+             init_variables=init_variables)
