@@ -59,12 +59,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "num_epochs": 30,
       "num_steps": -1,  # > 0 wins over num_epochs
       "optimizer": {
-          "name": "sgd",  # sgd | adamw
+          "name": "sgd",  # sgd | adamw | adam (coupled weight decay, as torch.optim.Adam)
           "learning_rate": 0.05,
           "momentum": 0.9,
           "nesterov": False,
           "weight_decay": 5e-4,  # coupled, added to the gradient as in torch.optim.SGD
-          "schedule": "cosine",  # constant | cosine | multistep
+          "schedule": "cosine",  # constant | cosine | multistep | linear (to 0)
           "milestones": (),  # epochs, for multistep
           "gamma": 0.1,
           "warmup_epochs": 1.0,  # linear; clipped to 10% of a shorter run, with a warning

@@ -109,15 +109,16 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
 
 def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
                   total_steps: int) -> optax.Schedule:
-  """The learning rate as a function of the step: warm-up, then constant, cosine or multistep.
+  """The learning rate as a function of the step: warm-up, then constant, cosine, multistep or
+  linear (to 0 at the last step; ReActNet's schedule, which the original steps per epoch).
 
   The linear warm-up lasts ``warmup_epochs``, but at most 10% of the run's steps (clipped with
   a warning), so a short run (``num_steps=3``, one epoch) trains mostly at its schedule's rates.
   """
   lr, name = opt.learning_rate, opt.schedule
   _require(lr > 0, "train.optimizer.learning_rate", lr, "must be > 0")
-  _require(name in ("constant", "cosine", "multistep"), "train.optimizer.schedule", name,
-           "allowed: constant, cosine, multistep")
+  _require(name in ("constant", "cosine", "multistep", "linear"), "train.optimizer.schedule",
+           name, "allowed: constant, cosine, multistep, linear")
   _require(opt.warmup_epochs >= 0, "train.optimizer.warmup_epochs", opt.warmup_epochs,
            "must be >= 0")
   warmup = int(round(opt.warmup_epochs * steps_per_epoch))
@@ -131,6 +132,8 @@ def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
     main = optax.constant_schedule(lr)
   elif name == "cosine":
     main = optax.cosine_decay_schedule(lr, max(total_steps - warmup, 1))
+  elif name == "linear":
+    main = optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1))
   else:
     main = optax.piecewise_constant_schedule(
         lr, {int(m * steps_per_epoch) - warmup: opt.gamma for m in opt.milestones})
@@ -140,7 +143,8 @@ def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
 
 def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int,
                    schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
-  """SGD (torch-style coupled weight decay) or AdamW at the rates of `make_schedule`.
+  """SGD or Adam (both with torch-style coupled weight decay, added to the gradient) or AdamW
+  (decoupled) at the rates of `make_schedule`.
 
   ``schedule``: the run's `make_schedule` when the caller keeps it too (`Trainer.schedule`,
   the rate the loop logs); built here when None.
@@ -150,7 +154,9 @@ def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, tota
   if opt.name == "sgd":
     return optax.chain(optax.add_decayed_weights(opt.weight_decay),
                        optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
-  _require(opt.name == "adamw", "train.optimizer.name", opt.name, "allowed: sgd, adamw")
+  if opt.name == "adam":  # torch.optim.Adam(weight_decay=...): L2 folded into the gradient
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay), optax.adam(schedule))
+  _require(opt.name == "adamw", "train.optimizer.name", opt.name, "allowed: sgd, adamw, adam")
   return optax.adamw(schedule, weight_decay=opt.weight_decay)
 
 
