@@ -421,12 +421,13 @@ def test_ls_vs_kd_binary_rows_follow_reactnet_and_shen():
                       for s in ("_stage1", ""))
     assert stage1.model.name == "reactnet18_stage1_imagenet"
     assert stage2.model.name == "reactnet18_imagenet"
-    assert _schedule(stage1) == (256, "adam", 5e-4, 0.9, 1e-5, "linear", (), 0.1, 0.0)
-    assert _schedule(stage2) == (256, "adam", 5e-4, 0.9, 0.0, "linear", (), 0.1, 0.0)
+    # resnet/{1_step1,2_step2}/run.sh: batch 512, lr 2.5e-3, 128 epochs, wd 1e-5 then 0.
+    assert _schedule(stage1) == (128, "adam", 2.5e-3, 0.9, 1e-5, "linear", (), 0.1, 0.0)
+    assert _schedule(stage2) == (128, "adam", 2.5e-3, 0.9, 0.0, "linear", (), 0.1, 0.0)
     for config in (stage1, stage2):
       hp = _method(config)
       assert config.method.name == "kd" and (hp["alpha"], hp["temperature"]) == (1.0, 1.0)
-      assert (config.data.name, config.train.batch_size) == ("imagenet2012", 256)
+      assert (config.data.name, config.train.batch_size) == ("imagenet2012", 512)
     assert table.row(f"reactnet18_from_{kind}").init_from == f"reactnet18_stage1_from_{kind}"
     assert table.row(f"reactnet18_from_{kind}").teacher == f"teacher_{kind}"
   ls = _method(_row_config("ls_vs_kd_binary", "teacher_ls"))

@@ -15,10 +15,14 @@ Layout of the official ResNet-18 variant (Bi-Real Net 18 with ReAct blocks):
   ``2 + 2x`` on ``[-1, 0)``, ``2 - 2x`` on ``[0, 1)``, 0 outside;
 * binary weights: forward ``a * sign(W)`` with ``a`` the mean ``|W|`` of each output
   channel (no gradient through ``a``), backward the straight-through gradient of
-  ``clip(W, -1, 1)``; binary conv weights start at ``U(0, 0.001)`` as in the official code.
+  ``clip(W, -1, 1)``.
 
-Two-stage training: stage 1 has binary activations and real weights (the binary convs use
-``W`` as it is), stage 2 binarises both and starts from stage 1's variables. The two stages
+Initialisation as the official code (``resnet/*/birealnet.py``): PyTorch's default for every
+convolution and the classifier, except the stage-2 binary convs, ``torch.rand * 0.001``
+(``U(0, 0.001)``; stage 2 normally starts from stage 1's weights anyway).
+
+Two-stage training: stage 1 has binary activations and real weights (the binary convs are
+plain convolutions of ``W``), stage 2 binarises both and starts from stage 1's variables. The two stages
 are the registry names ``reactnet18_stage1_imagenet`` (``binary_weights=False``) and
 ``reactnet18_imagenet`` (``binary_weights=True``); their variables have the same tree.
 
@@ -33,7 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxkd.models import _cpu_conv
-from jaxkd.models._common import (KAIMING_OUT, avg_pool, batch_norm, check_image, conv, linear,
+from jaxkd.models._common import (TORCH_WEIGHT, avg_pool, batch_norm, check_image, conv, linear,
                                   max_pool, outputs)
 
 __all__ = ["ReActNet", "binary_sign", "approx_sign", "binary_weight"]
@@ -107,8 +111,8 @@ class BinaryConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", _uniform_0_001, (3, 3, x.shape[-1], self.features),
-                        jnp.float32)
+    init = _uniform_0_001 if self.binary_weights else TORCH_WEIGHT
+    kernel = self.param("kernel", init, (3, 3, x.shape[-1], self.features), jnp.float32)
     if self.binary_weights:
       kernel = binary_weight(kernel)
     self.sow("intermediates", "weight", kernel)
@@ -153,8 +157,8 @@ class _Block(nn.Module):
     if self.strides != 1 or x.shape[-1] != self.planes:
       if self.strides != 1:
         x = avg_pool(x, 2, self.strides)
-      x = conv(x, self.planes, 1, dtype=self.dtype, kernel_init=KAIMING_OUT,
-               cpu_conv=self.cpu_conv, name="downsample_1")
+      x = conv(x, self.planes, 1, dtype=self.dtype, cpu_conv=self.cpu_conv,
+               name="downsample_1")
       x = batch_norm(train, self.dtype, name="downsample_2")(x)
     y = y + x
     y = _Shift(name="move1")(y)
@@ -183,8 +187,8 @@ class ReActNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> dict:
     check_image(x, "reactnet")
-    x = conv(x, 64, 7, strides=2, padding=3, dtype=self.dtype, kernel_init=KAIMING_OUT,
-             cpu_conv=self.cpu_conv, name="conv1")
+    x = conv(x, 64, 7, strides=2, padding=3, dtype=self.dtype, cpu_conv=self.cpu_conv,
+             name="conv1")
     x = batch_norm(train, self.dtype, name="bn1")(x)
     x = max_pool(x, 3, 2, padding=1)
     for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), self.depths)):
