@@ -18,9 +18,8 @@ setting; its 256-epoch alternative uses lr 1e-3), each stage 128 epochs at batch
   stage 2  binary activations and weights (`reactnet18_imagenet`), weight decay 0, the model
            initialised from stage 1's last checkpoint (`model.init_from`, bound by the runner
            through `Row.init_from`).
-Ours where the sources differ or are silent: the weight decay reaches every parameter (the
-official code decays the convolution kernels only; stage 2 has none either way); the rate
-decays every step (the official scheduler every epoch); no extra augmentation beyond
+The weight decay reaches the convolution kernels only, as the official code's. Ours where the
+sources differ or are silent: the rate decays every step (the official scheduler every epoch); no extra augmentation beyond
 `recipes.streamed` (RandomResizedCrop 224 and flip; the official code adds lighting noise, 0.1);
 bfloat16 networks. The official students learn from a torchvision ResNet-34; here, as in Shen
 et al., from the ResNet-50 teachers (ReActNet's loss is the cross-entropy to the teacher's
@@ -75,6 +74,7 @@ def get_config(arg=None):
     opt = config.train.optimizer
     opt.name, opt.learning_rate, opt.weight_decay = "adam", STUDENT_LR, 1e-5 if stage1 else 0.0
     opt.schedule, opt.milestones, opt.warmup_epochs = "linear", (), 0.0
+    opt.decay_params = "conv_kernels"
     recipes.streamed(config, "imagenet2012", batch_size=STUDENT_BATCH)
   else:
     recipes.ls_kd_protocol(config, "shen", dataset="imagenet2012")

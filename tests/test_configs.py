@@ -428,6 +428,7 @@ def test_ls_vs_kd_binary_rows_follow_reactnet_and_shen():
       hp = _method(config)
       assert config.method.name == "kd" and (hp["alpha"], hp["temperature"]) == (1.0, 1.0)
       assert (config.data.name, config.train.batch_size) == ("imagenet2012", 512)
+      assert config.train.optimizer.decay_params == "conv_kernels"
     assert table.row(f"reactnet18_from_{kind}").init_from == f"reactnet18_stage1_from_{kind}"
     assert table.row(f"reactnet18_from_{kind}").teacher == f"teacher_{kind}"
   ls = _method(_row_config("ls_vs_kd_binary", "teacher_ls"))

@@ -138,3 +138,23 @@ def test_two_stages_train_on_a_small_batch():
   assert min(losses2[-3:]) < 0.7 * losses2[0]
   print(f"stage 1 loss {losses1[0]:.3f} -> {losses1[-1]:.3f}, stage 2 {losses2[0]:.3f} -> "
         f"{losses2[-1]:.3f} ({time.time() - start:.1f} s)")
+
+
+def test_conv_kernels_only_weight_decay_and_linear_schedule():
+  """``decay_params="conv_kernels"`` (ReActNet's official Adam groups): only the 4-D kernels
+  decay; ``schedule="linear"`` reaches 0 at the last step."""
+  from jaxkd.train import defaults, run as run_lib  # pylint: disable=import-outside-toplevel
+  opt = defaults.get_config().train.optimizer
+  opt.name, opt.learning_rate, opt.weight_decay, opt.warmup_epochs = "adam", 1.0, 0.5, 0.0
+  opt.schedule, opt.decay_params = "linear", "conv_kernels"
+  schedule = run_lib.make_schedule(opt, steps_per_epoch=10, total_steps=100)
+  assert (float(schedule(0)), float(schedule(50)), float(schedule(100))) == (1.0, 0.5, 0.0)
+  params = {"kernel": jnp.ones((3, 3, 2, 2)), "dense": jnp.ones((4, 2)), "bias": jnp.ones(2)}
+  tx = run_lib.make_optimizer(opt, steps_per_epoch=10, total_steps=100)
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  assert float(jnp.abs(updates["kernel"]).min()) > 0  # decay term 0.5 w, through Adam
+  assert float(jnp.abs(updates["dense"]).max()) == float(jnp.abs(updates["bias"]).max()) == 0
+  opt.decay_params = "some"
+  with pytest.raises(run_lib.ConfigError, match="decay_params='some'.*allowed: all, conv_kernels"):
+    run_lib.make_optimizer(opt, steps_per_epoch=10, total_steps=100)

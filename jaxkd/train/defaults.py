@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           "momentum": 0.9,
           "nesterov": False,
           "weight_decay": 5e-4,  # coupled, added to the gradient as in torch.optim.SGD
+          # which parameters decay: "all" | "conv_kernels" (the 4-D convolution kernels only,
+          # as ReActNet's official code)
+          "decay_params": "all",
           "schedule": "cosine",  # constant | cosine | multistep | linear (to 0)
           "milestones": (),  # epochs, for multistep
           "gamma": 0.1,

@@ -144,20 +144,27 @@ def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
 def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int,
                    schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
   """SGD or Adam (both with torch-style coupled weight decay, added to the gradient) or AdamW
-  (decoupled) at the rates of `make_schedule`.
+  (decoupled) at the rates of `make_schedule`; ``decay_params="conv_kernels"`` decays the 4-D
+  convolution kernels only.
 
   ``schedule``: the run's `make_schedule` when the caller keeps it too (`Trainer.schedule`,
   the rate the loop logs); built here when None.
   """
   if schedule is None:
     schedule = make_schedule(opt, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  decay_params = opt.get("decay_params", "all")
+  _require(decay_params in ("all", "conv_kernels"), "train.optimizer.decay_params",
+           decay_params, "allowed: all, conv_kernels")
+  mask = None
+  if decay_params == "conv_kernels":
+    mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim == 4, params)
   if opt.name == "sgd":
-    return optax.chain(optax.add_decayed_weights(opt.weight_decay),
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask),
                        optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
   if opt.name == "adam":  # torch.optim.Adam(weight_decay=...): L2 folded into the gradient
-    return optax.chain(optax.add_decayed_weights(opt.weight_decay), optax.adam(schedule))
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask), optax.adam(schedule))
   _require(opt.name == "adamw", "train.optimizer.name", opt.name, "allowed: sgd, adamw, adam")
-  return optax.adamw(schedule, weight_decay=opt.weight_decay)
+  return optax.adamw(schedule, weight_decay=opt.weight_decay, mask=mask)
 
 
 def derived_hparams(method: str, *, num_examples: int, steps_per_epoch: int,
