@@ -25,7 +25,7 @@ NAMES = [os.path.basename(p)[:-3] for p in TABLE_CONFIGS]
 # of conftest's `imagenet_dir` and `cub_dir`) instead of the mock set, see
 # `test_ls_vs_kd_imagenet_smoke_trains` and the two after it.
 STREAMED = {"ls_vs_kd_imagenet": "imagenet2012", "ls_vs_kd_cub": "caltech_birds2011",
-            "tfkd_imagenet": "imagenet2012"}
+            "tfkd_imagenet": "imagenet2012", "ls_vs_kd_binary": "imagenet2012"}
 
 
 def _load(name):
@@ -409,3 +409,48 @@ def test_ls_vs_kd_cub_smoke_trains(cub_dir, tmp_path):
                          cub_dir)
   assert summary["method"] == "lsr"
   _build_every_smoke_row("ls_vs_kd_cub", cub_dir, str(tmp_path))
+
+
+def test_ls_vs_kd_binary_rows_follow_reactnet_and_shen():
+  """ReActNet's two stages (official code) as KD-only students of Shen et al.'s teachers."""
+  _, table = _load("ls_vs_kd_binary")
+  published = {r.name: r.published for r in table.rows + table.teachers}
+  assert published["reactnet18_from_ce"] == 63.002 and published["reactnet18_from_ls"] == 63.108
+  for kind in ("ce", "ls"):
+    stage1, stage2 = (_row_config("ls_vs_kd_binary", f"reactnet18{s}_from_{kind}")
+                      for s in ("_stage1", ""))
+    assert stage1.model.name == "reactnet18_stage1_imagenet"
+    assert stage2.model.name == "reactnet18_imagenet"
+    # resnet/{1_step1,2_step2}/run.sh: batch 512, lr 2.5e-3, 128 epochs, wd 1e-5 then 0.
+    assert _schedule(stage1) == (128, "adam", 2.5e-3, 0.9, 1e-5, "linear", (), 0.1, 0.0)
+    assert _schedule(stage2) == (128, "adam", 2.5e-3, 0.9, 0.0, "linear", (), 0.1, 0.0)
+    for config in (stage1, stage2):
+      hp = _method(config)
+      assert config.method.name == "kd" and (hp["alpha"], hp["temperature"]) == (1.0, 1.0)
+      assert (config.data.name, config.train.batch_size) == ("imagenet2012", 512)
+      assert config.train.optimizer.decay_params == "conv_kernels"
+    assert table.row(f"reactnet18_from_{kind}").init_from == f"reactnet18_stage1_from_{kind}"
+    assert table.row(f"reactnet18_from_{kind}").teacher == f"teacher_{kind}"
+  ls = _method(_row_config("ls_vs_kd_binary", "teacher_ls"))
+  assert (ls["smoothing"], ls["convention"]) == (0.1, "others")
+  # The runner trains stage 1 before stage 2 of the same seed, and binds it as model.init_from.
+  jobs = runner.plan(table, (0,), ["reactnet18_from_ls"])
+  assert [j.key for j in jobs] == ["teacher_ls/s100", "reactnet18_stage1_from_ls/s0",
+                                   "reactnet18_from_ls/s0"]
+  assert jobs[-1].needs == ("teacher_ls/s100", "reactnet18_stage1_from_ls/s0")
+
+
+def test_a_row_initialised_from_an_unknown_row_is_rejected():
+  with pytest.raises(ValueError, match="init_from='nope' is not another row"):
+    Table(name="t", title="t", rows=(Row("a", "method=ce", init_from="nope"),))
+
+
+def test_ls_vs_kd_binary_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path):
+  """Every smoke row builds; stage 1 trains from the smoke teacher and stage 2 starts from it."""
+  _build_every_smoke_row("ls_vs_kd_binary", imagenet_dir, imagenet_teacher)
+  teacher = "--config.teacher.workdir=" + imagenet_teacher
+  stage1 = _train_smoke("ls_vs_kd_binary", "method=kd,stage=1", tmp_path / "s1", imagenet_dir,
+                        teacher)
+  stage2 = _train_smoke("ls_vs_kd_binary", "method=kd,stage=2", tmp_path / "s2", imagenet_dir,
+                        teacher, f"--config.model.init_from={tmp_path / 's1'}")
+  assert stage1["method"] == stage2["method"] == "kd"

@@ -98,6 +98,7 @@ FAMILIES = {
     "ImageNetResNet": lambda c: models.ImageNetResNet(5, depths=(1, 1, 1, 1), cpu_conv=c),
     "ImageNetMobileNetV2": lambda c: models.get("mobilenet_v2_imagenet", num_classes=5,
                                                 cpu_conv=c),
+    "ReActNet": lambda c: models.ReActNet(5, depths=(1, 1), cpu_conv=c),
     "ImageNetDenseNet": lambda c: models.ImageNetDenseNet(5, depths=(1, 1), growth=8,
                                                           init_features=16, cpu_conv=c),
 }

@@ -194,3 +194,31 @@ def test_steps_per_dispatch_logs_every_step_and_resumes_like_single_steps(tmp_pa
   (tmp_path / "k3" / "summary.json").unlink()
   assert run(tmp_path / "k3", 3) == dispatched
   _assert_trees_equal(_params(tmp_path / "k3")[0], final)
+
+
+def test_model_init_from_starts_from_a_runs_latest_checkpoint(tmp_path):
+  """``model.init_from``: the params and batch_stats of another run's latest checkpoint
+  initialise the model (fine-tuning, ReActNet's stage 2); a workdir without checkpoints or of
+  another network is a ConfigError naming the key."""
+  from jaxkd.train import run as run_lib, trainer  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  source = tmp_path / "source"
+  assert cli.main(["train", "--config", SMOKE, "--workdir", str(source),
+                   "--config.method.name=ce", "--config.train.num_steps=2",
+                   "--config.train.checkpoint_every_steps=2"]) == 0
+  loaded, step = checkpoint.load_variables(str(source))
+  assert step == 2
+  config = defaults.get_config("smoke")
+  config.method.name = "ce"
+  config.model.init_from = str(source)
+  state = trainer.init_state(run_lib.build_run(config), optax.sgd(0.1))
+  _assert_trees_equal(state.params, loaded["params"])
+  _assert_trees_equal(state.batch_stats, loaded["batch_stats"])
+  assert int(state.step) == 0
+  config.model.init_from = str(tmp_path / "nothing")
+  with pytest.raises(run_lib.ConfigError, match=r"config\.model\.init_from='.*nothing'.*allowed"):
+    run_lib.build_run(config)
+  config.model.init_from = str(source)
+  config.model.name = "mlp" if config.model.name != "mlp" else "small_cnn"
+  with pytest.raises(run_lib.ConfigError, match=r"init_from=.*do not fit model\.name="):
+    trainer.init_state(run_lib.build_run(config), optax.sgd(0.1))

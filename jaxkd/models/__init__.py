@@ -16,6 +16,8 @@ with the tokens as an ``[N, L, 1, D]`` map.
 torchvision's ImageNet networks are ``<torchvision name>_imagenet`` (`torchvision_names`,
 parameter counts equal torchvision's); `from_torchvision` converts a torchvision
 ``state_dict`` (or a ``.pth``/``.safetensors`` file of one) into their variables.
+``reactnet18_stage1_imagenet`` / ``reactnet18_imagenet`` are ReActNet-18's two training stages
+(binary activations; real, then binary weights), not torchvision networks.
 """
 from jaxkd.models._cpu_conv import CPU_CONVS
 from jaxkd.models._densenet import DenseNet
@@ -23,6 +25,7 @@ from jaxkd.models._googlenet import GoogLeNet
 from jaxkd.models._imagenet import ImageNetDenseNet, ImageNetMobileNetV2, ImageNetResNet
 from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
 from jaxkd.models._preact import PreActResNet
+from jaxkd.models._reactnet import ReActNet
 from jaxkd.models._registry import get, is_text, names
 from jaxkd.models._resnet import CifarResNet, ResNet
 from jaxkd.models._resnext import CifarResNeXt
@@ -39,6 +42,6 @@ __all__ = [
     "torchvision_names",
     "CifarResNet", "CifarResNeXt", "DenseNet", "FastTextClassifier", "GoogLeNet", "ImageNetDenseNet",
     "ImageNetMobileNetV2", "ImageNetResNet", "MLP", "MobileNetV2",
-    "MobileNetV2Half", "PreActResNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
+    "MobileNetV2Half", "PreActResNet", "ReActNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
     "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "VGG", "WideResNet",
 ]

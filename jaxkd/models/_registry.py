@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _imagenet, _mobilenetv2, _preact,
-                          _resnet, _resnext, _shufflenet, _small, _text, _vgg, _wrn)
+                          _reactnet, _resnet, _resnext, _shufflenet, _small, _text, _vgg, _wrn)
 
 __all__ = ["get", "is_text", "names"]
 
@@ -61,6 +61,9 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
                                          bottleneck=True, groups=32, width_per_group=8),
     "mobilenet_v2_imagenet": _imagenet.ImageNetMobileNetV2,
     "densenet121_imagenet": partial(_imagenet.ImageNetDenseNet, depths=(6, 12, 24, 16)),
+    # ReActNet-18 (binary activations; stage 1 real weights, stage 2 binary weights).
+    "reactnet18_stage1_imagenet": partial(_reactnet.ReActNet, binary_weights=False),
+    "reactnet18_imagenet": partial(_reactnet.ReActNet, binary_weights=True),
     # Text classifiers on token ids (`jaxkd.data.TokenDataset`); they need ``vocab_size``.
     "transformer_text": _text.TransformerClassifier,
     "fasttext_text": _text.FastTextClassifier,

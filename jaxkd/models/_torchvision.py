@@ -43,7 +43,8 @@ _FIRST = 5  # offending keys named in a message
 
 def torchvision_names() -> tuple[str, ...]:
   """The ``*_imagenet`` model names a torchvision checkpoint converts to, sorted."""
-  return tuple(name for name in _registry.names() if name.endswith("_imagenet"))
+  return tuple(name for name in _registry.names()
+               if name.endswith("_imagenet") and not name.startswith("reactnet"))
 
 
 def _first(keys) -> str:

@@ -25,6 +25,9 @@ class Row:
     note: a short remark printed beside the row (teacher, reconstructed method, ...).
     seeds: the seeds of this row when they differ from the table's (e.g. one seed of a
       longer convergence check); None: the seeds the runner is given.
+    init_from: the name of another (non-teacher) row whose run with the same seed
+      initialises this row's model (``model.init_from``; ReActNet's stage 2 starts from
+      stage 1); None: a random initialisation.
   """
   name: str
   arg: str
@@ -33,6 +36,7 @@ class Row:
   group: str = ""
   note: str = ""
   seeds: Optional[tuple[int, ...]] = None
+  init_from: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,13 @@ class Table:
       if row.teacher is not None and row.teacher not in stages:
         raise ValueError(f"table {self.name!r}, row {row.name!r}: teacher={row.teacher!r} is "
                          f"not a teacher stage; allowed: {', '.join(sorted(stages)) or 'none'}")
+    students = {r.name for r in self.rows} - stages
+    for row in self.rows:
+      if row.init_from is not None and (row.init_from not in students
+                                        or row.init_from == row.name):
+        raise ValueError(f"table {self.name!r}, row {row.name!r}: init_from={row.init_from!r} "
+                         "is not another row of the table; allowed: "
+                         f"{', '.join(sorted(students - {row.name})) or 'none'}")
     known = set(names)
     for name in self.convergence or ():
       if name not in known:

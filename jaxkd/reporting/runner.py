@@ -70,6 +70,11 @@ class Job:
 def plan(table: Table, seeds: Sequence[int], rows: Optional[Sequence[str]] = None) -> list[Job]:
   """The jobs of a table in order: the teacher stages the chosen rows need, then the rows."""
   chosen = [table.row(name) for name in rows] if rows else list(table.rows)
+  # Rows whose runs initialise chosen rows (``Row.init_from``) run first, with the same seeds.
+  starts = {r.init_from for r in chosen if r.init_from}
+  while starts - {r.name for r in chosen}:
+    chosen = [table.row(n) for n in sorted(starts - {r.name for r in chosen})] + chosen
+    starts = {r.init_from for r in chosen if r.init_from}
   needed = {r.teacher for r in chosen if r.teacher}
   needed |= {table.row(t).teacher for t in needed if table.row(t).teacher}
   jobs = [Job(t, table.teacher_seed,
@@ -81,6 +86,7 @@ def plan(table: Table, seeds: Sequence[int], rows: Optional[Sequence[str]] = Non
     for row in students:
       if seed in (row.seeds or seeds):
         needs = (f"{row.teacher}/s{table.teacher_seed}",) if row.teacher else ()
+        needs += (f"{row.init_from}/s{seed}",) if row.init_from else ()
         jobs.append(Job(row, seed, needs))
   return jobs
 
@@ -96,6 +102,8 @@ def run_one(config_path: str, row_name: str, seed: int, *, workroot: str, result
   config.seed = seed
   if row.teacher:
     config.teacher.workdir = workdir(workroot, table, row.teacher, table.teacher_seed)
+  if row.init_from:
+    config.model.init_from = workdir(workroot, table, row.init_from, seed)
   run_dir = workdir(workroot, table, row.name, seed)
   path = result_path(results_dir, table, row.name, seed)
   os.makedirs(os.path.dirname(run_dir), exist_ok=True)
@@ -201,7 +209,9 @@ def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_
       if any(n in failed for n in job.needs):
         pending.remove(job)
         failed.append(job.key)
-        log(f"skip {job.key}: its teacher failed; {progress.step(ran=False)}")
+        log(f"skip {job.key}: its teacher failed; {progress.step(ran=False)}"
+            if job.row.teacher and f"{job.row.teacher}/s{table.teacher_seed}" in failed else
+            f"skip {job.key}: its init_from run failed; {progress.step(ran=False)}")
       elif all(n in done for n in job.needs):
         pending.remove(job)
         run_dir = workdir(workroot, table, job.row.name, job.seed)

@@ -19,8 +19,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # cpu_conv: "fast" | "xla", how convolutions run on CPU (fast: small maps as one im2col
   # product, kernel gradients as per-tap products; xla: XLA's own). GPUs always use XLA's own.
+  # init_from: a jaxkd workdir whose latest checkpoint's params and batch_stats initialise
+  # the model (fine-tuning; ReActNet's stage 2 from stage 1); "" initialises at random. The
+  # variables must have the model's tree and shapes; the optimizer and step start afresh.
   config.model = ml_collections.ConfigDict({"name": "small_cnn", "dtype": "float32",
-                                            "cpu_conv": "fast"})
+                                            "cpu_conv": "fast", "init_from": ""})
 
   config.data = ml_collections.ConfigDict({
       "name": "digits",
@@ -56,12 +59,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "num_epochs": 30,
       "num_steps": -1,  # > 0 wins over num_epochs
       "optimizer": {
-          "name": "sgd",  # sgd | adamw
+          "name": "sgd",  # sgd | adamw | adam (coupled weight decay, as torch.optim.Adam)
           "learning_rate": 0.05,
           "momentum": 0.9,
           "nesterov": False,
           "weight_decay": 5e-4,  # coupled, added to the gradient as in torch.optim.SGD
-          "schedule": "cosine",  # constant | cosine | multistep
+          # which parameters decay: "all" | "conv_kernels" (the 4-D convolution kernels only,
+          # as ReActNet's official code)
+          "decay_params": "all",
+          "schedule": "cosine",  # constant | cosine | multistep | linear (to 0)
           "milestones": (),  # epochs, for multistep
           "gamma": 0.1,
           "warmup_epochs": 1.0,  # linear; clipped to 10% of a shorter run, with a warning

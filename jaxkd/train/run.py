@@ -89,6 +89,8 @@ class Run:
   steps_per_epoch: int
   total_steps: int
   mesh: jax.sharding.Mesh
+  # ``model.init_from``'s variables (``params``, ``batch_stats``, host arrays), or None.
+  init_variables: Any = None
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -107,15 +109,16 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
 
 def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
                   total_steps: int) -> optax.Schedule:
-  """The learning rate as a function of the step: warm-up, then constant, cosine or multistep.
+  """The learning rate as a function of the step: warm-up, then constant, cosine, multistep or
+  linear (to 0 at the last step; ReActNet's schedule, which the original steps per epoch).
 
   The linear warm-up lasts ``warmup_epochs``, but at most 10% of the run's steps (clipped with
   a warning), so a short run (``num_steps=3``, one epoch) trains mostly at its schedule's rates.
   """
   lr, name = opt.learning_rate, opt.schedule
   _require(lr > 0, "train.optimizer.learning_rate", lr, "must be > 0")
-  _require(name in ("constant", "cosine", "multistep"), "train.optimizer.schedule", name,
-           "allowed: constant, cosine, multistep")
+  _require(name in ("constant", "cosine", "multistep", "linear"), "train.optimizer.schedule",
+           name, "allowed: constant, cosine, multistep, linear")
   _require(opt.warmup_epochs >= 0, "train.optimizer.warmup_epochs", opt.warmup_epochs,
            "must be >= 0")
   warmup = int(round(opt.warmup_epochs * steps_per_epoch))
@@ -129,6 +132,8 @@ def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
     main = optax.constant_schedule(lr)
   elif name == "cosine":
     main = optax.cosine_decay_schedule(lr, max(total_steps - warmup, 1))
+  elif name == "linear":
+    main = optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1))
   else:
     main = optax.piecewise_constant_schedule(
         lr, {int(m * steps_per_epoch) - warmup: opt.gamma for m in opt.milestones})
@@ -138,18 +143,28 @@ def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
 
 def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int,
                    schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
-  """SGD (torch-style coupled weight decay) or AdamW at the rates of `make_schedule`.
+  """SGD or Adam (both with torch-style coupled weight decay, added to the gradient) or AdamW
+  (decoupled) at the rates of `make_schedule`; ``decay_params="conv_kernels"`` decays the 4-D
+  convolution kernels only.
 
   ``schedule``: the run's `make_schedule` when the caller keeps it too (`Trainer.schedule`,
   the rate the loop logs); built here when None.
   """
   if schedule is None:
     schedule = make_schedule(opt, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  decay_params = opt.get("decay_params", "all")
+  _require(decay_params in ("all", "conv_kernels"), "train.optimizer.decay_params",
+           decay_params, "allowed: all, conv_kernels")
+  mask = None
+  if decay_params == "conv_kernels":
+    mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim == 4, params)
   if opt.name == "sgd":
-    return optax.chain(optax.add_decayed_weights(opt.weight_decay),
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask),
                        optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
-  _require(opt.name == "adamw", "train.optimizer.name", opt.name, "allowed: sgd, adamw")
-  return optax.adamw(schedule, weight_decay=opt.weight_decay)
+  if opt.name == "adam":  # torch.optim.Adam(weight_decay=...): L2 folded into the gradient
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask), optax.adam(schedule))
+  _require(opt.name == "adamw", "train.optimizer.name", opt.name, "allowed: sgd, adamw, adam")
+  return optax.adamw(schedule, weight_decay=opt.weight_decay, mask=mask)
 
 
 def derived_hparams(method: str, *, num_examples: int, steps_per_epoch: int,
@@ -265,6 +280,21 @@ def _check_teacher(config) -> None:
            f"the network of teacher.torchvision_checkpoint; allowed: {', '.join(allowed)}")
 
 
+def _init_variables(config) -> Any:
+  """``model.init_from``'s latest checkpointed ``params`` and ``batch_stats``, or None when
+  unset."""
+  init_from = config.model.get("init_from", "")
+  _require(isinstance(init_from, str), "model.init_from", init_from,
+           "allowed: a jaxkd workdir (a string) or \"\" (random initialisation)")
+  if not init_from:
+    return None
+  _require(bool(teachers.checkpoint_steps(init_from)), "model.init_from", init_from,
+           "allowed: a jaxkd workdir holding a checkpoint under checkpoints/ (train it "
+           "first), or \"\" (random initialisation)")
+  variables, _ = teachers.load_variables(init_from)
+  return variables
+
+
 def _check_best_split(config) -> None:
   """``train.keep_best`` selects a checkpoint on the evaluation split: never the test set."""
   base, start, stop = data_lib.parse_split(config.data.eval_split)
@@ -348,6 +378,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   _require(config.model.cpu_conv in models.CPU_CONVS, "model.cpu_conv",
            config.model.cpu_conv, f"allowed: {', '.join(models.CPU_CONVS)}")
   _check_teacher(config)
+  init_variables = _init_variables(config)
   mesh = make_mesh(config.mesh.data)
   _check_train(config, mesh)
   batch = train_cfg.batch_size
@@ -404,4 +435,5 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            "allowed with streaming: every method without partner rows")
   return Run(config=config, train_data=train_data, eval_data=eval_data, model=model,
              objective=objective, teacher=teacher, augment=augment_config(config, train_data),
-             steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh)
+             steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh,
+             init_variables=init_variables)

@@ -71,6 +71,8 @@ def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed
   def init():
     variables = run.model.init(init_key, sample, train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    if run.init_variables is not None:
+      params, batch_stats = _from_init_variables(run, params, batch_stats)
     objective = run.objective.init(num_examples=example_rows(run), **sizes)
     teacher = None
     if run.teacher is not None:
@@ -81,6 +83,24 @@ def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed
         teacher=teacher, rng=state_key)
 
   return init, sizes
+
+
+def _from_init_variables(run: run_lib.Run, params: Any, batch_stats: Any) -> tuple[Any, Any]:
+  """``model.init_from``'s params and batch_stats in place of the random ones, after checking
+  that their trees, shapes and dtypes are the model's."""
+  for name, fresh in (("params", params), ("batch_stats", batch_stats)):
+    loaded = run.init_variables[name]
+    want = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype)), fresh)
+    got = jax.tree_util.tree_map(lambda a: (tuple(np.shape(a)), str(a.dtype)), loaded)
+    if want != got:
+      mismatch = "trees differ" if (jax.tree_util.tree_structure(fresh)
+                                    != jax.tree_util.tree_structure(loaded)) else "shapes differ"
+      raise run_lib.ConfigError(
+          f"config.model.init_from={run.config.model.init_from!r}: its {name} do not fit "
+          f"model.name={run.config.model.name!r} ({mismatch}); allowed: a workdir of the same "
+          "model with the same number of classes and input channels")
+  return (jax.tree_util.tree_map(jnp.asarray, run.init_variables["params"]),
+          jax.tree_util.tree_map(jnp.asarray, run.init_variables["batch_stats"]))
 
 
 def state_sharding(run: run_lib.Run, optimizer: optax.GradientTransformation) -> Any:
