@@ -34,7 +34,6 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxkd.models import _cpu_conv
 from jaxkd.models._common import (TORCH_WEIGHT, avg_pool, batch_norm, check_image, conv, linear,
