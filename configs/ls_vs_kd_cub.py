@@ -71,12 +71,7 @@ PUBLISHED_STUDENTS = {
 def get_config(arg=None):
   """One run; ``arg`` is one of the rows of the module docstring (+ ``,smoke``)."""
   values, smoke = parse_arg(arg, _ALLOWED)
-  if (values["method"] == "kd") != bool(values["T"]):
-    raise ValueError(f"config argument: T is given exactly for method=kd; got "
-                     f"method={values['method']!r}, T={values['T']!r}")
-  if not values["protocol"] and values["method"] != "ce":
-    raise ValueError(f"config argument: method={values['method']} needs protocol=; allowed: "
-                     f"{', '.join(recipes.LS_KD_PROTOCOLS)} (only the CE teacher is shared)")
+  recipes.check_ls_kd_row(values)
   config = recipes.row_config(values)
   config.model.name = NETWORKS[values["model"]]
   recipes.ls_kd_protocol(config, values["protocol"] or "icml22",

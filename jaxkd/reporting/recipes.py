@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxkd import config as config_lib
 
-__all__ = ["base_config", "cskd_cifar", "fashion_subset_cpu", "kd_only", "ls_kd_protocol",
+__all__ = ["base_config", "check_ls_kd_row", "cskd_cifar", "fashion_subset_cpu", "kd_only", "ls_kd_protocol",
            "only_with", "pskd_cifar", "row_config", "smoke", "smoke_streamed", "smoke_text",
            "streamed", "text_classification", "tfkd_cifar", "tfkd_imagenet", "LS_KD_PROTOCOLS",
            "SMOKE_MODEL", "SMOKE_STREAMED_MODEL", "SMOKE_TEXT_MODEL"]
@@ -122,6 +122,21 @@ def pskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") 
   _sgd_cifar(config, dataset=dataset, rotation=0.0, batch_size=128, epochs=300,
              learning_rate=0.1, weight_decay=5e-4, nesterov=True, milestones=(150, 225),
              gamma=0.1, warmup_epochs=0.0)
+
+
+def check_ls_kd_row(values: dict) -> None:
+  """The row arguments of an LS-vs-KD table (`ls_kd_protocol`): ``T`` given exactly for
+  ``method=kd``, and a ``protocol`` for every row but the shared CE teacher.
+
+  Raises:
+    ValueError: naming the arguments and what is allowed.
+  """
+  if (values["method"] == "kd") != bool(values["T"]):
+    raise ValueError(f"config argument: T is given exactly for method=kd; got "
+                     f"method={values['method']!r}, T={values['T']!r}")
+  if not values["protocol"] and values["method"] != "ce":
+    raise ValueError(f"config argument: method={values['method']} needs protocol=; allowed: "
+                     f"{', '.join(LS_KD_PROTOCOLS)} (only the CE teacher is shared)")
 
 
 def ls_kd_protocol(config: ml_collections.ConfigDict, protocol: str, *,
