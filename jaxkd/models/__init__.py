@@ -13,6 +13,11 @@ Text classifiers (`is_text`: ``transformer_text``, ``fasttext_text``) take int32
 ``[N, L]`` (0 = padding) instead, need ``get(..., vocab_size=V)``, and return the same dict
 with the tokens as an ``[N, L, 1, D]`` map.
 
+Translation models (`is_translation`: ``transformer_iwslt_de_en``, fairseq's architecture,
+and ``transformer_translation_tiny``) are `TranslationTransformer`s: ``get(..., num_classes=V_tgt,
+vocab_size=V_src)``, inputs ``{"source": [N, S], "target": [N, T]}`` (PAD = 0), outputs
+``{"logits": [N, T, V_tgt], "features": [N, T, D]}``; `greedy_search` and `beam_search` decode.
+
 torchvision's ImageNet networks are ``<torchvision name>_imagenet`` (`torchvision_names`,
 parameter counts equal torchvision's); `from_torchvision` converts a torchvision
 ``state_dict`` (or a ``.pth``/``.safetensors`` file of one) into their variables.
@@ -26,22 +31,23 @@ from jaxkd.models._imagenet import ImageNetDenseNet, ImageNetMobileNetV2, ImageN
 from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
 from jaxkd.models._preact import PreActResNet
 from jaxkd.models._reactnet import ReActNet
-from jaxkd.models._registry import get, is_text, names
+from jaxkd.models._registry import get, is_text, is_translation, names
 from jaxkd.models._resnet import CifarResNet, ResNet
 from jaxkd.models._resnext import CifarResNeXt
 from jaxkd.models._shufflenet import ShuffleNetV1, ShuffleNetV2, ShuffleNetV2TfKD
 from jaxkd.models._small import MLP, SmallCNN
 from jaxkd.models._text import FastTextClassifier, TransformerClassifier
+from jaxkd.models._translation import TranslationTransformer, beam_search, greedy_search
 from jaxkd.models._torchvision import (TORCHVISION_SUFFIXES, from_torchvision, read_state_dict,
                                        torchvision_names)
 from jaxkd.models._vgg import VGG
 from jaxkd.models._wrn import WideResNet
 
 __all__ = [
-    "get", "is_text", "names", "CPU_CONVS", "TORCHVISION_SUFFIXES", "from_torchvision", "read_state_dict",
-    "torchvision_names",
+    "get", "is_text", "is_translation", "names", "beam_search", "greedy_search", "CPU_CONVS",
+    "TORCHVISION_SUFFIXES", "from_torchvision", "read_state_dict", "torchvision_names",
     "CifarResNet", "CifarResNeXt", "DenseNet", "FastTextClassifier", "GoogLeNet", "ImageNetDenseNet",
     "ImageNetMobileNetV2", "ImageNetResNet", "MLP", "MobileNetV2",
     "MobileNetV2Half", "PreActResNet", "ReActNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
-    "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "VGG", "WideResNet",
+    "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "TranslationTransformer", "VGG", "WideResNet",
 ]

@@ -7,7 +7,9 @@ variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
 ``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``.
 torchvision's ImageNet networks are ``<torchvision name>_imagenet``
 (``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...). Text classifiers, on token ids, have
-"text" in their names (``transformer_text``, ``fasttext_text``; `is_text`).
+"text" in their names (``transformer_text``, ``fasttext_text``; `is_text`). Sequence-to-sequence
+translation models (`is_translation`: ``transformer_iwslt_de_en``, fairseq's architecture of that
+name, and ``transformer_translation_tiny``) take ``{"source", "target"}`` token ids.
 """
 from typing import Any, Callable, Optional
 
@@ -18,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _imagenet, _mobilenetv2, _preact,
-                          _reactnet, _resnet, _resnext, _shufflenet, _small, _text, _vgg, _wrn)
+                          _reactnet, _resnet, _resnext, _shufflenet, _small, _text, _translation,
+                          _vgg, _wrn)
 
-__all__ = ["get", "is_text", "names"]
+__all__ = ["get", "is_text", "is_translation", "names"]
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     # Small nets: the offline digits default and tests.
@@ -67,12 +70,27 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     # Text classifiers on token ids (`jaxkd.data.TokenDataset`); they need ``vocab_size``.
     "transformer_text": _text.TransformerClassifier,
     "fasttext_text": _text.FastTextClassifier,
+    # Translation (sequence to sequence); they need ``vocab_size`` (the source vocabulary) and
+    # take num_classes as the target vocabulary. fairseq's transformer_iwslt_de_en with the
+    # IWSLT'14 recipe's dropout 0.3 and shared decoder input/output embeddings.
+    "transformer_iwslt_de_en": _translation.TranslationTransformer,
+    "transformer_translation_tiny": partial(
+        _translation.TranslationTransformer, embed_dim=64, ffn_dim=128, heads=4,
+        encoder_layers=2, decoder_layers=2, dropout=0.1),
 }
+
+_TRANSLATION = frozenset({"transformer_iwslt_de_en", "transformer_translation_tiny"})
 
 
 def is_text(name: str) -> bool:
   """Whether model ``name`` classifies token ids (else images)."""
   return "text" in name
+
+
+def is_translation(name: str) -> bool:
+  """Whether model ``name`` is a sequence-to-sequence translation model (inputs
+  ``{"source": [B, S], "target": [B, T]}``, logits ``[B, T, num_classes]``)."""
+  return name in _TRANSLATION
 
 
 def names() -> tuple[str, ...]:
@@ -94,8 +112,9 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
       smaller than the kernel as one im2col matrix product and kernel gradients as per-tap
       matrix products (reverse-mode autodiff only). GPUs and TPUs run XLA's own convolutions
       under both; ``mlp`` has no convolution. See ``_cpu_conv.py``.
-    vocab_size: the token vocabulary of a text model (`is_text`), required there; None for
-      image models.
+    vocab_size: the token vocabulary of a text model (`is_text`) or the source vocabulary of
+      a translation model (`is_translation`, whose ``num_classes`` is the target vocabulary),
+      required there; None for image models.
 
   Returns:
     A module whose ``init(rng, x, train=False)`` on an NHWC batch (text models: int32
@@ -104,7 +123,9 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     ``{"logits", "features", "feature_map", "dense_logits"}``. Nets with dropout
     (``googlenet``, ``mobilenet_v2_imagenet``) drop only when ``train=True`` and
     ``rngs={"dropout": key}`` is passed to ``apply``; passing that rng to every model is
-    harmless.
+    harmless. Translation models (`is_translation`) instead take
+    ``{"source": int32 [B, S], "target": int32 [B, T]}`` and return ``{"logits": [B, T, K],
+    "features": [B, T, D]}``; see `jaxkd.models.TranslationTransformer`.
   """
   if name not in _FACTORIES:
     raise ValueError(f"model name={name!r} is unknown; allowed: {', '.join(names())}")
@@ -119,7 +140,7 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
                      "float16")
   kwargs = {}
-  if is_text(name):
+  if is_text(name) or is_translation(name):
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) \
             or vocab_size < 2:
       raise ValueError(f"model {name!r} reads token ids and needs vocab_size, an int >= 2; "
@@ -127,7 +148,7 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     kwargs["vocab_size"] = int(vocab_size)
   elif vocab_size is not None:
     raise ValueError(f"vocab_size={vocab_size!r}: model {name!r} reads images; allowed: None "
-                     "(vocab_size is for the text models, "
-                     f"{', '.join(n for n in names() if is_text(n))})")
+                     "(vocab_size is for the text and translation models, "
+                     f"{', '.join(n for n in names() if is_text(n) or is_translation(n))})")
   return _FACTORIES[name](num_classes=int(num_classes), dtype=compute_dtype,
                           cpu_conv=_cpu_conv.check(cpu_conv), **kwargs)
