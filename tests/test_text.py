@@ -15,7 +15,7 @@ from jaxkd.data import _text
 from jaxkd.train import ConfigError, build, build_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXT_MODELS = ("fasttext_text", "transformer_text")
+TEXT_MODELS = ("cnn_text", "fasttext_text", "transformer_text")
 
 # A synthetic corpus: the topic words present set the class (10 classes, as Yahoo Answers).
 _TOPICS = [("goal", "match", "league"), ("vote", "senate", "party"), ("stock", "market", "bank"),
@@ -58,7 +58,7 @@ def _config(model="fasttext_text", method="ce", steps=3, **data):
   config.train.batch_size, config.train.num_steps = 32, steps
   opt = config.train.optimizer
   opt.name, opt.weight_decay, opt.warmup_epochs = "adamw", 0.0, 0.0
-  opt.learning_rate = 1e-2 if model == "fasttext_text" else 2e-3
+  opt.learning_rate = {"fasttext_text": 1e-2, "cnn_text": 5e-3}.get(model, 2e-3)
   for key, value in data.items():
     config.data[key] = value
   return config
@@ -171,6 +171,41 @@ def test_text_models_ignore_padding(name):
   np.testing.assert_allclose(changed["logits"], out["logits"], rtol=1e-5, atol=1e-5)
 
 
+def test_cnn_text_matches_a_numpy_forward():
+  """Kim's CNN by hand: embedding lookup, each width's convolution as explicit sums over the
+  window (zero words past the row's end), ReLU, max over the windows starting at real tokens,
+  then the linear classifier."""
+  model = models.get("cnn_text", num_classes=3, vocab_size=30)
+  tokens = np.zeros((3, 7), np.int32)
+  tokens[0, :5], tokens[1, :2], tokens[2, :7] = [4, 9, 2, 7, 11], [3, 29], np.arange(1, 8)
+  variables = model.init(jax.random.PRNGKey(1), jnp.asarray(tokens))
+  out = jax.jit(model.apply)(variables, jnp.asarray(tokens))
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables["params"])
+  length = (tokens != 0).sum(1)
+  features = np.zeros((3, 300))
+  for b in range(3):
+    x = p["embed"]["embedding"][tokens[b]] * (tokens[b] != 0)[:, None]
+    pooled = []
+    for k in (3, 4, 5):
+      kernel, bias = p[f"conv{k}"]["kernel"], p[f"conv{k}"]["bias"]
+      windows = []
+      for i in range(length[b]):  # the windows starting at real tokens
+        h = bias.copy()
+        for t in range(k):
+          if i + t < tokens.shape[1]:
+            h = h + x[i + t] @ kernel[t]
+        windows.append(np.maximum(h, 0.0))
+      pooled.append(np.max(windows, axis=0))
+    features[b] = np.concatenate(pooled)
+  logits = features @ p["head"]["kernel"] + p["head"]["bias"]
+  np.testing.assert_allclose(out["features"], features, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
+  # The feature map holds the same windows at every token; features are its max over real ones.
+  real = (tokens != 0)[:, :, None]
+  np.testing.assert_allclose(np.where(real, out["feature_map"][:, :, 0], 0).max(1), features,
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_models_get_checks_vocab_size_against_the_kind():
   with pytest.raises(ValueError, match="needs vocab_size"):
     models.get("transformer_text", num_classes=3)
@@ -185,8 +220,8 @@ def test_models_get_checks_vocab_size_against_the_kind():
 @pytest.mark.parametrize("key,value,match", [
     ("data.crop_padding", 1, "config.data.crop_padding=1: dataset 'mock_text' holds token ids"),
     ("data.flip", True, "config.data.flip=True: .*no image augmentation; allowed: False"),
-    ("model.name", "mlp", "config.model.name='mlp': .*token ids; allowed: fasttext_text, "
-                          "transformer_text"),
+    ("model.name", "mlp", "config.model.name='mlp': .*token ids; allowed: cnn_text, "
+                          "fasttext_text, transformer_text"),
     ("method.name", "zipf", "config.method.name='zipf': .*dense_logits"),
     ("data.in_memory", False, "config.data.in_memory=False: .*is text"),
     ("data.vocab_size", 4, "config.data.vocab_size=4: must be an int >= 16"),
@@ -214,7 +249,8 @@ def _top1(trainer, state):
   return correct / count
 
 
-@pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20)])
+@pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20),
+                                        ("cnn_text", 20)])
 def test_text_models_learn_the_class_words(name, steps):
   """Chance is 25%; a few dozen steps find the class words."""
   trainer = build(_config(name, steps=steps))

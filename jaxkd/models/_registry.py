@@ -7,7 +7,7 @@ variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
 ``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``.
 torchvision's ImageNet networks are ``<torchvision name>_imagenet``
 (``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...). Text classifiers, on token ids, have
-"text" in their names (``transformer_text``, ``fasttext_text``; `is_text`).
+"text" in their names (``transformer_text``, ``fasttext_text``, ``cnn_text``; `is_text`).
 """
 from typing import Any, Callable, Optional
 
@@ -67,6 +67,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     # Text classifiers on token ids (`jaxkd.data.TokenDataset`); they need ``vocab_size``.
     "transformer_text": _text.TransformerClassifier,
     "fasttext_text": _text.FastTextClassifier,
+    "cnn_text": _text.CNNClassifier,
 }
 
 
