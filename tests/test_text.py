@@ -296,11 +296,67 @@ def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
 
 def test_kd_from_a_text_teacher_run(tmp_path):
   """A frozen teacher read from a text run's checkpoint: its model is rebuilt with the
-  student's vocabulary."""
+  student's vocabulary. mock_text ignores data.vocab_size, so a teacher run with another fits."""
   from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
   teacher_dir = str(tmp_path / "teacher")
-  train_and_evaluate(_config(steps=2), teacher_dir)
+  train_and_evaluate(_config(steps=2, vocab_size=4000), teacher_dir)
   config = _config(method="kd", steps=2)
   config.teacher.workdir = teacher_dir
   summary = train_and_evaluate(config, str(tmp_path / "student"))
   assert summary["method"] == "kd" and summary["steps"] == 2
+
+
+def _yahoo_config(root, method="ce", **data):
+  """Yahoo Answers from the CSVs `_write_yahoo` put under ``root``: 80 pieces, 24 per example."""
+  settings = dict(name="yahoo_answers", data_dir=str(root), vocab_size=80, max_length=24)
+  return _config(method=method, steps=2, **{**settings, **data})
+
+
+@pytest.mark.parametrize("section,teacher,match", [
+    ("data", {"vocab_size": 60}, "the teacher was trained with data.vocab_size=60, the student "
+                                 "with data.vocab_size=80"),
+    ("data", {"max_length": 32}, "the teacher was trained with data.max_length=32, the student "
+                                 "with data.max_length=24"),
+    ("data", {"name": "ag_news_subset"}, "the teacher was trained on 'ag_news_subset' .*the "
+                                         "student on 'yahoo_answers'"),
+    ("image", {}, "the teacher was trained on 'mock' .*the student on 'yahoo_answers'"),
+])
+def test_text_teacher_of_other_tokens_fails_before_loading(tmp_path, monkeypatch, section,
+                                                           teacher, match):
+  """The teacher run's config.json alone decides: no checkpoint is read (there is none)."""
+  _write_yahoo(str(tmp_path))
+  if section == "image":
+    saved = config_lib.default()
+    saved.data.name, saved.model.name = "mock", "small_cnn"
+  else:
+    saved = _yahoo_config(tmp_path, **teacher)
+  teacher_dir = tmp_path / "teacher"
+  teacher_dir.mkdir()
+  (teacher_dir / "config.json").write_text(json.dumps(saved.to_dict()))
+  from jaxkd.teachers import _frozen  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(_frozen, "load_variables", lambda *a, **k: pytest.fail("restored"))
+  config = _yahoo_config(tmp_path, method="kd")
+  config.teacher.workdir = str(teacher_dir)
+  with pytest.raises(ConfigError, match=f"config.teacher.workdir='{teacher_dir}': {match}"):
+    build(config)
+
+
+def test_text_teacher_needs_the_students_tokenizer(tmp_path, monkeypatch):
+  """Equal settings on the same data bind; another corpus's tokenizer, with the same settings
+  but fewer pieces (76 of 80), fails on the checkpoint's metadata before it is restored."""
+  from jaxkd.teachers import _frozen  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  _write_yahoo(str(tmp_path / "a"))
+  teacher_dir = str(tmp_path / "teacher")
+  train_and_evaluate(_yahoo_config(tmp_path / "a"), teacher_dir)
+  config = _yahoo_config(tmp_path / "a", method="kd")
+  config.teacher.workdir = teacher_dir
+  assert build(config).run.teacher.name == "frozen"
+  _write_yahoo(str(tmp_path / "b"), n_train=40)
+  monkeypatch.setattr(_frozen, "load_variables", lambda *a, **k: pytest.fail("restored"))
+  config = _yahoo_config(tmp_path / "b", method="kd")
+  config.teacher.workdir = teacher_dir
+  with pytest.raises(ConfigError, match=f"config.teacher.workdir='{teacher_dir}': the "
+                                        "teacher's embedding table has 80 rows .*the student's "
+                                        "data 76 pieces"):
+    build(config)
