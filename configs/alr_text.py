@@ -8,14 +8,14 @@ numbers we could check; the objective is the reconstruction of configs/alr_cifar
 from misclassified samples, mu 0.9, a 1), and the baselines are those of that table: plain
 cross-entropy, uniform label smoothing (e 0.1) and online label smoothing (OLS, code known).
 No published values are known for this setting, so the table has no targets. Networks (a
-2-block Transformer encoder, or a fastText-style bag of words and bigrams), the tokenizer (a
-16k-piece sentencepiece unigram model trained on each training split) and the recipe
-(`jaxkd.reporting.recipes.text_classification`) are our choice.
+2-block Transformer encoder, a fastText-style bag of words and bigrams, or Kim's CNN), the
+tokenizer (a 16k-piece sentencepiece unigram model trained on each training split) and the
+recipe (`jaxkd.reporting.recipes.text_classification`) are our choice.
 
 Rows (config arguments):
   method=ce | lsr | alr | ols                  (LSR: e 0.1, uniform convention)
   data=ag_news_subset | yahoo_answers | yelp_review_full | yelp_polarity_reviews
-  model=transformer_text | fasttext_text
+  model=transformer_text | fasttext_text | cnn_text
   ...,smoke                                    a few steps of fasttext_text on mock_text
 
 Commands:
@@ -39,7 +39,7 @@ from jaxkd.reporting import Row, Table, parse_arg, recipes
 METHODS = ("ce", "lsr", "alr", "ols")
 DATASETS = ("ag_news_subset", "yahoo_answers", "yelp_review_full")
 _ALLOWED = {"method": METHODS, "data": DATASETS + ("yelp_polarity_reviews",),
-            "model": ("transformer_text", "fasttext_text")}
+            "model": ("transformer_text", "fasttext_text", "cnn_text")}
 _TITLES = {"ag_news_subset": "AG News", "yahoo_answers": "Yahoo Answers",
            "yelp_review_full": "Yelp-Full"}
 

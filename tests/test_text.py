@@ -15,7 +15,7 @@ from jaxkd.data import _text
 from jaxkd.train import ConfigError, build, build_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXT_MODELS = ("fasttext_text", "transformer_text")
+TEXT_MODELS = ("cnn_text", "fasttext_text", "transformer_text")
 
 # A synthetic corpus: the topic words present set the class (10 classes, as Yahoo Answers).
 _TOPICS = [("goal", "match", "league"), ("vote", "senate", "party"), ("stock", "market", "bank"),
@@ -58,7 +58,7 @@ def _config(model="fasttext_text", method="ce", steps=3, **data):
   config.train.batch_size, config.train.num_steps = 32, steps
   opt = config.train.optimizer
   opt.name, opt.weight_decay, opt.warmup_epochs = "adamw", 0.0, 0.0
-  opt.learning_rate = 1e-2 if model == "fasttext_text" else 2e-3
+  opt.learning_rate = {"fasttext_text": 1e-2, "cnn_text": 5e-3}.get(model, 2e-3)
   for key, value in data.items():
     config.data[key] = value
   return config
@@ -171,6 +171,41 @@ def test_text_models_ignore_padding(name):
   np.testing.assert_allclose(changed["logits"], out["logits"], rtol=1e-5, atol=1e-5)
 
 
+def test_cnn_text_matches_a_numpy_forward():
+  """Kim's CNN by hand: embedding lookup, each width's convolution as explicit sums over the
+  window (zero words past the row's end), ReLU, max over the windows starting at real tokens,
+  then the linear classifier."""
+  model = models.get("cnn_text", num_classes=3, vocab_size=30)
+  tokens = np.zeros((3, 7), np.int32)
+  tokens[0, :5], tokens[1, :2], tokens[2, :7] = [4, 9, 2, 7, 11], [3, 29], np.arange(1, 8)
+  variables = model.init(jax.random.PRNGKey(1), jnp.asarray(tokens))
+  out = jax.jit(model.apply)(variables, jnp.asarray(tokens))
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables["params"])
+  length = (tokens != 0).sum(1)
+  features = np.zeros((3, 300))
+  for b in range(3):
+    x = p["embed"]["embedding"][tokens[b]] * (tokens[b] != 0)[:, None]
+    pooled = []
+    for k in (3, 4, 5):
+      kernel, bias = p[f"conv{k}"]["kernel"], p[f"conv{k}"]["bias"]
+      windows = []
+      for i in range(length[b]):  # the windows starting at real tokens
+        h = bias.copy()
+        for t in range(k):
+          if i + t < tokens.shape[1]:
+            h = h + x[i + t] @ kernel[t]
+        windows.append(np.maximum(h, 0.0))
+      pooled.append(np.max(windows, axis=0))
+    features[b] = np.concatenate(pooled)
+  logits = features @ p["head"]["kernel"] + p["head"]["bias"]
+  np.testing.assert_allclose(out["features"], features, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
+  # The feature map holds the same windows at every token; features are its max over real ones.
+  real = (tokens != 0)[:, :, None]
+  np.testing.assert_allclose(np.where(real, out["feature_map"][:, :, 0], 0).max(1), features,
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_models_get_checks_vocab_size_against_the_kind():
   with pytest.raises(ValueError, match="needs vocab_size"):
     models.get("transformer_text", num_classes=3)
@@ -185,8 +220,8 @@ def test_models_get_checks_vocab_size_against_the_kind():
 @pytest.mark.parametrize("key,value,match", [
     ("data.crop_padding", 1, "config.data.crop_padding=1: dataset 'mock_text' holds token ids"),
     ("data.flip", True, "config.data.flip=True: .*no image augmentation; allowed: False"),
-    ("model.name", "mlp", "config.model.name='mlp': .*token ids; allowed: fasttext_text, "
-                          "transformer_text"),
+    ("model.name", "mlp", "config.model.name='mlp': .*token ids; allowed: cnn_text, "
+                          "fasttext_text, transformer_text"),
     ("method.name", "zipf", "config.method.name='zipf': .*dense_logits"),
     ("data.in_memory", False, "config.data.in_memory=False: .*is text"),
     ("data.vocab_size", 4, "config.data.vocab_size=4: must be an int >= 16"),
@@ -214,7 +249,8 @@ def _top1(trainer, state):
   return correct / count
 
 
-@pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20)])
+@pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20),
+                                        ("cnn_text", 20)])
 def test_text_models_learn_the_class_words(name, steps):
   """Chance is 25%; a few dozen steps find the class words."""
   trainer = build(_config(name, steps=steps))
@@ -260,11 +296,67 @@ def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
 
 def test_kd_from_a_text_teacher_run(tmp_path):
   """A frozen teacher read from a text run's checkpoint: its model is rebuilt with the
-  student's vocabulary."""
+  student's vocabulary. mock_text ignores data.vocab_size, so a teacher run with another fits."""
   from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
   teacher_dir = str(tmp_path / "teacher")
-  train_and_evaluate(_config(steps=2), teacher_dir)
+  train_and_evaluate(_config(steps=2, vocab_size=4000), teacher_dir)
   config = _config(method="kd", steps=2)
   config.teacher.workdir = teacher_dir
   summary = train_and_evaluate(config, str(tmp_path / "student"))
   assert summary["method"] == "kd" and summary["steps"] == 2
+
+
+def _yahoo_config(root, method="ce", **data):
+  """Yahoo Answers from the CSVs `_write_yahoo` put under ``root``: 80 pieces, 24 per example."""
+  settings = dict(name="yahoo_answers", data_dir=str(root), vocab_size=80, max_length=24)
+  return _config(method=method, steps=2, **{**settings, **data})
+
+
+@pytest.mark.parametrize("section,teacher,match", [
+    ("data", {"vocab_size": 60}, "the teacher was trained with data.vocab_size=60, the student "
+                                 "with data.vocab_size=80"),
+    ("data", {"max_length": 32}, "the teacher was trained with data.max_length=32, the student "
+                                 "with data.max_length=24"),
+    ("data", {"name": "ag_news_subset"}, "the teacher was trained on 'ag_news_subset' .*the "
+                                         "student on 'yahoo_answers'"),
+    ("image", {}, "the teacher was trained on 'mock' .*the student on 'yahoo_answers'"),
+])
+def test_text_teacher_of_other_tokens_fails_before_loading(tmp_path, monkeypatch, section,
+                                                           teacher, match):
+  """The teacher run's config.json alone decides: no checkpoint is read (there is none)."""
+  _write_yahoo(str(tmp_path))
+  if section == "image":
+    saved = config_lib.default()
+    saved.data.name, saved.model.name = "mock", "small_cnn"
+  else:
+    saved = _yahoo_config(tmp_path, **teacher)
+  teacher_dir = tmp_path / "teacher"
+  teacher_dir.mkdir()
+  (teacher_dir / "config.json").write_text(json.dumps(saved.to_dict()))
+  from jaxkd.teachers import _frozen  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(_frozen, "load_variables", lambda *a, **k: pytest.fail("restored"))
+  config = _yahoo_config(tmp_path, method="kd")
+  config.teacher.workdir = str(teacher_dir)
+  with pytest.raises(ConfigError, match=f"config.teacher.workdir='{teacher_dir}': {match}"):
+    build(config)
+
+
+def test_text_teacher_needs_the_students_tokenizer(tmp_path, monkeypatch):
+  """Equal settings on the same data bind; another corpus's tokenizer, with the same settings
+  but fewer pieces (76 of 80), fails on the checkpoint's metadata before it is restored."""
+  from jaxkd.teachers import _frozen  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  _write_yahoo(str(tmp_path / "a"))
+  teacher_dir = str(tmp_path / "teacher")
+  train_and_evaluate(_yahoo_config(tmp_path / "a"), teacher_dir)
+  config = _yahoo_config(tmp_path / "a", method="kd")
+  config.teacher.workdir = teacher_dir
+  assert build(config).run.teacher.name == "frozen"
+  _write_yahoo(str(tmp_path / "b"), n_train=40)
+  monkeypatch.setattr(_frozen, "load_variables", lambda *a, **k: pytest.fail("restored"))
+  config = _yahoo_config(tmp_path / "b", method="kd")
+  config.teacher.workdir = teacher_dir
+  with pytest.raises(ConfigError, match=f"config.teacher.workdir='{teacher_dir}': the "
+                                        "teacher's embedding table has 80 rows .*the student's "
+                                        "data 76 pieces"):
+    build(config)

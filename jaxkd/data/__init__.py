@@ -13,7 +13,7 @@ from jaxkd.data._order import batch_indices, partner_indices
 from jaxkd.data._prepare import prepare_imagenet2012
 from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
 from jaxkd.data._streaming import RecordError, StreamingSplit, epoch_order, open_stream
-from jaxkd.data._text import TokenDataset, mock_text, read_csv
+from jaxkd.data._text import TokenDataset, mock_text, read_csv, token_settings
 
 __all__ = [
     "ArrayDataset",
@@ -39,4 +39,5 @@ __all__ = [
     "TokenDataset",
     "mock_text",
     "read_csv",
+    "token_settings",
 ]

@@ -9,9 +9,9 @@ originals' for 3-channel inputs. The classes are exported for custom variants.
 ``get(..., cpu_conv="fast")`` runs the convolutions on CPU in the faster forms of
 ``_cpu_conv.py`` (`CPU_CONVS`: ``"xla"``, the default, or ``"fast"``).
 
-Text classifiers (`is_text`: ``transformer_text``, ``fasttext_text``) take int32 token ids
-``[N, L]`` (0 = padding) instead, need ``get(..., vocab_size=V)``, and return the same dict
-with the tokens as an ``[N, L, 1, D]`` map.
+Text classifiers (`is_text`: ``transformer_text``, ``fasttext_text``, ``cnn_text``) take int32
+token ids ``[N, L]`` (0 = padding) instead, need ``get(..., vocab_size=V)``, and return the
+same dict with the tokens as an ``[N, L, 1, D]`` map.
 
 Translation models (`is_translation`: ``transformer_iwslt_de_en``, fairseq's architecture,
 and ``transformer_translation_tiny``) are `TranslationTransformer`s: ``get(..., num_classes=V_tgt,
@@ -36,7 +36,7 @@ from jaxkd.models._resnet import CifarResNet, ResNet
 from jaxkd.models._resnext import CifarResNeXt
 from jaxkd.models._shufflenet import ShuffleNetV1, ShuffleNetV2, ShuffleNetV2TfKD
 from jaxkd.models._small import MLP, SmallCNN
-from jaxkd.models._text import FastTextClassifier, TransformerClassifier
+from jaxkd.models._text import CNNClassifier, FastTextClassifier, TransformerClassifier
 from jaxkd.models._translation import TranslationTransformer, beam_search, greedy_search
 from jaxkd.models._torchvision import (TORCHVISION_SUFFIXES, from_torchvision, read_state_dict,
                                        torchvision_names)
@@ -46,7 +46,8 @@ from jaxkd.models._wrn import WideResNet
 __all__ = [
     "get", "is_text", "is_translation", "names", "beam_search", "greedy_search", "CPU_CONVS",
     "TORCHVISION_SUFFIXES", "from_torchvision", "read_state_dict", "torchvision_names",
-    "CifarResNet", "CifarResNeXt", "DenseNet", "FastTextClassifier", "GoogLeNet", "ImageNetDenseNet",
+    "CifarResNet", "CifarResNeXt", "CNNClassifier", "DenseNet", "FastTextClassifier",
+    "GoogLeNet", "ImageNetDenseNet",
     "ImageNetMobileNetV2", "ImageNetResNet", "MLP", "MobileNetV2",
     "MobileNetV2Half", "PreActResNet", "ReActNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
     "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "TranslationTransformer", "VGG", "WideResNet",

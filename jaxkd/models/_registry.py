@@ -7,9 +7,10 @@ variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
 ``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``.
 torchvision's ImageNet networks are ``<torchvision name>_imagenet``
 (``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...). Text classifiers, on token ids, have
-"text" in their names (``transformer_text``, ``fasttext_text``; `is_text`). Sequence-to-sequence
-translation models (`is_translation`: ``transformer_iwslt_de_en``, fairseq's architecture of that
-name, and ``transformer_translation_tiny``) take ``{"source", "target"}`` token ids.
+"text" in their names (``transformer_text``, ``fasttext_text``, ``cnn_text``; `is_text`).
+Sequence-to-sequence translation models (`is_translation`: ``transformer_iwslt_de_en``,
+fairseq's architecture of that name, and ``transformer_translation_tiny``) take
+``{"source", "target"}`` token ids.
 """
 from typing import Any, Callable, Optional
 
@@ -70,6 +71,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     # Text classifiers on token ids (`jaxkd.data.TokenDataset`); they need ``vocab_size``.
     "transformer_text": _text.TransformerClassifier,
     "fasttext_text": _text.FastTextClassifier,
+    "cnn_text": _text.CNNClassifier,
     # Translation (sequence to sequence); they need ``vocab_size`` (the source vocabulary) and
     # take num_classes as the target vocabulary. fairseq's transformer_iwslt_de_en with the
     # IWSLT'14 recipe's dropout 0.3 and shared decoder input/output embeddings.

@@ -1,10 +1,12 @@
-"""Text classifiers on token ids: a small Transformer encoder and a fastText-style baseline.
+"""Text classifiers on token ids: a small Transformer encoder, a fastText-style baseline and
+Kim's (2014) CNN.
 
-Both take int32 ``[B, L]`` token ids, 0 being padding (the mask is ``tokens != 0``), and
-return the zoo's output dict (`jaxkd.models._common.outputs`): ``features`` is the masked mean
-of the per-token states, ``feature_map`` the per-token states as a ``[B, L, 1, D]`` map and
-``dense_logits`` the classifier at every token (padding included; the engine refuses methods
-that read it on text). The sizes are ours: ALR's abstract names neither networks nor sizes.
+All take int32 ``[B, L]`` token ids, 0 being padding (the mask is ``tokens != 0``), and
+return the zoo's output dict (`jaxkd.models._common.outputs`): ``features`` is the pooled
+per-token states (masked mean; the CNN: masked max), ``feature_map`` the per-token states as a
+``[B, L, 1, D]`` map and ``dense_logits`` the classifier at every token (padding included; the
+engine refuses methods that read it on text). The sizes are ours: ALR's abstract names neither
+networks nor sizes.
 """
 from typing import Any
 
@@ -12,9 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models._common import linear, outputs
+from jaxkd.models._common import TORCH_WEIGHT, linear, outputs, torch_bias
 
-__all__ = ["FastTextClassifier", "TransformerClassifier", "check_tokens"]
+__all__ = ["CNNClassifier", "FastTextClassifier", "TransformerClassifier", "check_tokens"]
 
 _EMBED_INIT = nn.initializers.normal(0.02)
 
@@ -140,3 +142,60 @@ class TransformerClassifier(nn.Module):
     x = nn.LayerNorm(dtype=self.dtype, param_dtype=jnp.float32)(x)
     head = linear(self.dim, self.num_classes, dtype=self.dtype, name="head")
     return _outputs(x, mask, head)
+
+
+class CNNClassifier(nn.Module):
+  """Kim's (2014) CNN for sentence classification (CNN-rand): embeddings, parallel 1-D
+  convolutions, ReLU, max-over-time pooling, dropout, a linear classifier.
+
+  The window of width k starting at each token (tokens i .. i + k - 1) is convolved; padding
+  embeds as zeros, so windows running past the last real token see zero words, as in Kim's
+  code, which pads every sentence with zero vectors (a sentence shorter than k still has
+  windows). Max-over-time pooling takes only windows starting at a real token, so padding
+  appended to a row changes nothing. Kim's l2 max-norm constraint (3) on the classifier is not
+  applied, and the embeddings are random (CNN-rand), not word2vec.
+
+  ``feature_map`` is ``[B, L, 1, len(widths) * filters]``: at token i, the ReLU outputs of
+  every width's window starting there (padding positions included, as the other text
+  models'); ``features`` is its max over the real tokens (zeros for a row of padding only).
+
+  Attributes:
+    num_classes: K.
+    vocab_size: the token vocabulary.
+    embed_dim: embedding width D (Kim: 300, the word2vec width; ours 128).
+    widths: the convolution widths (Kim: 3, 4, 5).
+    filters: feature maps per width (Kim: 100).
+    dropout: dropout rate on the pooled features (Kim: 0.5); only with ``train=True`` and
+      ``rngs={"dropout": key}``.
+    dtype: computation dtype; parameters stay float32.
+    cpu_conv: accepted like every zoo module; these 1-D convolutions are XLA's own everywhere.
+  """
+  num_classes: int
+  vocab_size: int
+  embed_dim: int = 128
+  widths: tuple = (3, 4, 5)
+  filters: int = 100
+  dropout: float = 0.5
+  dtype: Any = jnp.float32
+  cpu_conv: str = "xla"
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, train: bool = False) -> dict:
+    check_tokens(tokens, "cnn_text")
+    mask = tokens != 0
+    x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=_EMBED_INIT, dtype=self.dtype,
+                 param_dtype=jnp.float32, name="embed")(tokens)
+    x = x * mask[..., None].astype(x.dtype)  # padding embeds as zero words
+    maps = []
+    for k in self.widths:
+      fan_in = k * self.embed_dim  # PyTorch's nn.Conv1d default init
+      maps.append(nn.Conv(self.filters, (k,), padding=((0, k - 1),), kernel_init=TORCH_WEIGHT,
+                          bias_init=torch_bias(fan_in), dtype=self.dtype,
+                          param_dtype=jnp.float32, name=f"conv{k}")(x))
+    states = nn.relu(jnp.concatenate(maps, axis=-1))
+    # ReLU outputs are >= 0, so zeroing the windows that start in padding leaves the max over
+    # the real ones (and zeros for a row of padding only).
+    features = jnp.max(jnp.where(mask[..., None], states, 0), axis=1)
+    head = linear(states.shape[-1], self.num_classes, dtype=self.dtype, name="head")
+    logits = head(nn.Dropout(self.dropout, deterministic=not train)(features))
+    return outputs(states[:, :, None, :], head, features=features, pooled_logits=logits)

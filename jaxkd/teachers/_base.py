@@ -97,6 +97,8 @@ class TeacherEnv(NamedTuple):
     std: the per-channel standard deviation of that normalisation.
     vocab_size: the token vocabulary of text data (`jaxkd.data.TokenDataset`); None for
       images.
+    data: the run's ``data`` config section (a text teacher run's ``data.vocab_size`` and
+      ``data.max_length`` must be these); None: unknown.
   """
   settings: Any
   data_name: str
@@ -105,6 +107,7 @@ class TeacherEnv(NamedTuple):
   mean: tuple = ()
   std: tuple = ()
   vocab_size: Optional[int] = None
+  data: Any = None
 
 
 def keep_state(state: TeacherState, student: dict, step: chex.Numeric) -> TeacherState:

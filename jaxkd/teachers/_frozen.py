@@ -64,7 +64,8 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
 
   Arguments left None are read from the run's ``teacher`` config section: ``workdir`` (the
   teacher run), ``step`` (its checkpoint; -1 the latest; an early one gives De-KD),
-  ``train_mode``. The teacher must have been trained on the student's dataset. When the
+  ``train_mode``. The teacher must have been trained on the student's dataset (text: with its
+  ``data.vocab_size``, ``data.max_length`` and tokenizer; see `_check_run`). When the
   section names a ``torchvision_checkpoint`` (and ``workdir`` is empty), the teacher is that
   torchvision network instead (`from_torchvision`).
   """
@@ -172,7 +173,14 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 
 
 def _check_run(workdir: str, step: int, env: TeacherEnv):
-  """The teacher run exists, was trained on the same data and has a checkpoint; its module."""
+  """The teacher run exists, was trained on the same data and has a checkpoint; its module.
+
+  A text teacher must read the student's token ids: the same ``data.vocab_size`` and
+  ``data.max_length`` (`jaxkd.data.token_settings`) and, in its checkpoint's metadata (no
+  array is read), an embedding table of the student's vocabulary, the tokenizer's pieces
+  (fewer than ``data.vocab_size`` on a small corpus; another tokenizer cache may have others).
+  """
+  from jaxkd import data as data_lib  # pylint: disable=import-outside-toplevel
   from jaxkd import models  # pylint: disable=import-outside-toplevel
   if not workdir:
     _fail("teacher.workdir", workdir, "this method needs a teacher: the workdir of a finished "
@@ -186,20 +194,51 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
   if teacher["data"]["name"] != env.data_name:
     _fail("teacher.workdir", workdir, f"the teacher was trained on {teacher['data']['name']!r} "
           f"(its classes), the student on {env.data_name!r}")
-  if teacher["model"]["name"] not in models.names():
-    _fail("teacher.workdir", workdir, f"its model {teacher['model']['name']!r} is not one of "
-          "jaxkd.models.names()")
+  name = teacher["model"]["name"]
+  if name not in models.names():
+    _fail("teacher.workdir", workdir, f"its model {name!r} is not one of jaxkd.models.names()")
+  text = env.vocab_size is not None
+  if models.is_text(name) != text:
+    _fail("teacher.workdir", workdir, f"the teacher's model {name!r} reads "
+          f"{'token ids' if models.is_text(name) else 'images'}, the student's data "
+          f"{env.data_name!r} holds {'token ids' if text else 'images'}")
+  if text and env.data is not None:
+    for key in data_lib.token_settings(env.data_name):
+      theirs, ours = teacher["data"].get(key), env.data[key]
+      if theirs != ours:
+        _fail("teacher.workdir", workdir, f"the teacher was trained with data.{key}={theirs!r}, "
+              f"the student with data.{key}={ours!r}; a text teacher reads the student's token "
+              "ids, so its data.vocab_size and data.max_length must be the student's")
   steps = checkpoint_steps(workdir)
   if not steps:
     _fail("teacher.workdir", workdir, "holds no checkpoint; train the teacher first")
   if not (step < 0 or step in steps):
     _fail("teacher.step", step, f"allowed: -1 (latest) or one of the teacher's checkpoints "
           f"{steps}")
+  if text:
+    rows = _embedding_rows(workdir, steps[-1] if step < 0 else step)
+    if rows is not None and rows != env.vocab_size:
+      _fail("teacher.workdir", workdir, f"the teacher's embedding table has {rows} rows (its "
+            f"tokenizer's vocabulary), the student's data {env.vocab_size} pieces; the teacher "
+            "must have been trained on the student's tokenizer (the same "
+            "<data.data_dir>/jaxkd_text cache, or a copy of it)")
   # The same dataset as the student's (checked above), so the same classes.
   return models.get(teacher["model"]["name"], num_classes=env.num_classes,
                     dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=env.cpu_conv,
                     vocab_size=env.vocab_size if models.is_text(teacher["model"]["name"])
                     else None)
+
+
+def _embedding_rows(workdir: str, step: int) -> Optional[int]:
+  """The rows of a text model's ``params/embed/embedding`` in checkpoint ``step``'s metadata
+  (shapes only, no array is read); None when it has no such table."""
+  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
+  with ocp.StandardCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path).item_metadata
+  try:
+    return int(tree["params"]["embed"]["embedding"].shape[0])
+  except (KeyError, TypeError, AttributeError):
+    return None
 
 
 def checkpoint_steps(workdir: str) -> list[int]:

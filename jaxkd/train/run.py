@@ -205,7 +205,7 @@ def _bind_teacher(objective, config, dataset):
   env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
                             num_classes=dataset.num_classes, cpu_conv=config.model.cpu_conv,
                             mean=tuple(dataset.mean), std=tuple(dataset.std),
-                            vocab_size=getattr(dataset, "vocab_size", None))
+                            vocab_size=getattr(dataset, "vocab_size", None), data=config.data)
   try:
     return teacher.setup(env)
   except ValueError as err:
