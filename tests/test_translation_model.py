@@ -124,9 +124,10 @@ def test_outputs_shapes_and_dropout(tiny):
   # The shared projection: logits = features @ decoder embedding^T.
   emb = variables["params"]["decoder_embed_tokens"]["embedding"]
   np.testing.assert_allclose(out["logits"], out["features"] @ emb.T, atol=1e-4)
-  same = model.apply(variables, batch, train=True)  # no dropout rng: deterministic
+  train = jax.jit(partial(model.apply, train=True))
+  same = train(variables, batch)  # no dropout rng: deterministic
   np.testing.assert_allclose(same["logits"], out["logits"], atol=1e-6)
-  dropped = model.apply(variables, batch, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  dropped = train(variables, batch, rngs={"dropout": jax.random.PRNGKey(1)})
   assert np.abs(dropped["logits"] - out["logits"]).max() > 1e-3
   with pytest.raises(ValueError, match="'source' and 'target'"):
     model.apply(variables, {"source": source})
@@ -206,8 +207,8 @@ def test_decoder_is_causal(tiny):
 def _score(model, variables, source, tokens, len_penalty=1.0):
   """fairseq's normalised score of each row of ``tokens`` (EOS-terminated, PAD after) by the
   teacher-forced forward: the sum of log-softmax values over length ** len_penalty."""
-  logits = np.asarray(model.apply(variables, {"source": source, "target": tokens})["logits"],
-                      np.float64)
+  batch = {"source": source, "target": jnp.asarray(tokens)}
+  logits = np.asarray(jax.jit(model.apply)(variables, batch)["logits"], np.float64)
   logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
       - logits.max(-1, keepdims=True)
   tokens = np.asarray(tokens)
@@ -249,7 +250,8 @@ def test_wide_beam_equals_exhaustive_search(len_penalty):
   # beam of 20 keeps every one of them.
   model = models.get("transformer_translation_tiny", num_classes=7, vocab_size=V_SRC)
   source = jnp.asarray(_sequences(np.random.default_rng(1), 2, 5, V_SRC))
-  variables = model.init(jax.random.PRNGKey(3), {"source": source, "target": source[:, :3] % 7})
+  variables = jax.jit(model.init)(jax.random.PRNGKey(3),
+                                  {"source": source, "target": source[:, :3] % 7})
   words = (3, 4, 5, 6)
   candidates = [list(w) + [EOS] + [PAD] * (2 - len(w))
                 for n in (1, 2) for w in itertools.product(words, repeat=n)]
