@@ -49,5 +49,6 @@ __all__ = [
     "CifarResNet", "CifarResNeXt", "DenseNet", "FastTextClassifier", "GoogLeNet", "ImageNetDenseNet",
     "ImageNetMobileNetV2", "ImageNetResNet", "MLP", "MobileNetV2",
     "MobileNetV2Half", "PreActResNet", "ReActNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
-    "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "TranslationTransformer", "VGG", "WideResNet",
+    "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "TranslationTransformer", "VGG",
+    "WideResNet",
 ]

@@ -10,6 +10,11 @@ and separate source and target vocabularies. The defaults ``dropout=0.3`` and
 ``share_decoder_input_output_embed=True`` are those of fairseq's IWSLT'14 de-en recipe
 (examples/translation/README.md), not of ``base_architecture`` (0.1, unshared).
 
+Initialisation is fairseq's: embeddings normal(0, embed_dim ** -0.5) with a zero PAD row,
+attention projections xavier_uniform (gain 1/sqrt(2) for q/k/v, out_proj bias 0), and the
+feed-forward ``fc1``/``fc2`` PyTorch's ``nn.Linear`` default, as fairseq's
+``TransformerEncoderLayerBase.build_fc1`` builds them (fairseq/modules/transformer_layer.py).
+
 Conventions that differ from fairseq by design:
 
 * Token ids: ``PAD, BOS, EOS, UNK = 0, 1, 2, 3`` (fairseq: bos 0, pad 1, eos 2, unk 3).
@@ -28,7 +33,7 @@ when unshared), with Flax's ``[in, out]`` kernels.
 """
 import math
 from functools import partial
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,7 +44,7 @@ from jaxkd.models._common import TORCH_WEIGHT, torch_bias
 from jaxkd.models._text import check_tokens
 
 __all__ = ["PAD", "BOS", "EOS", "UNK", "TranslationTransformer", "greedy_search",
-           "beam_search", "sinusoidal_positions"]
+           "beam_search", "shift_right", "sinusoidal_positions"]
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
