@@ -275,3 +275,76 @@ def test_search_arguments_are_checked(tiny):
     beam_search(model, variables, source, beam_size=0, max_len=4)
   with pytest.raises(ValueError, match="min_len=4 must be an int"):
     beam_search(model, variables, source, max_len=4, min_len=4)
+
+
+def _torch_reference_logits(torch, params, source, prev, heads):
+  """The same network from PyTorch's own post-norm layers (``nn.TransformerEncoderLayer`` /
+  ``nn.TransformerDecoderLayer``, the layout of fairseq's layers with normalize_before=False),
+  fairseq's ``forward_embedding`` (scaled embeddings + ``make_positions`` sinusoids with
+  padding index 1, padded positions zeroed in the encoder) and the shared output projection."""
+  t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+  dim = params["encoder_embed_tokens"]["embedding"].shape[1]
+
+  def sinusoids(tokens):
+    half = dim // 2
+    rates = torch.exp(torch.arange(half, dtype=torch.float) * -(np.log(10000) / (half - 1)))
+    mask = (tokens != PAD).long()
+    positions = torch.cumsum(mask, dim=1) * mask + 1  # fairseq's padding index is 1
+    angles = positions.float()[..., None] * rates
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    return emb * (positions != 1)[..., None].float()
+
+  def attention(module, p):
+    module.in_proj_weight.copy_(torch.cat([t(p[n]["kernel"]).T for n in
+                                           ("q_proj", "k_proj", "v_proj")]))
+    module.in_proj_bias.copy_(torch.cat([t(p[n]["bias"]) for n in ("q_proj", "k_proj", "v_proj")]))
+    module.out_proj.weight.copy_(t(p["out_proj"]["kernel"]).T)
+    module.out_proj.bias.copy_(t(p["out_proj"]["bias"]))
+
+  def norm(module, p):
+    module.weight.copy_(t(p["scale"]))
+    module.bias.copy_(t(p["bias"]))
+
+  def ffn(layer, p):
+    layer.linear1.weight.copy_(t(p["fc1"]["kernel"]).T)
+    layer.linear1.bias.copy_(t(p["fc1"]["bias"]))
+    layer.linear2.weight.copy_(t(p["fc2"]["kernel"]).T)
+    layer.linear2.bias.copy_(t(p["fc2"]["bias"]))
+
+  src, tgt = torch.tensor(np.asarray(source)), torch.tensor(np.asarray(prev))
+  ffn_dim = params["encoder_layer_0"]["fc1"]["kernel"].shape[1]
+  kw = dict(d_model=dim, nhead=heads, dim_feedforward=ffn_dim, dropout=0.0, batch_first=True)
+  with torch.no_grad():
+    x = t(params["encoder_embed_tokens"]["embedding"])[src] * dim ** 0.5 + sinusoids(src)
+    x = x * (src != PAD)[..., None].float()
+    for i in range(sum(name.startswith("encoder_layer_") for name in params)):
+      p, layer = params[f"encoder_layer_{i}"], torch.nn.TransformerEncoderLayer(**kw).eval()
+      attention(layer.self_attn, p["self_attn"])
+      norm(layer.norm1, p["self_attn_layer_norm"])
+      ffn(layer, p)
+      norm(layer.norm2, p["final_layer_norm"])
+      x = layer(x, src_key_padding_mask=src == PAD)
+    memory, emb = x, t(params["decoder_embed_tokens"]["embedding"])
+    y = emb[tgt] * dim ** 0.5 + sinusoids(tgt)
+    causal = torch.triu(torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool), 1)
+    for i in range(sum(name.startswith("decoder_layer_") for name in params)):
+      p, layer = params[f"decoder_layer_{i}"], torch.nn.TransformerDecoderLayer(**kw).eval()
+      attention(layer.self_attn, p["self_attn"])
+      norm(layer.norm1, p["self_attn_layer_norm"])
+      attention(layer.multihead_attn, p["encoder_attn"])
+      norm(layer.norm2, p["encoder_attn_layer_norm"])
+      ffn(layer, p)
+      norm(layer.norm3, p["final_layer_norm"])
+      y = layer(y, memory, tgt_mask=causal, tgt_key_padding_mask=tgt == PAD,
+                memory_key_padding_mask=src == PAD)
+    return (y @ emb.T).numpy()
+
+
+def test_forward_equals_pytorch_post_norm_layers(tiny):
+  torch = pytest.importorskip("torch")
+  model, variables, source, target = tiny
+  logits = model.apply(variables, {"source": source, "target": target})["logits"]
+  reference = _torch_reference_logits(torch, variables["params"], source, shift_right(target),
+                                      model.heads)
+  real = np.asarray(target) != PAD
+  np.testing.assert_allclose(np.asarray(logits)[real], reference[real], atol=1e-4)
