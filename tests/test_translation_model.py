@@ -77,6 +77,10 @@ def test_iwslt_parameter_count_equals_the_formula():
   params = _abstract_params(model)
   assert _count(params) == _formula(8848, 6632, 512, 1024, 6, 6) == 39_469_056
   assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  # fairseq's default generation (beam 5, max_len_b=200: 200 tokens + EOS) traces at this size.
+  search = jax.eval_shape(partial(beam_search, model, beam_size=5, max_len=201),
+                          {"params": params}, jax.ShapeDtypeStruct((2, 30), jnp.int32))
+  assert search[0].shape == (2, 201) and search[1].shape == (2,)
   unshared = models.get("transformer_translation_tiny", num_classes=V_TGT, vocab_size=V_SRC)
   unshared = unshared.clone(share_decoder_input_output_embed=False)
   assert _count(_abstract_params(unshared)) == _formula(V_SRC, V_TGT, 64, 128, 2, 2, False)
