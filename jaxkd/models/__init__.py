@@ -50,5 +50,6 @@ __all__ = [
     "GoogLeNet", "ImageNetDenseNet",
     "ImageNetMobileNetV2", "ImageNetResNet", "MLP", "MobileNetV2",
     "MobileNetV2Half", "PreActResNet", "ReActNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2",
-    "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "TranslationTransformer", "VGG", "WideResNet",
+    "ShuffleNetV2TfKD", "SmallCNN", "TransformerClassifier", "TranslationTransformer", "VGG",
+    "WideResNet",
 ]

@@ -10,6 +10,11 @@ and separate source and target vocabularies. The defaults ``dropout=0.3`` and
 ``share_decoder_input_output_embed=True`` are those of fairseq's IWSLT'14 de-en recipe
 (examples/translation/README.md), not of ``base_architecture`` (0.1, unshared).
 
+Initialisation is fairseq's: embeddings normal(0, embed_dim ** -0.5) with a zero PAD row,
+attention projections xavier_uniform (gain 1/sqrt(2) for q/k/v, out_proj bias 0), and the
+feed-forward ``fc1``/``fc2`` PyTorch's ``nn.Linear`` default, as fairseq's
+``TransformerEncoderLayerBase.build_fc1`` builds them (fairseq/modules/transformer_layer.py).
+
 Conventions that differ from fairseq by design:
 
 * Token ids: ``PAD, BOS, EOS, UNK = 0, 1, 2, 3`` (fairseq: bos 0, pad 1, eos 2, unk 3).
@@ -27,7 +32,8 @@ Parameter names follow fairseq's (``encoder_embed_tokens``, ``encoder_layer_0/se
 when unshared), with Flax's ``[in, out]`` kernels.
 """
 import math
-from typing import Any, Optional
+from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,7 +44,7 @@ from jaxkd.models._common import TORCH_WEIGHT, torch_bias
 from jaxkd.models._text import check_tokens
 
 __all__ = ["PAD", "BOS", "EOS", "UNK", "TranslationTransformer", "greedy_search",
-           "beam_search", "sinusoidal_positions"]
+           "beam_search", "shift_right", "sinusoidal_positions"]
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
@@ -449,14 +455,22 @@ def greedy_search(model: TranslationTransformer, variables, source: jax.Array, *
     model: a `TranslationTransformer`.
     variables: its variables (``{"params": ...}``).
     source: int ``[B, S]`` source tokens.
-    max_len: output length, the EOS included (static).
+    max_len: output length, the EOS included.
     min_len: fairseq's ``min_len``: EOS is banned at steps ``< min_len`` (default 1: no empty
       output).
+
+  Compiled once per model, ``max_len`` and ``min_len`` (Python values) and input shape; also
+  callable inside ``jax.jit`` with ``variables`` and ``source`` traced.
 
   Returns:
     int32 ``[B, max_len]``: the tokens up to and including the first EOS, then PAD.
   """
   _check_search(model, source, max_len, min_len)
+  return _greedy(model, int(max_len), int(min_len), variables, source)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _greedy(model, max_len, min_len, variables, source):
   batch = source.shape[0]
   memory, source_mask = model.apply(variables, source, method=model.encode)
   cache = model.apply(variables, memory, max_len, method=model.init_cache)
@@ -499,10 +513,14 @@ def beam_search(model: TranslationTransformer, variables, source: jax.Array, *,
     model: a `TranslationTransformer`.
     variables: its variables (``{"params": ...}``).
     source: int ``[B, S]`` source tokens.
-    beam_size: hypotheses kept per sentence (static).
-    max_len: output length, the EOS included (static).
+    beam_size: hypotheses kept per sentence.
+    max_len: output length, the EOS included.
     len_penalty: exponent of the length normalisation (< 1 favours shorter outputs).
     min_len: fairseq's ``min_len`` (default 1: no empty output).
+
+  Compiled once per model, ``beam_size``, ``max_len``, ``len_penalty``, ``min_len`` (Python
+  values) and input shape; also callable inside ``jax.jit`` with ``variables`` and ``source``
+  traced.
 
   Returns:
     ``(tokens int32 [B, max_len], scores float32 [B])``: the best hypothesis (its tokens, the
@@ -512,7 +530,13 @@ def beam_search(model: TranslationTransformer, variables, source: jax.Array, *,
   if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)) \
           or beam_size < 1:
     raise ValueError(f"beam_size={beam_size!r} must be a positive int")
-  batch, k = source.shape[0], int(beam_size)
+  return _beam(model, int(beam_size), int(max_len), float(len_penalty), int(min_len), variables,
+               source)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _beam(model, beam_size, max_len, len_penalty, min_len, variables, source):
+  batch, k = source.shape[0], beam_size
   n = batch * k
   cands = 2 * k
   memory, source_mask = model.apply(variables, source, method=model.encode)
