@@ -60,8 +60,10 @@ class Term:
                        "False.")
     losses.check_kl_reduction(self.kl_reduction)
 
-  def value(self, logits, targets, step, labels):
-    """The batch mean of the term's per-example loss (unweighted), float32."""
+  def value(self, logits, targets, step, labels, weights=None):
+    """The batch mean of the term's per-example loss (unweighted by the term's weight),
+    float32; with ``weights`` [B] the weighted mean ``sum(w l) / sum(w)`` (per-token losses of a
+    sequence model: 1 on real tokens, 0 on padding)."""
     temperature = targets_lib.value_at(self.temperature, step)
     where = None
     if self.non_target:
@@ -73,7 +75,15 @@ class Term:
       per_example = losses.kl_divergence(
           logits, targets, temperature=temperature, where=where,
           temperature_squared=self.temperature_squared, kl_reduction=self.kl_reduction)
-    return jnp.mean(per_example)
+    return weighted_mean(per_example, weights)
+
+
+def weighted_mean(values: chex.Array, weights: Optional[chex.Array]) -> chex.Array:
+  """``mean(values)``, or ``sum(w v) / sum(w)`` (0 when every weight is 0) with ``weights``."""
+  if weights is None:
+    return jnp.mean(values)
+  weights = jnp.asarray(weights, jnp.float32)
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
 
 
 def with_teacher_fallback(terms: Sequence[Term], fallback: Sequence[Term]) -> tuple[Term, ...]:
@@ -177,7 +187,8 @@ class Objective:
            teacher_mask: Optional[chex.Array] = None, features: Optional[chex.Array] = None,
            dense_logits: Optional[chex.Array] = None,
            example_ids: Optional[chex.Array] = None,
-           class_embeddings: Optional[chex.Array] = None) -> tuple[chex.Array, dict, dict]:
+           class_embeddings: Optional[chex.Array] = None,
+           weights: Optional[chex.Array] = None) -> tuple[chex.Array, dict, dict]:
     """The batch-mean loss, its terms, and the updated state.
 
     Args:
@@ -193,6 +204,10 @@ class Objective:
       dense_logits: ``[B, H, W, K]`` per-position classifier scores.
       example_ids: int ``[B]`` training-set indices.
       class_embeddings: ``[K, D]`` class representatives (stop-gradient inside).
+      weights: float ``[B]`` example weights, or None (all 1). Every term and metric is then the
+        weighted mean ``sum(w l) / sum(w)`` and the online class matrices (OLS, ALR) count each
+        example with its weight: a sequence model's tokens flattened to ``[B*T, K]`` with
+        weight 0 on the padding give fairseq's per-token losses, averaged over the real tokens.
 
     Returns:
       ``(loss, metrics, new_state)``: a float32 scalar; float32 scalars ``"loss"``, ``"ce"``
@@ -202,13 +217,13 @@ class Objective:
     """
     inputs = dict(teacher_logits=teacher_logits, teacher_mask=teacher_mask, features=features,
                   dense_logits=dense_logits, example_ids=example_ids,
-                  class_embeddings=class_embeddings)
+                  class_embeddings=class_embeddings, weights=weights)
     _check_inputs(self, logits, labels, inputs)
     logits = jnp.asarray(logits, jnp.float32)
     ctx = targets_lib.make_context(
         labels, logits, step=step, teacher_logits=teacher_logits, teacher_mask=teacher_mask,
         features=features, dense_logits=dense_logits, example_ids=example_ids,
-        class_embeddings=class_embeddings)
+        class_embeddings=class_embeddings, weights=weights)
     old_states = state.get("targets", {})
     total, metrics, new_states = _sum_terms(self, logits, teacher_logits, ctx, old_states)
     new_state = dict(state)
@@ -242,7 +257,7 @@ def _sum_terms(obj, logits, teacher_logits, ctx, old_states):
     if key in old_states:
       new_states[key] = term_state
     on = jnp.asarray(teacher_logits, jnp.float32) if term.on_teacher else logits
-    value = term.value(on, q, ctx.step, ctx.labels)
+    value = term.value(on, q, ctx.step, ctx.labels, ctx.weights)
     weight = jnp.asarray(targets_lib.value_at(term.weight, ctx.step), jnp.float32)
     gate = gates[term.teacher]
     if gate is not None:
@@ -250,8 +265,8 @@ def _sum_terms(obj, logits, teacher_logits, ctx, old_states):
     total = total + weight * value
     metrics[term.name] = metrics[term.name] + value if term.name in metrics else value
   if "ce" not in metrics:
-    metrics["ce"] = jnp.mean(losses.softmax_cross_entropy(
-        logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=jnp.float32)))
+    metrics["ce"] = weighted_mean(losses.softmax_cross_entropy(
+        logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=jnp.float32)), ctx.weights)
   if ctx.teacher_logits is not None:  # a run reports how often its teacher counted
     metrics["teacher_active"] = teacher_on
   metrics["loss"] = total
@@ -275,7 +290,8 @@ def _check_inputs(obj, logits, labels, inputs):
     if inputs[field] is None:
       raise ValueError(_missing_input_message(obj, field))
   expected = {"features": (batch, None), "dense_logits": (batch, None, None, classes),
-              "example_ids": (batch,), "class_embeddings": (classes, None)}
+              "example_ids": (batch,), "class_embeddings": (classes, None),
+              "weights": (batch,)}
   for field, shape in expected.items():
     value = inputs[field]
     if value is not None and (jnp.ndim(value) != len(shape) or any(

@@ -46,6 +46,9 @@ class TargetContext(NamedTuple):
     example_ids: int ``[batch]`` indices of the examples in the training set, or None.
     class_embeddings: float32 stop-gradient ``[classes, dim]`` class representatives (RAS-KD:
       the rows of the auxiliary classifier), or None.
+    weights: float32 ``[batch]`` example weights (0 on a sequence model's padding tokens), or
+      None: every example counts once. Transforms that accumulate statistics over the batch
+      weight them.
   """
   labels: chex.Array
   logits: chex.Array
@@ -56,6 +59,7 @@ class TargetContext(NamedTuple):
   dense_logits: Optional[chex.Array] = None
   example_ids: Optional[chex.Array] = None
   class_embeddings: Optional[chex.Array] = None
+  weights: Optional[chex.Array] = None
 
 
 class TargetTransform(NamedTuple):
@@ -131,7 +135,8 @@ def make_context(labels: chex.Array, logits: chex.Array, *, step: chex.Numeric,
                  features: Optional[chex.Array] = None,
                  dense_logits: Optional[chex.Array] = None,
                  example_ids: Optional[chex.Array] = None,
-                 class_embeddings: Optional[chex.Array] = None) -> TargetContext:
+                 class_embeddings: Optional[chex.Array] = None,
+                 weights: Optional[chex.Array] = None) -> TargetContext:
   """Builds a `TargetContext`: float32 casts, stop-gradients, teacher ensemble axis.
 
   Args:
@@ -144,6 +149,7 @@ def make_context(labels: chex.Array, logits: chex.Array, *, step: chex.Numeric,
     dense_logits: ``[batch, height, width, classes]``.
     example_ids: int ``[batch]``.
     class_embeddings: ``[classes, dim]``.
+    weights: ``[batch]`` example weights.
 
   Returns:
     The context, with ``teacher_logits`` always ``[members, batch, classes]`` and
@@ -161,7 +167,7 @@ def make_context(labels: chex.Array, logits: chex.Array, *, step: chex.Numeric,
       teacher_logits=teacher, teacher_mask=teacher_mask, features=_f32_sg(features),
       dense_logits=_f32_sg(dense_logits),
       example_ids=None if example_ids is None else jnp.asarray(example_ids, jnp.int32),
-      class_embeddings=_f32_sg(class_embeddings))
+      class_embeddings=_f32_sg(class_embeddings), weights=_f32_sg(weights))
 
 
 def build_targets(transform: TargetTransform, state: Any,

@@ -74,6 +74,8 @@ def _class_matrix(initial: Callable[[int], chex.Array],
     one_hot = jax.nn.one_hot(ctx.labels, ctx.logits.shape[-1], dtype=jnp.float32)
     new_targets = one_hot @ state.matrix
     weight, contribution = select(jax.nn.softmax(ctx.logits, axis=-1), one_hot)
+    if ctx.weights is not None:  # padding tokens of a sequence model count for nothing
+      weight = weight * ctx.weights
     sums = state.sums + one_hot.T @ (weight[:, None] * contribution)
     counts = state.counts + weight @ one_hot
     accumulated = ClassMatrixState(state.matrix, sums, counts)
