@@ -20,6 +20,7 @@ setup(
         "grain>=0.2.6",
         "ml_collections>=0.1.1",
         "sentencepiece>=0.2",  # the subword tokenizer of the text datasets
+        "sacrebleu>=2.3",  # BLEU of the translation runs
         "numpy>=1.26",
         "pillow>=9.1",  # decoding and resizing on the host (Image.Resampling, draft)
         "scikit-learn>=1.3",

@@ -179,7 +179,8 @@ def _result_line(summary: dict, workdir: str) -> str:
   share = summary.get("teacher_active_share")
   teacher = "" if share is None else f"; teacher active in {share:.1%} of steps"
   return (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}), last top-1 "
-          f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}{teacher}; {workdir}")
+          f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}"
+          + (f", BLEU {last['bleu']:.2f}" if "bleu" in last else "") + f"{teacher}; {workdir}")
 
 
 def main(argv: list[str] | None = None) -> int:

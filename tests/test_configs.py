@@ -245,7 +245,8 @@ def test_every_smoke_variant_trains(name, tmp_path_factory):
   teacher_dirs = {}
   for row in table.teachers + table.rows:
     config = module.get_config(row.arg + ",smoke")
-    assert config.data.name in ("mock", "mock_text") and config.train.num_steps <= 5, row.name
+    assert config.data.name in ("mock", "mock_text", "mock_translation") and (
+        config.train.num_steps <= 5), row.name
     if row.teacher:
       config.teacher.workdir = teacher_dirs[row.teacher]
     build_run(config)  # every row: data, model, objective and teacher checks

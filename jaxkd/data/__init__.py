@@ -4,7 +4,8 @@
 labels, ids = positions); ``batch_indices`` fixes the order from (seed, epoch);
 ``device_augment`` and ``normalize`` run inside the jitted step; ``open_stream``
 reads datasets too large for memory (ImageNet) through grain, in the same order. Text
-datasets load as a ``TokenDataset`` (int32 token ids, 0 = padding; see ``_text.py``).
+datasets load as a ``TokenDataset`` (int32 token ids, 0 = padding; see ``_text.py``), translation
+corpora as a ``ParallelDataset`` batched by token count (``_translation.py``).
 """
 from jaxkd.data._augment import AugmentParams, device_augment, normalize
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, from_arrays, mock
@@ -14,6 +15,7 @@ from jaxkd.data._prepare import prepare_imagenet2012
 from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
 from jaxkd.data._streaming import RecordError, StreamingSplit, epoch_order, open_stream
 from jaxkd.data._text import TokenDataset, mock_text, read_csv, token_settings
+from jaxkd.data._translation import PAD, ParallelDataset, Vocabulary, mock_translation
 
 __all__ = [
     "ArrayDataset",
@@ -37,7 +39,11 @@ __all__ = [
     "spec",
     "StreamingSplit",
     "TokenDataset",
+    "PAD",
+    "ParallelDataset",
+    "Vocabulary",
     "mock_text",
+    "mock_translation",
     "read_csv",
     "token_settings",
 ]

@@ -6,11 +6,12 @@ from typing import NamedTuple, Optional
 from jaxkd.data import _offline
 from jaxkd.data import _text
 from jaxkd.data import _tfds
+from jaxkd.data import _translation
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
 
 __all__ = ["DatasetSpec", "names", "spec", "load", "parse_split", "SPLITS"]
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")  # "validation": translation corpora only
 
 
 class DatasetSpec(NamedTuple):
@@ -22,7 +23,8 @@ class DatasetSpec(NamedTuple):
     mean: per-channel mean in [0, 1] units, of the training split.
     std: per-channel standard deviation in [0, 1] units.
     in_memory: whether ``load`` may hold it in memory (else ``open_stream``).
-    kind: ``"image"`` (an `ArrayDataset`) or ``"text"`` (a `TokenDataset` of token ids).
+    kind: ``"image"`` (an `ArrayDataset`), ``"text"`` (a `TokenDataset` of token ids) or
+      ``"translation"`` (a `ParallelDataset` of source and target token ids).
   """
   tfds_name: Optional[str]
   test_split: str
@@ -64,6 +66,10 @@ _SPECS = {
     "yahoo_answers": DatasetSpec(None, "test", (), (), kind="text"),
     "yelp_review_full": DatasetSpec(None, "test", (), (), kind="text"),
     "mock_text": DatasetSpec(None, "test", (), (), kind="text"),
+    # Translation (jaxkd.data._translation): IWSLT'14 de-en as fairseq's prepare script writes
+    # it (train, validation, test), and a synthetic reversal task.
+    "iwslt14_de_en": DatasetSpec(None, "test", (), (), kind="translation"),
+    "mock_translation": DatasetSpec(None, "test", (), (), kind="translation"),
 }
 # load("mock", ...): a small learnable set (8x8x3, 10 classes).
 _MOCK_SIZES = {"train": 256, "test": 64}
@@ -103,7 +109,9 @@ def _load_tfds(name: str, split: str, data_dir: Optional[str]) -> ArrayDataset:
 
 def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
          vocab_size: int = _text.DEFAULT_VOCAB_SIZE,
-         max_length: int = _text.DEFAULT_MAX_LENGTH) -> ArrayDataset | _text.TokenDataset:
+         max_length: int = _text.DEFAULT_MAX_LENGTH,
+         max_tokens: int = _translation.DEFAULT_MAX_TOKENS
+         ) -> ArrayDataset | _text.TokenDataset | _translation.ParallelDataset:
   """Loads one split of a named dataset into memory.
 
   ``digits`` (scikit-learn) and ``mock`` need no files. ``fashion_mnist`` reads
@@ -112,7 +120,9 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
   (default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); nothing downloads. Text
   datasets (``spec(name).kind == "text"``) come back as a `TokenDataset` of token ids
   (`jaxkd.data._text`); ``yahoo_answers`` and ``yelp_review_full`` read Zhang et al.'s CSV
-  release under ``data_dir``; ``mock_text`` is synthetic.
+  release under ``data_dir``; ``mock_text`` is synthetic. Translation datasets (``kind ==
+  "translation"``) come back as a `ParallelDataset` batched by token count; they alone have a
+  ``"validation"`` split.
 
   Args:
     name: one of ``names()``.
@@ -124,7 +134,9 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
     data_dir: directory holding the data, or None for the default.
     vocab_size: text datasets: the largest vocabulary of the tokenizer (ignored by images and
       ``mock_text``).
-    max_length: text datasets: pieces kept per example (ignored by images and ``mock_text``).
+    max_length: text datasets: pieces kept per example (ignored by images and ``mock_text``);
+      translation: the longest training sentence kept.
+    max_tokens: translation: the most padded tokens of one batch.
 
   Returns:
     An ``ArrayDataset`` or ``TokenDataset``; ``ids`` are positions in the (sliced) split.
@@ -135,19 +147,29 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
   """
   s = spec(name)
   base, start, stop = parse_split(split)
+  if base == "validation" and s.kind != "translation":
+    raise ValueError(f"split={split!r}: dataset {name!r} has no validation split; allowed: "
+                     "'train', 'test', or a validation split carved from the training set "
+                     "such as 'train[90%:]'")
   if (start, stop) != (None, None):
-    whole = load(name, base, data_dir, vocab_size=vocab_size, max_length=max_length)
+    whole = load(name, base, data_dir, vocab_size=vocab_size, max_length=max_length,
+                 max_tokens=max_tokens)
     n = whole.num_examples
     lo, hi = _bound(start, n, 0), _bound(stop, n, n)
     if not 0 <= lo < hi <= n:
       raise ValueError(f"split={split!r} selects examples [{lo}, {hi}) of the {n} in "
                        f"{base!r}; allowed: a non-empty slice")
+    if s.kind == "translation":
+      return whole.select(lo, hi, split)
     inputs = "tokens" if s.kind == "text" else "images"
     return dataclasses.replace(whole, split=split, labels=whole.labels[lo:hi],
                                **{inputs: whole.images[lo:hi]})
   if not s.in_memory:
     raise ValueError(f"{name!r} is too large to hold in memory; read it with "
                      "jaxkd.data.open_stream(...) instead (in a run: data.in_memory=False).")
+  if s.kind == "translation":
+    return _translation.load_translation(name, split, data_dir, max_tokens=max_tokens,
+                                         max_length=max_length)
   if s.kind == "text":
     return _text.load_text(name, split, data_dir, vocab_size=vocab_size, max_length=max_length)
   if name == "mock":

@@ -174,9 +174,13 @@ def token_settings(name: str) -> tuple[str, ...]:
 
   ``("vocab_size", "max_length")``: the tokenizer (its cache is kept per dataset and
   vocabulary size, so equal settings on the same data give the same ids) and the length. None
-  for ``mock_text``, whose vocabulary and length are fixed.
+  for ``mock_text``, whose vocabulary and length are fixed, and for the translation corpora,
+  whose vocabularies are their training files' words whatever the config.
   """
-  return () if name == "mock_text" else ("vocab_size", "max_length")
+  from jaxkd.data import _registry  # pylint: disable=import-outside-toplevel
+  if name == "mock_text" or _registry.spec(name).kind == "translation":
+    return ()
+  return ("vocab_size", "max_length")
 
 
 def _csv_text(fields: Sequence[str]) -> str:

@@ -94,7 +94,8 @@ def _curves(workdir: str) -> dict:
 
 
 def collect(config, workdir: str, summary: dict, *,
-            projection_classes: Optional[Sequence[int]] = None) -> dict:
+            projection_classes: Optional[Sequence[int]] = None,
+            report_split: Optional[str] = None) -> dict:
   """The result record of a finished run.
 
   Args:
@@ -102,6 +103,8 @@ def collect(config, workdir: str, summary: dict, *,
     workdir: its workdir (``summary.json``, ``metrics.jsonl``, ``checkpoints/``).
     summary: its summary (as returned by ``train_and_evaluate``).
     projection_classes: three class ids to project the final features of, or None.
+    report_split: None, or the split (``"test"``) on which a run that selected its best epoch
+      on a validation split (``train.keep_best``) is reported (`Table.report_split`).
 
   Returns:
     A JSON-ready dict: ``summary``, ``curves``, ``final`` (sums of ``classification_metrics``
@@ -109,19 +112,39 @@ def collect(config, workdir: str, summary: dict, *,
     unless set; rates included), ``stability`` and ``projection``. ``stability.probabilities``
     is Shen et al.'s S (ICLR 2021, Eq. 2) of ``softmax(z)`` at T = 1 over that split (the report prints ``1 - S``, the number of
     their Table 1); ``stability.features`` is ``analysis.feature_stability`` of the
-    L2-normalised penultimate features, our variant, not the paper's.
+    L2-normalised penultimate features, our variant, not the paper's. With ``report_split``,
+    ``final`` and ``stability`` are of that split, and ``reported`` holds its ``best`` (at the
+    checkpoint the validation split selected, ``checkpoints_best/``) and ``last`` metrics,
+    with their epochs, in the layout of the summary's.
   """
   variables, step = ckpt_lib.load_variables(workdir)
-  # The run's own evaluation split: a sweep on a validation split never touches the test split.
+  if data_lib.spec(config.data.name).kind == "translation":
+    return _collect_translation(config, workdir, summary, variables, step)
+  if report_split is not None and not config.train.get("keep_best", False):
+    raise ValueError(f"report_split={report_split!r} reports the checkpoint a validation split "
+                     "selected; the row's config must set train.keep_best=True")
+  # The run's own evaluation split unless the table reports another: a sweep on a validation
+  # split never touches the test split.
   text = {key: config.data[key] for key in ("vocab_size", "max_length") if key in config.data}
-  dataset = data_lib.load(config.data.name, split=config.data.get("eval_split", "test"),
+  dataset = data_lib.load(config.data.name,
+                          split=report_split or config.data.get("eval_split", "test"),
                           data_dir=config.data.data_dir or None, **text)
-  logits, features = _forward(config, variables, dataset, int(config.train.eval_batch_size))
+  batch_size = int(config.train.eval_batch_size)
+  logits, features = _forward(config, variables, dataset, batch_size)
   labels = dataset.labels
   sums = jax.device_get(analysis.classification_metrics(logits, labels))
   num_classes = dataset.num_classes
+  reported = None
+  if report_split is not None:
+    best_variables, best_step = ckpt_lib.load_variables(workdir, name=ckpt_lib.BEST)
+    best_sums = jax.device_get(analysis.classification_metrics(
+        _forward(config, best_variables, dataset, batch_size)[0], labels))
+    per_epoch = summary["last"]["step"] / summary["last"]["epoch"]
+    at = lambda s, n: {**analysis.finalize_metrics(s), "step": int(n), "epoch": n / per_epoch}
+    reported = {"split": report_split, "best": at(best_sums, best_step), "last": at(sums, step)}
   record = {
       "summary": summary,
+      **({"reported": reported} if reported else {}),
       "curves": _curves(workdir),
       "final": {"step": int(step), **{k: np.asarray(v).tolist() for k, v in sums.items()},
                 **analysis.finalize_metrics(sums)},
@@ -139,4 +162,28 @@ def collect(config, workdir: str, summary: dict, *,
                             "points": np.round(projection.points, 4).tolist(),
                             "labels": projection.labels.tolist(),
                             "vertices": np.round(projection.vertices, 4).tolist()}
+  return _round(json.loads(json.dumps(record, default=float)))
+
+
+def _collect_translation(config, workdir: str, summary: dict, variables, step) -> dict:
+  """A translation run's record: per-target-token metrics of the last checkpoint (the
+  engine's evaluation step over ``data.eval_split``) and the summary's BLEU; no stability or
+  projection (they are defined for classifiers)."""
+  from jaxkd.train import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+  trainer = trainer_lib.build(config)
+  sums = None
+  for batch in trainer.eval_batches():
+    out = trainer.steps.eval(variables["params"], variables.get("batch_stats", {}),
+                             trainer.eval_consts, batch)
+    sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  record = {
+      "task": "translation",
+      "summary": summary,
+      "curves": _curves(workdir),
+      "final": {"step": int(step), **{k: np.asarray(v).tolist() for k, v in sums.items()},
+                **analysis.finalize_metrics(sums)},
+      "stability": None,
+      "machine": machine(),
+  }
   return _round(json.loads(json.dumps(record, default=float)))

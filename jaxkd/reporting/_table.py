@@ -74,6 +74,12 @@ class Table:
     projection_rows: rows (besides the teacher stages) whose features are projected.
     convergence: ``(row, longer_row)``: a row and the same row trained longer, whose gap the
       report states (how far the table's budget is from converged); None: no such check.
+    report_split: None: the report reads each run's own numbers on its ``data.eval_split``
+      (the best epoch is the best on that split). A split name (``"test"``): the runs select on
+      a validation split carved from the training set (``data.eval_split``, with
+      ``train.keep_best`` keeping the best state), and the report evaluates this split at the
+      validation-selected checkpoint (*best*) and at the last one (*last*): the test split is
+      read once per run, at the end, and never chooses anything.
   """
   name: str
   title: str
@@ -85,6 +91,7 @@ class Table:
   projection_classes: tuple[int, int, int] = (0, 1, 2)
   projection_rows: tuple[str, ...] = ()
   convergence: Optional[tuple[str, str]] = None
+  report_split: Optional[str] = None
 
   def __post_init__(self):
     names = [r.name for r in self.teachers + self.rows]

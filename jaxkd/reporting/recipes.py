@@ -15,12 +15,16 @@ from jaxkd import config as config_lib
 __all__ = ["base_config", "check_ls_kd_row", "cskd_cifar", "fashion_subset_cpu", "kd_only", "ls_kd_protocol",
            "only_with", "pskd_cifar", "row_config", "smoke", "smoke_streamed", "smoke_text",
            "streamed", "text_classification", "tfkd_cifar", "tfkd_imagenet", "LS_KD_PROTOCOLS",
-           "SMOKE_MODEL", "SMOKE_STREAMED_MODEL", "SMOKE_TEXT_MODEL"]
+           "SMOKE_MODEL", "SMOKE_STREAMED_MODEL", "SMOKE_TEXT_MODEL", "SMOKE_TRANSLATION_MODEL",
+           "translation", "smoke_translation"]
 
 # The tiny network every smoke variant trains (no convolution: compiles in a second).
 SMOKE_MODEL = "mlp"
 # Its text counterpart (smoke variants of text rows, on the ``mock_text`` corpus).
 SMOKE_TEXT_MODEL = "fasttext_text"
+
+# Its translation counterpart (smoke variants of translation rows, on ``mock_translation``).
+SMOKE_TRANSLATION_MODEL = "transformer_translation_tiny"
 
 # The network of the streamed smoke variants (`smoke_streamed`): a small convolutional net.
 SMOKE_STREAMED_MODEL = "small_cnn"
@@ -330,4 +334,41 @@ def smoke_text(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.name = "mock_text"
   config.data.crop_padding, config.data.flip, config.data.rotation_degrees = 0, False, 0.0
   config.model.name = SMOKE_TEXT_MODEL
+  return config
+
+
+def translation(config: ml_collections.ConfigDict, *, dataset: str = "iwslt14_de_en",
+                epochs: int = 50) -> None:
+  """fairseq's IWSLT'14 de-en Transformer recipe (examples/translation/README.md).
+
+  ``transformer_iwslt_de_en``; Adam betas (0.9, 0.98), lr 5e-4, ``inverse_sqrt`` after 4000
+  warm-up updates, dropout 0.3 (in the model), batches of at most 4096 tokens, beam 5 with
+  length penalty 1 for BLEU. Weight decay 0 as Shen et al. state (fairseq's README uses
+  1e-4); no gradient clipping (fairseq's ``--clip-norm 0``). fairseq's README trains until
+  stopped; ``epochs`` (50) is ours.
+  """
+  config.data.name = dataset
+  config.data.crop_padding, config.data.flip, config.data.rotation_degrees = 0, False, 0.0
+  config.data.max_tokens, config.data.max_length = 4096, 1024
+  config.model.name = "transformer_iwslt_de_en"
+  config.train.num_epochs = epochs
+  config.train.checkpoint_every_steps = 5000
+  opt = config.train.optimizer
+  opt.name, opt.learning_rate, opt.betas, opt.weight_decay = "adam", 5e-4, (0.9, 0.98), 0.0
+  opt.schedule, opt.warmup_steps, opt.warmup_epochs, opt.milestones = "inverse_sqrt", 4000, 0.0, ()
+  config.generate.beam_size, config.generate.len_penalty = 5, 1.0
+  config.generate.max_len_a, config.generate.max_len_b = 0.0, 200
+
+
+def smoke_translation(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A translation row shrunk to a few steps of `SMOKE_TRANSLATION_MODEL` on
+  ``mock_translation`` (the row's method and hyperparameters kept)."""
+  config.data.name, config.data.data_dir = "mock_translation", ""
+  config.data.max_tokens, config.data.max_length = 256, 64
+  config.model.name = SMOKE_TRANSLATION_MODEL
+  config.train.num_epochs, config.train.num_steps = 1, 3
+  config.train.log_every_steps, config.train.checkpoint_every_steps = 1, 3
+  config.train.optimizer.warmup_steps = 2
+  config.generate.beam_size, config.generate.max_len_b = 2, 10
+  config.mesh.data = 1
   return config

@@ -198,9 +198,10 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
   if name not in models.names():
     _fail("teacher.workdir", workdir, f"its model {name!r} is not one of jaxkd.models.names()")
   text = env.vocab_size is not None
-  if models.is_text(name) != text:
+  tokens = models.is_text(name) or models.is_translation(name)
+  if tokens != text:
     _fail("teacher.workdir", workdir, f"the teacher's model {name!r} reads "
-          f"{'token ids' if models.is_text(name) else 'images'}, the student's data "
+          f"{'token ids' if tokens else 'images'}, the student's data "
           f"{env.data_name!r} holds {'token ids' if text else 'images'}")
   if text and env.data is not None:
     for key in data_lib.token_settings(env.data_name):
@@ -225,8 +226,7 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
   # The same dataset as the student's (checked above), so the same classes.
   return models.get(teacher["model"]["name"], num_classes=env.num_classes,
                     dtype=_DTYPES[teacher["model"]["dtype"]], cpu_conv=env.cpu_conv,
-                    vocab_size=env.vocab_size if models.is_text(teacher["model"]["name"])
-                    else None)
+                    vocab_size=env.vocab_size if tokens else None)
 
 
 def _embedding_rows(workdir: str, step: int) -> Optional[int]:
@@ -241,26 +241,29 @@ def _embedding_rows(workdir: str, step: int) -> Optional[int]:
     return None
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-  """The steps of a run's complete checkpoints under ``<workdir>/checkpoints``, ascending."""
+def checkpoint_steps(workdir: str, name: str = "checkpoints") -> list[int]:
+  """The steps of a run's complete checkpoints under ``<workdir>/<name>``, ascending."""
   # orbax renames a step's temporary directory to its plain number only once it is complete.
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  directory = os.path.join(os.path.abspath(workdir), name)
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) \
       if os.path.isdir(directory) else []
 
 
-def load_variables(workdir: str, *, step: int | None = None) -> tuple[dict, int]:
+def load_variables(workdir: str, *, step: int | None = None,
+                   name: str = "checkpoints") -> tuple[dict, int]:
   """A finished run's model variables (``params``, ``batch_stats``) for use as a frozen teacher.
 
   Args:
     workdir: the teacher run's workdir (the one holding ``checkpoints/``).
     step: which checkpoint; ``None`` takes the latest (De-KD uses an early one).
+    name: the checkpoint folder: ``checkpoints``, or ``checkpoints_best`` (the state of the
+      best evaluation, kept by ``train.keep_best``).
 
   Returns:
     ``({"params": ..., "batch_stats": ...}, step)`` as host arrays.
   """
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  steps = checkpoint_steps(workdir)
+  directory = os.path.join(os.path.abspath(workdir), name)
+  steps = checkpoint_steps(workdir, name)
   if not steps:
     raise FileNotFoundError(f"teacher.workdir={workdir!r} holds no checkpoint under {directory}; "
                             "train the teacher there first (jaxkd train --workdir ...)")

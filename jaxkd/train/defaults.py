@@ -50,7 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Text datasets (token ids): the sentencepiece vocabulary trained on the training split
       # (an upper bound) and the pieces kept per example; cached under data_dir/jaxkd_text.
       "vocab_size": 16000,
-      "max_length": 256,
+      "max_length": 256,  # translation: the longest training sentence kept (fairseq: 1024)
+      # Translation: batches by token count, the most padded tokens of one batch over all
+      # devices (fairseq's --max-tokens times its GPUs); train.batch_size is not read there.
+      "max_tokens": 4096,
   })
 
   config.train = ml_collections.ConfigDict({
@@ -67,10 +70,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           # which parameters decay: "all" | "conv_kernels" (the 4-D convolution kernels only,
           # as ReActNet's official code)
           "decay_params": "all",
-          "schedule": "cosine",  # constant | cosine | multistep | linear (to 0)
+          "schedule": "cosine",  # constant | cosine | multistep | linear (to 0) | inverse_sqrt
           "milestones": (),  # epochs, for multistep
           "gamma": 0.1,
           "warmup_epochs": 1.0,  # linear; clipped to 10% of a shorter run, with a warning
+          # > 0: the warm-up in steps instead (not clipped; inverse_sqrt needs it, fairseq's
+          # --warmup-updates)
+          "warmup_steps": 0,
+          "betas": (0.9, 0.999),  # adam and adamw (fairseq's translation recipes: 0.9, 0.98)
       },
       "checkpoint_every_steps": 500,
       "keep_checkpoints": 2,
@@ -99,6 +106,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "torchvision_checkpoint": "",
       "torchvision_model": "",
   })
+
+  # Translation: the beam search that decodes the evaluation split for BLEU at the end of a
+  # run and in `jaxkd eval` (fairseq-generate's --beam, --lenpen, --max-len-a, --max-len-b:
+  # the longest output is max_len_a * source length + max_len_b).
+  config.generate = ml_collections.ConfigDict({"beam_size": 5, "len_penalty": 1.0,
+                                               "max_len_a": 0.0, "max_len_b": 200})
 
   config.mesh = ml_collections.ConfigDict({"data": -1})  # -1 = every device
   config.distributed = False  # jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)

@@ -37,6 +37,9 @@ HELP = "evaluate a run's checkpoint on a split: top-1, top-5, NLL, ECE, stabilit
 
 _METRICS = (("top1", "top-1"), ("top5", "top-5"), ("nll", "NLL"), ("ece", "ECE"),
             ("stability", "S"), ("intra_class_variance", "1 - S"))
+# Translation: per target token (teacher forcing), and the corpus BLEU of beam search.
+_TRANSLATION_METRICS = (("top1", "token top-1"), ("nll", "token NLL"), ("ece", "token ECE"),
+                        ("bleu", "BLEU"))
 
 
 def _read_json(path: str):
@@ -137,7 +140,8 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   Returns:
     A dict: ``workdir``, ``checkpoint``, ``step``, ``epoch``, ``split``, ``num_examples``,
     ``method``, ``model``, ``metrics`` (``top1``, ``top5``, ``nll``, ``ece``, ``stability``
-    S and ``intra_class_variance`` 1 - S, python floats) and ``sums`` (the additive
+    S and ``intra_class_variance`` 1 - S, python floats; translation: per target token, with
+    ``bleu`` instead of the stability) and ``sums`` (the additive
     `jaxkd.analysis.classification_metrics` sums, host arrays: ECE bins included).
 
   Raises:
@@ -154,6 +158,9 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   run = trainer.run
   variables, _ = ckpt_lib.load_variables(workdir, step=step)
   variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
+  if run.augment.seq2seq:
+    return _evaluate_translation(trainer, variables, workdir=workdir, checkpoint=checkpoint,
+                                 step=step)
   evaluate, n, total = _eval_fn(trainer), run.eval_data.num_examples, None
   for batch in trainer.eval_batches():
     out = evaluate(variables, trainer.eval_consts, batch)
@@ -165,6 +172,24 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   return dict(workdir=workdir, checkpoint=str(checkpoint), step=step,
               epoch=step / run.steps_per_epoch, split=config.data.eval_split, num_examples=n,
               method=config.method.name, model=config.model.name, metrics=metrics, sums=sums)
+
+
+def _evaluate_translation(trainer, variables, **where) -> dict:
+  """A translation checkpoint: per-target-token top-1/top-5/NLL/ECE under teacher forcing (the
+  loop's evaluation step) and the BLEU of ``config.generate``'s beam search."""
+  from jaxkd.train import translate  # pylint: disable=import-outside-toplevel
+  run, total = trainer.run, None
+  batch_stats = variables.get("batch_stats", {})
+  for batch in trainer.eval_batches():
+    out = trainer.steps.eval(variables["params"], batch_stats, trainer.eval_consts, batch)
+    total = out if total is None else jax.tree_util.tree_map(jnp.add, total, out)
+  sums = jax.device_get(total)
+  metrics = analysis.finalize_metrics(sums)
+  metrics["bleu"] = translate.bleu(trainer, variables["params"], batch_stats)
+  config = run.config
+  return dict(where, epoch=where["step"] / run.steps_per_epoch, split=config.data.eval_split,
+              num_examples=run.eval_data.num_examples, method=config.method.name,
+              model=config.model.name, metrics=metrics, sums=sums)
 
 
 def _slug(split: str) -> str:
@@ -193,9 +218,10 @@ def write_outputs(result: dict, out: str) -> tuple[str, str]:
 
 def format_table(result: dict) -> str:
   """The metrics of one evaluation as a markdown table of one row."""
-  head = "| " + " | ".join(label for _, label in _METRICS) + " |"
-  rule = "|" + "|".join("---:" for _ in _METRICS) + "|"
-  row = "| " + " | ".join(f"{result['metrics'][key]:.4f}" for key, _ in _METRICS) + " |"
+  columns = _TRANSLATION_METRICS if "bleu" in result["metrics"] else _METRICS
+  head = "| " + " | ".join(label for _, label in columns) + " |"
+  rule = "|" + "|".join("---:" for _ in columns) + "|"
+  row = "| " + " | ".join(f"{result['metrics'][key]:.4f}" for key, _ in columns) + " |"
   return "\n".join([
       f"{result['workdir']}: {result['method']}, checkpoint step {result['step']} "
       f"(epoch {round(result['epoch'], 2):g}), split {result['split']} "

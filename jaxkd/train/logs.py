@@ -193,16 +193,23 @@ class Console:
     """The run in three lines: method and model; data; steps, devices, workdir."""
     data, devices = run.train_data, list(run.mesh.devices.flat)
     shape = "x".join(str(n) for n in data.image_shape)
-    if getattr(data, "vocab_size", None):  # token ids (text)
-      shape = f"{shape} tokens, vocabulary {data.vocab_size}"
+    batch = f"batch {run.config.train.batch_size}"
+    what = f"examples, {shape}, {data.num_classes} classes"
+    if run.augment.seq2seq:  # sentence pairs in token-count batches
+      what = (f"sentence pairs, source vocabulary {data.vocab_size}, target vocabulary "
+              f"{data.num_classes}")
+      batch = f"at most {data.max_tokens} tokens a batch"
+    elif getattr(data, "vocab_size", None):  # token ids (text)
+      what = (f"examples, {shape} tokens, vocabulary {data.vocab_size}, "
+              f"{data.num_classes} classes")
     plural = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"
     self.line(f"jaxkd train: method {run.objective.name}, model {run.config.model.name} "
               f"({num_params:,} parameters)")
     self.line(f"  data {run.config.data.name}: {data.num_examples} train / "
-              f"{run.eval_data.num_examples} eval examples, {shape}, {data.num_classes} classes")
+              f"{run.eval_data.num_examples} eval {what}")
     self.line(f"  {plural(run.total_steps, 'step')} "
               f"({format_epoch(run.total_steps / run.steps_per_epoch)} epochs of "
-              f"{run.steps_per_epoch} steps, batch {run.config.train.batch_size}) on "
+              f"{run.steps_per_epoch} steps, {batch}) on "
               f"{plural(len(devices), 'device')} ({devices[0].device_kind}), "
               f"{plural(jax.process_count(), 'process')}; workdir {workdir}")
 
@@ -232,7 +239,8 @@ class Console:
   def evaluation(self, record: dict, lr: float) -> None:
     self.line(f"epoch {format_epoch(record['epoch'])} (step {record['step']}): top-1 "
               f"{record['eval/top1']:.4f}, NLL {record['eval/nll']:.4f}, ECE "
-              f"{record['eval/ece']:.4f}, lr {_number(lr)}")
+              f"{record['eval/ece']:.4f}, lr {_number(lr)}"
+              + (f", BLEU {record['eval/bleu']:.2f}" if "eval/bleu" in record else ""))
 
   def close(self) -> None:
     if self._bar is not None:

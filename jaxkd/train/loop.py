@@ -29,6 +29,7 @@ from jaxkd.train import logs
 from jaxkd.train import run as run_lib
 from jaxkd.train import signals
 from jaxkd.train import trainer as trainer_lib
+from jaxkd.train import translate
 from jaxkd.train import watchdog
 from jaxkd.train import workdir as workdir_lib
 
@@ -293,6 +294,8 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
     if step % run.steps_per_epoch == 0 or step == run.total_steps:
       record = {"step": step, "epoch": step / run.steps_per_epoch,
                 **{f"eval/{k}": v for k, v in _evaluate(trainer, state, waiting).items()}}
+      if run.augment.seq2seq and step == run.total_steps:  # beam search: once, at the end
+        record["eval/bleu"] = translate.bleu(trainer, state.params, state.batch_stats)
       history.append(record)
       _keep_if_best(best, state, history)
       log.write(record)
@@ -362,7 +365,7 @@ def _train_record(host: list[dict], done: int, run, last_log, now: float,
     values = np.asarray([m[key] for m in host], np.float64)
     record[f"train/{key}"] = float(values.sum() if key == "nonfinite" else values.mean())
   record["train/lr"] = lr
-  if run_lib.streams(run) and run.train_data.skip_corrupt:
+  if getattr(run.train_data, "skip_corrupt", False):  # streamed records skipped so far
     record["data/skipped_records"] = len(run.train_data.skipped)
   record["images_per_sec"] = (done - last_log[0]) * run.config.train.batch_size / max(
       now - last_log[1], 1e-9)

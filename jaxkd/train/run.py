@@ -23,10 +23,11 @@ from jaxkd import objectives
 from jaxkd import teachers
 from jaxkd.train import defaults
 
-__all__ = ["AugmentConfig", "ConfigError", "DTYPES", "Run", "augment_config", "build_run",
+__all__ = ["AugmentConfig", "ConfigError", "DTYPES", "SCHEDULES", "Run", "augment_config", "build_run",
            "derived_hparams", "make_mesh", "make_optimizer", "make_schedule", "streams"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+SCHEDULES = ("constant", "cosine", "multistep", "linear", "inverse_sqrt")
 # The longest warm-up, as a fraction of the run's steps (`make_schedule`).
 _MAX_WARMUP_FRACTION = 0.1
 
@@ -42,6 +43,8 @@ class AugmentConfig:
   """On-device augmentation and normalisation (static settings of the jitted step).
 
   ``tokens``: the inputs are token ids (text), passed to the model untouched.
+  ``seq2seq``: a translation batch: the model reads the source ids and the target ids (teacher
+  forcing), and every objective applies per target token (`jaxkd.train.step`).
   """
   mean: tuple[float, ...]
   std: tuple[float, ...]
@@ -49,6 +52,7 @@ class AugmentConfig:
   flip: bool = False
   rotation_degrees: float = 0.0
   tokens: bool = False
+  seq2seq: bool = False
 
 
 # Image augmentation keys of the ``data`` section and their off values (text takes none).
@@ -61,12 +65,13 @@ def augment_config(config: ml_collections.ConfigDict, dataset) -> AugmentConfig:
   Token ids (a `jaxkd.data.TokenDataset`) take no image augmentation: a key of it set on text
   is a `ConfigError`.
   """
-  if isinstance(dataset, data_lib.TokenDataset):
+  if isinstance(dataset, (data_lib.TokenDataset, data_lib.ParallelDataset)):
     for key, off in _IMAGE_AUGMENTATION.items():
       _require(config.data[key] == off, f"data.{key}", config.data[key],
                f"dataset {dataset.name!r} holds token ids, which take no image augmentation; "
                f"allowed: {off!r}")
-    return AugmentConfig(mean=(), std=(), tokens=True)
+    return AugmentConfig(mean=(), std=(), tokens=True,
+                         seq2seq=isinstance(dataset, data_lib.ParallelDataset))
   return AugmentConfig(mean=tuple(dataset.mean), std=tuple(dataset.std),
                        crop_padding=int(config.data.crop_padding), flip=bool(config.data.flip),
                        rotation_degrees=float(config.data.rotation_degrees))
@@ -110,19 +115,33 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
 def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
                   total_steps: int) -> optax.Schedule:
   """The learning rate as a function of the step: warm-up, then constant, cosine, multistep or
-  linear (to 0 at the last step; ReActNet's schedule, which the original steps per epoch).
+  linear (to 0 at the last step; ReActNet's schedule, which the original steps per epoch), or
+  fairseq's ``inverse_sqrt``: ``lr * step / w`` during the ``warmup_steps = w`` updates, then
+  ``lr * sqrt(w / step)`` (warm-up from 0, fairseq's ``--warmup-init-lr`` default).
 
   The linear warm-up lasts ``warmup_epochs``, but at most 10% of the run's steps (clipped with
   a warning), so a short run (``num_steps=3``, one epoch) trains mostly at its schedule's rates.
   """
   lr, name = opt.learning_rate, opt.schedule
   _require(lr > 0, "train.optimizer.learning_rate", lr, "must be > 0")
-  _require(name in ("constant", "cosine", "multistep", "linear"), "train.optimizer.schedule",
-           name, "allowed: constant, cosine, multistep, linear")
+  _require(name in SCHEDULES, "train.optimizer.schedule", name,
+           f"allowed: {', '.join(SCHEDULES)}")
   _require(opt.warmup_epochs >= 0, "train.optimizer.warmup_epochs", opt.warmup_epochs,
            "must be >= 0")
+  warmup_steps = opt.get("warmup_steps", 0)
+  _require(isinstance(warmup_steps, int) and warmup_steps >= 0, "train.optimizer.warmup_steps",
+           warmup_steps, "must be an int >= 0 (0: warmup_epochs sets the warm-up)")
   warmup = int(round(opt.warmup_epochs * steps_per_epoch))
   limit = int(_MAX_WARMUP_FRACTION * total_steps)
+  if name == "inverse_sqrt":
+    _require(warmup_steps > 0, "train.optimizer.warmup_steps", warmup_steps,
+             "schedule inverse_sqrt decays as lr * sqrt(warmup / step) after its warm-up: set "
+             "warmup_steps > 0 (fairseq's IWSLT recipe: 4000)")
+    return lambda step: lr * jnp.minimum(
+        jnp.asarray(step, jnp.float32) / warmup_steps,
+        jnp.sqrt(warmup_steps / jnp.maximum(jnp.asarray(step, jnp.float32), 1.0)))
+  if warmup_steps:  # given in steps: taken as it is
+    warmup, limit = warmup_steps, warmup_steps
   if warmup > limit:
     _log.warning("train.optimizer.warmup_epochs=%r (%d steps) clipped to %d steps, %d%% of "
                  "this %d-step run", opt.warmup_epochs, warmup, limit,
@@ -161,10 +180,15 @@ def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, tota
   if opt.name == "sgd":
     return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask),
                        optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
+  betas = tuple(opt.get("betas", (0.9, 0.999)))
+  _require(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), "train.optimizer.betas",
+           betas, "must be two numbers in [0, 1), Adam's (b1, b2)")
   if opt.name == "adam":  # torch.optim.Adam(weight_decay=...): L2 folded into the gradient
-    return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask), optax.adam(schedule))
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask),
+                       optax.adam(schedule, b1=betas[0], b2=betas[1]))
   _require(opt.name == "adamw", "train.optimizer.name", opt.name, "allowed: sgd, adamw, adam")
-  return optax.adamw(schedule, weight_decay=opt.weight_decay, mask=mask)
+  return optax.adamw(schedule, b1=betas[0], b2=betas[1], weight_decay=opt.weight_decay,
+                     mask=mask)
 
 
 def derived_hparams(method: str, *, num_examples: int, steps_per_epoch: int,
@@ -305,20 +329,58 @@ def _check_best_split(config) -> None:
            "and data.train_split='train[:90%]' (or train.keep_best=False)")
 
 
-def _check_model_kind(config, text: bool) -> None:
-  """Text models (`jaxkd.models.is_text`) read token ids, the others images."""
-  _require(text == models.is_text(config.model.name), "model.name", config.model.name,
-           f"dataset {config.data.name!r} holds {'token ids' if text else 'images'}; allowed: "
-           + ", ".join(n for n in models.names() if models.is_text(n) == text))
+def _model_kind(name: str) -> str:
+  if models.is_translation(name):
+    return "translation"
+  return "text" if models.is_text(name) else "image"
+
+
+def _check_model_kind(config, kind: str) -> None:
+  """Translation models (`jaxkd.models.is_translation`) read source and target ids, text
+  classifiers (`jaxkd.models.is_text`) token ids, the others images."""
+  what = {"image": "images", "text": "token ids", "translation": "sentence pairs"}[kind]
+  _require(kind == _model_kind(config.model.name), "model.name", config.model.name,
+           f"dataset {config.data.name!r} holds {what}; allowed: "
+           + ", ".join(n for n in models.names() if _model_kind(n) == kind))
+
+
+def _check_seq2seq_method(config, objective, teacher=None) -> None:
+  """Translation runs apply every objective per target token; methods whose state or inputs
+  are per sentence or per image cannot."""
+  _require(config.train.steps_per_dispatch == 1, "train.steps_per_dispatch",
+           config.train.steps_per_dispatch, "translation batches change shape with their length "
+           "bucket, so steps cannot be stacked into one dispatch; allowed: 1")
+  gen = config.generate
+  _require(isinstance(gen.beam_size, int) and gen.beam_size >= 1, "generate.beam_size",
+           gen.beam_size, "must be an int >= 1")
+  _require(gen.max_len_a >= 0 and isinstance(gen.max_len_b, int) and gen.max_len_b >= 1,
+           "generate.max_len_b", gen.max_len_b, "must be an int >= 1 (and max_len_a >= 0)")
+  why = {"example_ids": "a table row per training example (one distribution per example, not "
+                        "per token)",
+         "dense_logits": "per-position class votes of an image feature map",
+         "features": "penultimate features and class representatives of a classifier",
+         "class_embeddings": "class representatives of a classifier"}
+  for need in sorted(objective.requires & set(why)):
+    _require(False, "method.name", config.method.name,
+             f"it reads {why[need]}, which a translation model does not give per target token; "
+             "allowed on translation: ce, lsr, kd, tfkd_self, tfkd_reg, lsrkd, lsrkd_tc, mrkd, "
+             "mrkd_tc, ema_kd, ols, alr")
+  _require(teacher is None or teacher.host_batch is None, "method.name", config.method.name,
+           f"its {getattr(teacher, 'name', '')} teacher reads other examples (partner rows), "
+           "which token-count batches of translation do not carry; allowed on translation: "
+           "every method without partner rows")
 
 
 def streams(run: "Run") -> bool:
-  """Whether ``run`` reads its data record by record (`jaxkd.data.StreamingSplit`)."""
-  return isinstance(run.train_data, data_lib.StreamingSplit)
+  """Whether ``run``'s batches carry their inputs (`jaxkd.data.StreamingSplit` read record by
+  record, or a `jaxkd.data.ParallelDataset` batched by token count) rather than example ids
+  into a split held on the device."""
+  return isinstance(run.train_data, (data_lib.StreamingSplit, data_lib.ParallelDataset))
 
 
-def _datasets(data: ml_collections.ConfigDict) -> tuple[Any, Any]:
-  """The train and eval splits: in memory, or streamed (`data.in_memory`)."""
+def _datasets(data: ml_collections.ConfigDict, devices: int) -> tuple[Any, Any]:
+  """The train and eval splits: in memory, or streamed (`data.in_memory`); ``devices``: the
+  mesh's (a translation batch's rows are a multiple of it)."""
   spec = data_lib.spec(data.name)
   in_memory = spec.in_memory if data.in_memory is None else data.in_memory
   _require(isinstance(in_memory, bool), "data.in_memory", data.in_memory,
@@ -331,6 +393,15 @@ def _datasets(data: ml_collections.ConfigDict) -> tuple[Any, Any]:
   _require(not in_memory or spec.in_memory, "data.in_memory", data.in_memory,
            f"dataset {data.name!r} is too large to hold in memory; allowed: False or None")
   data_dir = data.data_dir or None
+  if spec.kind == "translation":
+    for key, low in (("max_tokens", 1), ("max_length", 1)):
+      value = data[key]
+      _require(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+               f"data.{key}", value, f"must be an int >= {low}")
+    load = lambda split: dataclasses.replace(
+        data_lib.load(data.name, split=split, data_dir=data_dir, max_tokens=data.max_tokens,
+                      max_length=data.max_length), rows_multiple=devices)
+    return load(data.train_split), load(data.eval_split)
   if spec.kind == "text":
     for key, low in (("vocab_size", 16), ("max_length", 1)):
       value = data[key]
@@ -391,16 +462,19 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
       except ValueError as err:
         raise ConfigError(f"config.data.{key}: {err}") from None
     _check_best_split(config)
-    _check_model_kind(config, data_lib.spec(config.data.name).kind == "text")  # before loading
-    train_data, eval_data = _datasets(config.data)
+    _check_model_kind(config, data_lib.spec(config.data.name).kind)  # before loading
+    train_data, eval_data = _datasets(config.data, mesh.size)
   else:
     _require(config.data.in_memory is not False, "data.in_memory", config.data.in_memory,
              "must not be False when the datasets are given in memory")
     train_data, eval_data = datasets
-  text = isinstance(train_data, data_lib.TokenDataset)
-  _require(text == isinstance(eval_data, data_lib.TokenDataset), "data.name", config.data.name,
-           "the train and eval splits must both be images or both token ids")
-  _check_model_kind(config, text)
+  text = isinstance(train_data, (data_lib.TokenDataset, data_lib.ParallelDataset))
+  seq2seq = isinstance(train_data, data_lib.ParallelDataset)
+  kind = lambda d: type(d) if isinstance(
+      d, (data_lib.TokenDataset, data_lib.ParallelDataset)) else "images"
+  _require(kind(train_data) == kind(eval_data), "data.name", config.data.name,
+           "the train and eval splits must be of one kind (images, token ids, sentence pairs)")
+  _check_model_kind(config, "translation" if seq2seq else "text" if text else "image")
   if text:
     _require(train_data.vocab_size == eval_data.vocab_size, "data.name", config.data.name,
              f"the eval split's vocabulary ({eval_data.vocab_size}) differs from the train "
@@ -408,9 +482,12 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
            f"test images {eval_data.image_shape} differ from train images "
            f"{train_data.image_shape}")
-  _require(batch <= train_data.num_examples, "train.batch_size", batch,
-           f"must be at most the {train_data.num_examples} training examples")
-  steps_per_epoch = train_data.num_examples // batch
+  if seq2seq:  # batches by token count (data.max_tokens); train.batch_size is not read
+    steps_per_epoch = train_data.num_steps(train=True)
+  else:
+    _require(batch <= train_data.num_examples, "train.batch_size", batch,
+             f"must be at most the {train_data.num_examples} training examples")
+    steps_per_epoch = train_data.num_examples // batch
   total_steps = (train_cfg.num_steps if train_cfg.num_steps > 0
                  else train_cfg.num_epochs * steps_per_epoch)
   _require(total_steps > 0, "train.num_epochs", train_cfg.num_epochs,
@@ -420,6 +497,8 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
                      vocab_size=train_data.vocab_size if text else None)
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  if seq2seq:
+    _check_seq2seq_method(config, objective)
   # Per-position votes (Zipf's LS) come from an image's feature map; on text they would
   # count the padding, so no text model offers them.
   _require(not text or "dense_logits" not in objective.requires, "method.name",
@@ -428,6 +507,8 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            "without dense_logits")
   if teacher is None:
     teacher = _bind_teacher(objective, config, train_data)
+  if seq2seq:
+    _check_seq2seq_method(config, objective, teacher)
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
            or teacher.host_batch is None, "method.name", config.method.name,
            f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "

@@ -28,7 +28,7 @@ from jaxkd import teachers
 from jaxkd.train import state as state_lib
 from jaxkd.train.run import AugmentConfig
 
-__all__ = ["StepFns", "inputs", "make_steps", "preprocess"]
+__all__ = ["StepFns", "inputs", "make_steps", "model_input", "preprocess", "per_token"]
 
 
 def preprocess(rng: jax.Array | None, images: jax.Array, aug: AugmentConfig) -> jax.Array:
@@ -53,6 +53,25 @@ def inputs(consts: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
   if "images" in batch:
     return batch["images"], batch["labels"]
   return consts["images"][batch["indices"]], consts["labels"][batch["indices"]]
+
+
+def model_input(x: jax.Array, labels: jax.Array, aug: AugmentConfig) -> Any:
+  """What the model reads: ``x``, or for translation (``aug.seq2seq``) the source ids ``x`` and
+  the target ids ``labels`` (the model shifts them right itself: teacher forcing)."""
+  return {"source": x, "target": labels} if aug.seq2seq else x
+
+
+def per_token(logits: jax.Array, labels: jax.Array, teacher_logits: Any = None):
+  """A translation batch's logits ``[B, T, V]``, labels ``[B, T]`` and teacher logits
+  (``[..., B, T, V]``) as ``B*T`` examples, with weights 1 on the real target tokens and 0 on
+  the padding: every objective then gives fairseq's per-token loss, averaged over the real
+  tokens of the batch. Returns ``(logits, labels, teacher_logits, weights)``."""
+  vocab = logits.shape[-1]
+  labels = labels.reshape(-1)
+  if teacher_logits is not None:
+    teacher_logits = teacher_logits.reshape(teacher_logits.shape[:-3] + (-1, vocab))
+  return (logits.reshape(-1, vocab), labels, teacher_logits,
+          (labels != data_lib.PAD).astype(jnp.float32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +125,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     aug_rng, teacher_rng, dropout_rng = jax.random.split(rng, 3)
     indices = batch["indices"]
     images, labels = inputs(consts, batch)
-    x = preprocess(aug_rng, images, aug)
+    x = model_input(preprocess(aug_rng, images, aug), labels, aug)
     load = None
     if "images" in consts:
       load = lambda rows, key: preprocess(key, consts["images"][rows], aug)
@@ -124,12 +143,15 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
                                                   rng=teacher_rng))
         if t.batch_stats is not None:
           batch_stats = t.batch_stats
+      logits, targets, teacher_logits, weights = out["logits"], labels, t.logits, None
+      if aug.seq2seq:
+        logits, targets, teacher_logits, weights = per_token(logits, labels, teacher_logits)
       loss, metrics, new_obj = objective.loss(
-          out["logits"], labels, state.objective, step=state.step, teacher_logits=t.logits,
+          logits, targets, state.objective, step=state.step, teacher_logits=teacher_logits,
           teacher_mask=t.mask, class_embeddings=t.class_embeddings,
           features=out["features"] if "features" in requires else None,
           dense_logits=out["dense_logits"] if "dense_logits" in requires else None,
-          example_ids=indices if "example_ids" in requires else None)
+          example_ids=indices if "example_ids" in requires else None, weights=weights)
       return loss, (metrics, batch_stats, new_obj)
 
     trainable = state_lib.trainable(state.params, state.teacher)
@@ -161,7 +183,12 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
   def eval_step(params, batch_stats, consts, batch):
     images, labels = inputs(consts, batch)
     out, _ = teachers.apply_model(model, {"params": params, "batch_stats": batch_stats},
-                                  preprocess(None, images, aug), train=False)
+                                  model_input(preprocess(None, images, aug), labels, aug),
+                                  train=False)
+    if aug.seq2seq:  # per target token: loss, token accuracy, calibration
+      logits, tokens, _, real = per_token(out["logits"], labels)
+      return analysis.classification_metrics(
+          logits, tokens, mask=jnp.repeat(batch["mask"], labels.shape[1]) & (real > 0))
     return analysis.classification_metrics(out["logits"], labels, mask=batch["mask"])
 
   out_shardings = (state_sharding or replicated, replicated)

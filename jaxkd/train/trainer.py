@@ -62,8 +62,9 @@ def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed
   """``(init, sizes)``: the function building the initial state, and the sizes it passes."""
   init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
   dtype = getattr(run.train_data, "input_dtype", jnp.uint8)  # int32 token ids for text
-  sample = step_lib.preprocess(None, jnp.zeros((1,) + run.train_data.image_shape, dtype),
-                               run.augment)
+  zeros = jnp.zeros((1,) + run.train_data.image_shape, dtype)
+  sample = step_lib.model_input(step_lib.preprocess(None, zeros, run.augment), zeros,
+                                run.augment)
   feature_dim = jax.eval_shape(
       lambda: run.model.apply(run.model.init(init_key, sample), sample))["features"].shape[-1]
   sizes = dict(num_classes=run.train_data.num_classes, feature_dim=feature_dim)
