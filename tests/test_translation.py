@@ -276,6 +276,21 @@ def test_transformer_learns_to_reverse_and_beam_search_agrees_with_greedy(tmp_pa
   _, scores1 = models.beam_search(model, variables, source, beam_size=1, max_len=12)
   _, scores4 = models.beam_search(model, variables, source, beam_size=4, max_len=12)
   assert (np.asarray(scores4) >= np.asarray(scores1) - 1e-5).all()
+  # `jaxkd eval` decodes the split again to the same BLEU; the report's record and table carry
+  # it (per-token metrics, no stability).
+  from jaxkd.reporting import Claim, Row, Table, _collect, render
+  from jaxkd.train import evaluate
+  result = evaluate.evaluate_checkpoint(workdir)
+  assert result["metrics"]["bleu"] == pytest.approx(summary["last"]["bleu"], abs=1e-6)
+  assert "| BLEU |" in evaluate.format_table(result)
+  record = _collect.collect(trainer.run.config, workdir, summary)
+  assert record["task"] == "translation" and record["stability"] is None
+  assert record["final"]["count"] == sum(len(t) for t in trainer.run.eval_data.target)
+  table = Table("t", "t", rows=(Row("a", "method=lsr"), Row("b", "method=lsr")),
+                claims=(Claim("a beats b", "a", "b", metric="bleu"),))
+  text = render.render_markdown(table, {"a": [dict(record, seed=0)], "b": [dict(record, seed=0)]},
+                                [])
+  assert "| BLEU |" in text and f"{summary['last']['bleu']:.2f}" in text and "1 - S" not in text
 
 
 REVERSE_EPOCHS = 4  # BLEU 93.3 on the test split (2 CPU cores: about 20 s)
