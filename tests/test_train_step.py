@@ -66,21 +66,27 @@ def _train_params(config, steps_to_run=5):
 
 @pytest.mark.parametrize("method", ["mrkd"])
 def test_one_device_equals_eight_devices(method):
-  """Same parameters after 5 MrKD steps on 1 and 8 devices, up to float rounding.
+  """Same parameters after 5 MrKD steps on 1 and 8 devices, up to float rounding, for at least
+  one of two seeds.
 
   ReLU's derivative jumps at 0, so a pre-activation within rounding of 0 lets the two runs
-  take different subgradients, which later steps amplify: seed 0 meets one at step 2 (a
-  last-block pre-activation of 6e-7) and ends 1e-4 apart. Seed 2 meets none and ends 2e-8
-  apart; a sharding error (statistics or gradients summed over a shard, not the batch)
-  moves the parameters by far more than the 1e-5 asserted.
+  take different subgradients, which later steps amplify to about 3e-4. Which seed meets such
+  a tie depends on the CPU (the reduction order of its kernels): seed 0 on one of our machines
+  (a last-block pre-activation of 6e-7 at step 2), seed 2 on another (at step 1), while the
+  other seed ends 2e-8 apart. A sharding error (statistics or gradients summed over a shard,
+  not the batch) moves the parameters by far more than the 1e-5 asserted, for every seed.
   """
   assert len(jax.devices()) >= 8, "conftest.py sets 8 simulated CPU devices"
-  runs = []
-  for devices in (1, 8):
-    config = _config(method, devices=devices, batch=32, refresh_every=2)
-    config.seed = 2
-    runs.append(_train_params(config))
-  assert_relative_close(*runs, 1e-5)
+  gaps = []
+  for seed in (0, 2):
+    runs = []
+    for devices in (1, 8):
+      config = _config(method, devices=devices, batch=32, refresh_every=2)
+      config.seed = seed
+      runs.append(_train_params(config))
+    flat = [np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(r)]) for r in runs]
+    gaps.append(np.linalg.norm(flat[1] - flat[0]) / np.linalg.norm(flat[0]))
+  assert min(gaps) <= 1e-5, gaps
 
 
 def test_fast_cpu_convolutions_train_like_xla():
