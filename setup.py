@@ -18,6 +18,8 @@ setup(
         "orbax-checkpoint>=0.11",
         "tensorflow-datasets>=4.9.6",
         "grain>=0.2.6",
+        # tfds's download_and_prepare (jaxkd prepare imagenet2012) imports it without declaring it
+        "importlib_resources>=5",
         "ml_collections>=0.1.1",
         "sentencepiece>=0.2",  # the subword tokenizer of the text datasets
         "sacrebleu>=2.3",  # BLEU of the translation runs
