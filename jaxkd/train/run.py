@@ -23,8 +23,9 @@ from jaxkd import objectives
 from jaxkd import teachers
 from jaxkd.train import defaults
 
-__all__ = ["AugmentConfig", "ConfigError", "DTYPES", "SCHEDULES", "Run", "augment_config", "build_run",
-           "derived_hparams", "make_mesh", "make_optimizer", "make_schedule", "streams"]
+__all__ = ["AugmentConfig", "ConfigError", "DTYPES", "SCHEDULES", "Run", "augment_config",
+           "build_run", "derived_hparams", "make_mesh", "make_optimizer", "make_schedule",
+           "streams"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 SCHEDULES = ("constant", "cosine", "multistep", "linear", "inverse_sqrt")
@@ -329,6 +330,12 @@ def _check_best_split(config) -> None:
            "and data.train_split='train[:90%]' (or train.keep_best=False)")
 
 
+def _data_kind(dataset) -> str:
+  if isinstance(dataset, data_lib.ParallelDataset):
+    return "translation"
+  return "text" if isinstance(dataset, data_lib.TokenDataset) else "image"
+
+
 def _model_kind(name: str) -> str:
   if models.is_translation(name):
     return "translation"
@@ -344,9 +351,9 @@ def _check_model_kind(config, kind: str) -> None:
            + ", ".join(n for n in models.names() if _model_kind(n) == kind))
 
 
-def _check_seq2seq_method(config, objective, teacher=None) -> None:
-  """Translation runs apply every objective per target token; methods whose state or inputs
-  are per sentence or per image cannot."""
+def _check_translation(config, objective) -> None:
+  """Translation runs apply every objective per target token, in batches whose shape follows
+  their length bucket; methods whose state or inputs are per sentence or per image cannot."""
   _require(config.train.steps_per_dispatch == 1, "train.steps_per_dispatch",
            config.train.steps_per_dispatch, "translation batches change shape with their length "
            "bucket, so steps cannot be stacked into one dispatch; allowed: 1")
@@ -365,10 +372,6 @@ def _check_seq2seq_method(config, objective, teacher=None) -> None:
              f"it reads {why[need]}, which a translation model does not give per target token; "
              "allowed on translation: ce, lsr, kd, tfkd_self, tfkd_reg, lsrkd, lsrkd_tc, mrkd, "
              "mrkd_tc, ema_kd, ols, alr")
-  _require(teacher is None or teacher.host_batch is None, "method.name", config.method.name,
-           f"its {getattr(teacher, 'name', '')} teacher reads other examples (partner rows), "
-           "which token-count batches of translation do not carry; allowed on translation: "
-           "every method without partner rows")
 
 
 def streams(run: "Run") -> bool:
@@ -472,13 +475,11 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
     _require(config.data.in_memory is not False, "data.in_memory", config.data.in_memory,
              "must not be False when the datasets are given in memory")
     train_data, eval_data = datasets
-  text = isinstance(train_data, (data_lib.TokenDataset, data_lib.ParallelDataset))
-  seq2seq = isinstance(train_data, data_lib.ParallelDataset)
-  kind = lambda d: type(d) if isinstance(
-      d, (data_lib.TokenDataset, data_lib.ParallelDataset)) else "images"
-  _require(kind(train_data) == kind(eval_data), "data.name", config.data.name,
+  kind = _data_kind(train_data)
+  text, seq2seq = kind in ("text", "translation"), kind == "translation"
+  _require(kind == _data_kind(eval_data), "data.name", config.data.name,
            "the train and eval splits must be of one kind (images, token ids, sentence pairs)")
-  _check_model_kind(config, "translation" if seq2seq else "text" if text else "image")
+  _check_model_kind(config, kind)
   if text:
     _require(train_data.vocab_size == eval_data.vocab_size, "data.name", config.data.name,
              f"the eval split's vocabulary ({eval_data.vocab_size}) differs from the train "
@@ -502,7 +503,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   if seq2seq:
-    _check_seq2seq_method(config, objective)
+    _check_translation(config, objective)
   # Per-position votes (Zipf's LS) come from an image's feature map; on text they would
   # count the padding, so no text model offers them.
   _require(not text or "dense_logits" not in objective.requires, "method.name",
@@ -511,8 +512,10 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            "without dense_logits")
   if teacher is None:
     teacher = _bind_teacher(objective, config, train_data)
-  if seq2seq:
-    _check_seq2seq_method(config, objective, teacher)
+  _require(not seq2seq or teacher is None or teacher.host_batch is None, "method.name",
+           config.method.name, f"its {getattr(teacher, 'name', '')} teacher reads other "
+           "examples (partner rows), which token-count batches of translation do not carry; "
+           "allowed on translation: every method without partner rows")
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
            or teacher.host_batch is None, "method.name", config.method.name,
            f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "
