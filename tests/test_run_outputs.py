@@ -114,8 +114,9 @@ def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path,
     assert info["hparams"] == {**objectives.defaults("mrkd"), "refresh_every": 22}
   assert run_json["start_step"] == 0 and run_json["total_steps"] == 26
   saved = json.loads((workdir / "config.json").read_text())
-  assert set(saved) == {"seed", "method", "model", "data", "train", "teacher", "mesh", "generate",
-                        "distributed", "distributed_timeout_s"} and saved["method"] == {"name": "mrkd"}
+  assert set(saved) == {"seed", "method", "model", "data", "train", "teacher", "mesh",
+                        "generate", "distributed", "distributed_timeout_s"}
+  assert saved["method"] == {"name": "mrkd"}
 
   # A kill after the log of step 24's window and before checkpoint 26: the resumed run redoes
   # 25 and 26, and TensorBoard shows each step once, as metrics.jsonl does.

@@ -116,9 +116,23 @@ def _spread_lines(table: Table, by_row) -> list[str]:
       "are reported as *not resolved*, not as support.",
       "",
       f"Best-epoch top-1 exceeds last-epoch top-1 by {np.mean(gap):.2f} points on average "
-      f"(at most {max(gap):.2f}): the best epoch is picked on the test set, so it is an "
-      "optimistic number; the last epoch is the honest one.",
+      f"(at most {max(gap):.2f}): " + _selection(table, by_row),
   ]
+
+
+def _selection(table: Table, by_row) -> str:
+  """How the best epoch was picked, in words."""
+  if table.report_split:
+    return (f"the best epoch is picked on each run's validation split and then evaluated on "
+            f"the {table.report_split} split, so both numbers are honest.")
+  splits = {r["config"]["data"].get("eval_split", "test") for rs in by_row.values() for r in rs
+            if "config" in r}
+  if splits and "test" not in splits:
+    where = ", ".join(sorted(splits))
+    return (f"the best epoch is picked on the split the numbers are on ({where}, carved from "
+            "the training set), so it is an optimistic number for that split.")
+  return ("the best epoch is picked on the test set, so it is an optimistic number; the last "
+          "epoch is the honest one.")
 
 
 def _convergence_lines(table: Table, by_row) -> list[str]:
