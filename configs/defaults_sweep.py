@@ -133,4 +133,9 @@ def table():
                 "mrkd_alpha0.1_T1", "mrkd_alpha0.9_T4"),
           Claim("MrKD + TC (alpha 0.3, tau 4, g 0.5) matches or beats CE",
                 "mrkd_tc_alpha0.3_T4_g0.5", "ce"),
+          # Every other reconstructed default against the baseline it must not lose to.
+          Claim("LsrKD + TC with its default (alpha 0.1, tau 2, b 0.5) matches or beats LSR",
+                "lsrkd_tc_alpha0.1_T2_b0.5", "lsr"),
+          Claim("ALR with its default (alpha 1) matches or beats CE", "alr_alpha1.0", "ce"),
+          Claim("RAS-KD with its default (weight 1) matches or beats CE", "ras_kd_w1.0", "ce"),
       ))
