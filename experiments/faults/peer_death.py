@@ -124,9 +124,16 @@ def run_trial(data_dir: str, root: str, *, steps: int = 24, kill_after_step: int
   with open(os.path.join(root, "survivor.log"), "w") as f:
     f.write(out)
   message = next((line for line in out.splitlines() if "waited" in line), "")
+  # Two ways out, both without hanging: the watchdog's (status 75 and its line, once the peer
+  # has been silent for timeout_s), or gloo's own abort when the kill cuts a message in half
+  # mid-collective ("Received data size doesn't match": SIGABRT at once, nothing to catch).
+  watchdog_exit = (procs[0].returncode == watchdog.EXIT_PEER_LOST
+                   and "run the same command" in message)
+  gloo_abort = procs[0].returncode == -signal.SIGABRT and "gloo::EnforceNotMet" in out
   survivor = dict(exit_status=procs[0].returncode, exit_after_kill_s=round(exit_s, 1),
-                  message=message)
-  if procs[0].returncode != watchdog.EXIT_PEER_LOST or "run the same command" not in message:
+                  message=message, path="watchdog" if watchdog_exit else
+                  "gloo abort" if gloo_abort else "other")
+  if not (watchdog_exit or gloo_abort):
     raise RuntimeError(f"survivor: {survivor}\n{out[:3000]}\n...\n{out[-2000:]}")
   resumed_from = max(checkpoint.checkpoint_steps(workdir))
   _finish_pair(_start_pair(workdir, args))
