@@ -110,16 +110,15 @@ class ParallelDataset:
   length_multiple: int = DEFAULT_LENGTH_MULTIPLE
   rows_multiple: int = 1
   max_length: int = 1024
+  # What the engine reads of every dataset: no normalisation, int32 ids.
+  mean: tuple = ()
+  std: tuple = ()
+  input_dtype = np.int32
 
   def __post_init__(self):
     if not (len(self.source) == len(self.target) == len(self.references)):
       raise ValueError(f"{self.name} {self.split}: {len(self.source)} source and "
                        f"{len(self.target)} target sentences; they must pair up")
-
-  # What the engine reads of every dataset.
-  mean: tuple = ()
-  std: tuple = ()
-  input_dtype = np.int32
 
   @property
   def num_examples(self) -> int:
