@@ -171,12 +171,7 @@ def _collect_translation(config, workdir: str, summary: dict, variables, step) -
   projection (they are defined for classifiers)."""
   from jaxkd.train import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
   trainer = trainer_lib.build(config)
-  sums = None
-  for batch in trainer.eval_batches():
-    out = trainer.steps.eval(variables["params"], variables.get("batch_stats", {}),
-                             trainer.eval_consts, batch)
-    sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-  sums = jax.device_get(sums)
+  sums = jax.device_get(trainer.eval_sums(variables["params"], variables.get("batch_stats", {})))
   record = {
       "task": "translation",
       "summary": summary,

@@ -178,12 +178,8 @@ def _evaluate_translation(trainer, variables, **where) -> dict:
   """A translation checkpoint: per-target-token top-1/top-5/NLL/ECE under teacher forcing (the
   loop's evaluation step) and the BLEU of ``config.generate``'s beam search."""
   from jaxkd.train import translate  # pylint: disable=import-outside-toplevel
-  run, total = trainer.run, None
-  batch_stats = variables.get("batch_stats", {})
-  for batch in trainer.eval_batches():
-    out = trainer.steps.eval(variables["params"], batch_stats, trainer.eval_consts, batch)
-    total = out if total is None else jax.tree_util.tree_map(jnp.add, total, out)
-  sums = jax.device_get(total)
+  run, batch_stats = trainer.run, variables.get("batch_stats", {})
+  sums = jax.device_get(trainer.eval_sums(variables["params"], batch_stats))
   metrics = analysis.finalize_metrics(sums)
   metrics["bleu"] = translate.bleu(trainer, variables["params"], batch_stats)
   config = run.config

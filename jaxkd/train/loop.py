@@ -19,7 +19,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -63,10 +62,7 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
 
 
 def _evaluate(trainer: trainer_lib.Trainer, state, waiting) -> dict:
-  sums = None
-  for batch in trainer.eval_batches():
-    out = trainer.steps.eval(state.params, state.batch_stats, trainer.eval_consts, batch)
-    sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+  sums = trainer.eval_sums(state.params, state.batch_stats)
   with waiting():
     return analysis.finalize_metrics(jax.device_get(sums))
 

@@ -279,6 +279,15 @@ class Trainer:
     for rows, mask in zip(order, valid):
       yield {"indices": shard_batch(run.mesh, rows), "mask": shard_batch(run.mesh, mask)}
 
+  def eval_sums(self, params, batch_stats) -> dict:
+    """``steps.eval``'s additive sums over every batch of `eval_batches`, on the device (pass
+    them to `jaxkd.analysis.finalize_metrics` after ``jax.device_get``)."""
+    sums = None
+    for batch in self.eval_batches():
+      out = self.steps.eval(params, batch_stats, self.eval_consts, batch)
+      sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+    return sums
+
 
 def _on_mesh(mesh, dataset) -> dict:
   return {k: replicate(mesh, getattr(dataset, k)) for k in ("images", "labels")}
