@@ -10,8 +10,6 @@ tokenised text (``tokenize="none"``): the number fairseq-generate prints for IWS
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import numpy as np
 
@@ -34,17 +32,14 @@ def translate(trainer: trainer_lib.Trainer, params, batch_stats=None) -> dict[in
   model = run.model
   variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
-  @functools.partial(jax.jit, static_argnames="max_len")
-  def search(variables, source, max_len):
-    tokens, _ = models.beam_search(model, variables, source, beam_size=generate.beam_size,
-                                   max_len=max_len, len_penalty=generate.len_penalty)
-    return tokens
-
   out = {}
   for batch in trainer.eval_batches():
     source = batch["images"]
-    tokens = search(variables, source, _max_len(generate, source.shape[1],
-                                                getattr(model, "max_positions", 1024)))
+    # beam_search is jitted itself: one program per source bucket, kept across calls.
+    tokens, _ = models.beam_search(
+        model, variables, source, beam_size=generate.beam_size,
+        max_len=_max_len(generate, source.shape[1], model.max_positions),
+        len_penalty=generate.len_penalty)
     tokens, ids, mask = (np.asarray(_gather(x)) for x in (tokens, batch["indices"],
                                                          batch["mask"]))
     for row in np.flatnonzero(mask):
