@@ -147,8 +147,8 @@ def _setup_feed_forward(layer):
   layer.activation_drop = nn.Dropout(layer.activation_dropout)
 
 
-class _EncoderLayer(nn.Module):
-  """Post-norm ``TransformerEncoderLayer``: x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))."""
+class _Layer(nn.Module):
+  """The sizes and rates every Transformer layer takes (fairseq's layer arguments)."""
   dim: int
   ffn_dim: int
   heads: int
@@ -156,6 +156,10 @@ class _EncoderLayer(nn.Module):
   attention_dropout: float
   activation_dropout: float
   dtype: Any
+
+
+class _EncoderLayer(_Layer):
+  """Post-norm ``TransformerEncoderLayer``: x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))."""
 
   def setup(self):
     self.self_attn = _Attention(self.dim, self.heads, self.attention_dropout, self.dtype)
@@ -171,16 +175,9 @@ class _EncoderLayer(nn.Module):
     return self.final_layer_norm(x + self.drop(y, deterministic=deterministic))
 
 
-class _DecoderLayer(nn.Module):
+class _DecoderLayer(_Layer):
   """Post-norm ``TransformerDecoderLayer``: causal self-attention, attention over the
   encoder output, feed-forward, each followed by dropout, the residual and a LayerNorm."""
-  dim: int
-  ffn_dim: int
-  heads: int
-  dropout: float
-  attention_dropout: float
-  activation_dropout: float
-  dtype: Any
 
   def setup(self):
     self.self_attn = _Attention(self.dim, self.heads, self.attention_dropout, self.dtype)
