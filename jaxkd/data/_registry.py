@@ -146,11 +146,7 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
     DatasetNotFoundError: the data is absent; the message says how to prepare it.
   """
   s = spec(name)
-  base, start, stop = parse_split(split)
-  if base == "validation" and s.kind != "translation":
-    raise ValueError(f"split={split!r}: dataset {name!r} has no validation split; allowed: "
-                     "'train', 'test', or a validation split carved from the training set "
-                     "such as 'train[90%:]'")
+  base, start, stop = parse_split(split, name)
   if (start, stop) != (None, None):
     whole = load(name, base, data_dir, vocab_size=vocab_size, max_length=max_length,
                  max_tokens=max_tokens)
@@ -184,16 +180,25 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
 _SPLIT = re.compile(r"^(?P<base>[a-z]+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
 
 
-def parse_split(split: str) -> tuple[str, Optional[str], Optional[str]]:
+def parse_split(split: str, name: Optional[str] = None) -> tuple[str, Optional[str],
+                                                                  Optional[str]]:
   """``"train[:90%]"`` -> ``("train", None, "90%")``; bounds are ints or percentages.
 
+  ``name``: the dataset the split is of, whose kind decides whether it has a ``"validation"``
+  split (translation corpora only); None: not checked.
+
   Raises:
-    ValueError: not one of `SPLITS`, or a slice tensorflow-datasets would not accept.
+    ValueError: not one of `SPLITS`, a slice tensorflow-datasets would not accept, or a
+      validation split of a dataset without one.
   """
   match = _SPLIT.match(split) if isinstance(split, str) else None
   if match is None or match["base"] not in SPLITS:
     raise ValueError(f"split={split!r} is not allowed; allowed: one of {SPLITS}, optionally "
                      "sliced like 'train[:90%]', 'train[90%:]' or 'test[:500]'.")
+  if match["base"] == "validation" and name is not None and spec(name).kind != "translation":
+    raise ValueError(f"split={split!r}: dataset {name!r} has no validation split; allowed: "
+                     "'train', 'test', or a validation split carved from the training set "
+                     "such as 'train[90%:]'")
   return match["base"], match["start"], match["stop"]
 
 

@@ -207,11 +207,7 @@ def open_stream(name: str, split: str = "train", *, data_dir: Optional[str] = No
   if spec.tfds_name is None:
     raise ValueError(f"dataset {name!r} has no tensorflow-datasets source, so it cannot be "
                      "streamed; use jaxkd.data.load.")
-  base, start, stop = _registry.parse_split(split)
-  if base == "validation":
-    raise ValueError(f"split={split!r}: dataset {name!r} has no validation split; allowed: "
-                     "'train', 'test', or a validation split carved from the training set "
-                     "such as 'train[90%:]'")
+  base, start, stop = _registry.parse_split(split, name)
   for key, value in (("image_size", image_size), ("num_threads", num_threads),
                      ("prefetch", prefetch)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -461,11 +461,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   if datasets is None:
     for key in ("train_split", "eval_split"):
       try:
-        base, _, _ = data_lib.parse_split(config.data[key])
-        if base == "validation" and data_lib.spec(config.data.name).kind != "translation":
-          raise ValueError(f"split={config.data[key]!r}: dataset {config.data.name!r} has no "
-                           "validation split; allowed: 'train', 'test', or a validation split "
-                           "carved from the training set such as 'train[90%:]'")
+        data_lib.parse_split(config.data[key], config.data.name)
       except ValueError as err:
         raise ConfigError(f"config.data.{key}: {err}") from None
     _check_best_split(config)
