@@ -5,7 +5,8 @@
 The run is rebuilt from ``W/config.json`` (`jaxkd.train.build`, with ``data.eval_split`` set to
 ``--split`` when given), the checkpoint's model variables restored, and the split evaluated
 as the training loop evaluates it (same batches, same float32 sums): top-1, top-5, NLL, ECE,
-and Shen et al.'s stability S and ``1 - S`` (Eq. 2, on softmax probabilities). Writes
+and Shen et al.'s stability S and ``1 - S`` (Eq. 2, on softmax probabilities); a translation run
+gives them per target token and the BLEU of its beam search instead of the stability. Writes
 ``eval_<split>_<step>.json`` and ``reliability_<split>_<step>.png`` into ``--out``
 (default ``W/eval/``). Bad input prints one line naming the flag, the value and what is
 allowed, exits with status 2 and writes nothing.
@@ -33,7 +34,8 @@ from jaxkd.train import trainer as trainer_lib
 __all__ = ["HELP", "add_arguments", "evaluate_checkpoint", "format_table", "main",
            "resolve_checkpoint", "write_outputs"]
 
-HELP = "evaluate a run's checkpoint on a split: top-1, top-5, NLL, ECE, stability"
+HELP = ("evaluate a run's checkpoint on a split: top-1, top-5, NLL, ECE, stability "
+        "(translation: per target token, and BLEU)")
 
 _METRICS = (("top1", "top-1"), ("top5", "top-5"), ("nll", "NLL"), ("ece", "ECE"),
             ("stability", "S"), ("intra_class_variance", "1 - S"))
