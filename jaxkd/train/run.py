@@ -362,16 +362,35 @@ def _check_translation(config, objective) -> None:
            gen.beam_size, "must be an int >= 1")
   _require(gen.max_len_a >= 0 and isinstance(gen.max_len_b, int) and gen.max_len_b >= 1,
            "generate.max_len_b", gen.max_len_b, "must be an int >= 1 (and max_len_a >= 0)")
-  why = {"example_ids": "a table row per training example (one distribution per example, not "
-                        "per token)",
-         "dense_logits": "per-position class votes of an image feature map",
-         "features": "penultimate features and class representatives of a classifier",
-         "class_embeddings": "class representatives of a classifier"}
-  for need in sorted(objective.requires & set(why)):
+  reason = _per_token_refusal(objective)
+  if reason is not None:
+    allowed = [name for name in objectives.names()
+               if _per_token_refusal(objectives.get(name)) is None]
     _require(False, "method.name", config.method.name,
-             f"it reads {why[need]}, which a translation model does not give per target token; "
-             "allowed on translation: ce, lsr, kd, tfkd_self, tfkd_reg, lsrkd, lsrkd_tc, mrkd, "
-             "mrkd_tc, ema_kd, ols, alr")
+             f"it reads {reason}, which a translation model does not give per target token; "
+             f"allowed on translation: {', '.join(allowed)}")
+
+
+_NOT_PER_TOKEN = {
+    "example_ids": "a table row per training example (one distribution per example, not per "
+                   "token)",
+    "dense_logits": "per-position class votes of an image feature map",
+    "features": "penultimate features and class representatives of a classifier",
+    "class_embeddings": "class representatives of a classifier"}
+
+
+def _per_token_refusal(objective) -> str | None:
+  """Why ``objective`` cannot apply per target token of a translation batch, or None: it needs
+  an input a sequence model does not give per token, or its teacher reads other examples
+  (partner rows), which token-count batches do not carry."""
+  needs = sorted(objective.requires & set(_NOT_PER_TOKEN))
+  if needs:
+    return _NOT_PER_TOKEN[needs[0]]
+  teacher = objective.teacher
+  if teacher is not None and teacher.host_batch is not None:
+    return (f"other examples through its {getattr(teacher, 'name', '')} teacher (partner rows, "
+            "which token-count batches do not carry)")
+  return None
 
 
 def streams(run: "Run") -> bool:
@@ -508,10 +527,6 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            "without dense_logits")
   if teacher is None:
     teacher = _bind_teacher(objective, config, train_data)
-  _require(not seq2seq or teacher is None or teacher.host_batch is None, "method.name",
-           config.method.name, f"its {getattr(teacher, 'name', '')} teacher reads other "
-           "examples (partner rows), which token-count batches of translation do not carry; "
-           "allowed on translation: every method without partner rows")
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
            or teacher.host_batch is None, "method.name", config.method.name,
            f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "
