@@ -73,6 +73,22 @@ def test_teacher_softmax_averages_valid_members():
   assert float(T.has_teacher(empty)) == 0.0
 
 
+def test_teacher_softmax_top_k_renormalises_the_k_largest():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 3, 6)).astype(np.float32)
+  ctx = ctx_for([0, 1, 2], teacher_logits=logits, teacher_mask=np.array([True, True]))
+  q, _ = run(T.teacher_softmax(temperature=2.0, top_k=3), ctx)
+  want = np.zeros((2, 3, 6))
+  for member, row in np.ndindex(2, 3):
+    keep = np.argsort(-logits[member, row])[:3]
+    want[member, row, keep] = np_softmax(logits[member, row, keep][None] / 2.0)[0]
+  np.testing.assert_allclose(q, want.mean(0), rtol=1e-6, atol=1e-7)
+  full, _ = run(T.teacher_softmax(temperature=2.0), ctx)
+  np.testing.assert_allclose(run(T.teacher_softmax(temperature=2.0, top_k=6), ctx)[0], full)
+  with pytest.raises(ValueError, match="top_k=-1 is not allowed; allowed: an int >= 0"):
+    T.teacher_softmax(temperature=1.0, top_k=-1)
+
+
 def test_knowledge_adjustment_swaps_top_and_true_logits():
   logits = np.array([[[1.0, 5.0, 2.0, 0.0], [0.0, 1.0, 3.0, 2.0]],
                      [[4.0, 1.0, 2.0, 3.0], [0.5, 0.1, 0.2, 0.3]]], np.float32)

@@ -79,7 +79,8 @@ def _from_teacher(hp, teacher: T.TargetTransform, multiplier: T.Hyperparam = 1.0
 
 
 def _kd(hp):
-  return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"]), hp["multiplier"])
+  return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"],
+                                             top_k=hp["teacher_top_k"]), hp["multiplier"])
 
 
 def _kd_no_multiplier(hp):
@@ -187,7 +188,9 @@ def _kd_specs(alpha, temperature, multiplier, kl_reduction):
   return {"alpha": H.Spec(alpha, _PROB), "temperature": H.Spec(temperature, _POS),
           "multiplier": H.Spec(multiplier, _NONNEG),
           "kl_reduction": H.Spec(kl_reduction, _KL),
-          "temperature_squared": H.Spec(True, H.boolean())}
+          "temperature_squared": H.Spec(True, H.boolean()),
+          "teacher_top_k": H.Spec(0, H.integer(0), "0: the teacher's full distribution; K: its "
+                                  "K most likely classes, renormalised (Tan et al.)")}
 
 
 # Defaults of the reconstructed methods (LsrKD, TC, MrKD, ALR, RAS-KD): chosen by best-epoch

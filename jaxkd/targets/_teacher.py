@@ -49,8 +49,8 @@ def has_teacher(ctx: _base.TargetContext) -> chex.Array:
   return jnp.any(ctx.teacher_mask).astype(jnp.float32)
 
 
-def teacher_softmax(*, temperature: _base.Hyperparam,
-                    adjust: bool = False) -> _base.TargetTransform:
+def teacher_softmax(*, temperature: _base.Hyperparam, adjust: bool = False,
+                    top_k: int = 0) -> _base.TargetTransform:
   r"""The teacher distribution: the mean tempered softmax over the valid members.
 
   .. math::
@@ -65,6 +65,11 @@ def teacher_softmax(*, temperature: _base.Hyperparam,
     adjust: apply `knowledge_adjustment` to every member's logits before tempering: swap
       the arg-max and the true-class logits of a wrong member (not KD_Lib's ``ProbShift``,
       which swaps the top two classes).
+    top_k: 0 (default) keeps every class. K > 0 keeps each member's K largest logits and takes
+      the tempered softmax over those K only (every other class gets 0), as Tan et al.'s
+      word-level KD for translation does (ICLR 2019, code RayeRen/multilingual-kd-pytorch: it
+      stores the teacher's top-K logits and applies ``softmax(topk / T)``; K is
+      ``--distill-topk``, 4 there by default). Logits tied with the K-th largest are all kept.
 
   Returns:
     A stateless `TargetTransform` reading ``ctx.teacher_logits``.
@@ -74,12 +79,19 @@ def teacher_softmax(*, temperature: _base.Hyperparam,
     <https://arxiv.org/abs/1503.02531>`_, 2015.
   """
 
+  if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+    raise ValueError(f"teacher_softmax top_k={top_k!r} is not allowed; allowed: an int >= 0 "
+                     "(0 keeps every class).")
+
   def fn(targets, ctx):
     if ctx.teacher_logits is None:
       raise ValueError("teacher_softmax needs ctx.teacher_logits, got None.")
     logits = ctx.teacher_logits
     if adjust:
       logits = knowledge_adjustment(logits, ctx.labels)
+    if 0 < top_k < logits.shape[-1]:
+      kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+      logits = jnp.where(logits >= kth, logits, -jnp.inf)
     probs = jax.nn.softmax(logits / _base.value_at(temperature, ctx.step), axis=-1)
     mask = ctx.teacher_mask.astype(jnp.float32)
     total = jnp.einsum("m,mbk->bk", mask, probs)
