@@ -126,3 +126,22 @@ def test_pipeline_bench_smoke(tmp_path):
   assert cores["cores"] == pytest.approx(16621 / cores["per_core_images_per_s"])
   assert cli.main(["bench-pipeline", "--kinds", "fibre"]) == 2
   assert cli.main(["bench-pipeline", "--cases", "nope", "--images", "1"]) == 2
+
+
+def test_interleave_rotates_the_order_and_skips_warmup_rounds():
+  calls = []
+  samples = bench.interleave({name: (lambda r, name=name: calls.append((r, name)) or r)
+                              for name in "abc"}, rounds=3, warmup=1)
+  assert calls == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"),
+                   (2, "c"), (2, "a"), (2, "b"), (3, "a"), (3, "b"), (3, "c")]
+  assert [value for value, _, _ in samples["a"]] == [1, 2, 3]
+
+
+def test_paired_ratios_by_hand():
+  samples = {"slow": [(None, 4.0, 2.0), (None, 9.0, 3.0), (None, 6.0, 4.0)],
+             "fast": [(None, 2.0, 1.0), (None, 3.0, 1.0), (None, 1.0, 2.0)]}
+  got = bench.paired_ratios(samples, "slow", "fast")
+  assert got["ratio"] == pytest.approx(6.0 / 2.0)  # medians 6 and 2
+  assert got["paired"]["median"] == pytest.approx(3.0)  # per round: 2, 3, 6
+  assert got["paired"]["p25"] == pytest.approx(2.5) and got["paired"]["p75"] == pytest.approx(4.5)
+  assert got["cpu_ratio"] == pytest.approx(3.0 / 1.0)

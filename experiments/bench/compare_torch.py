@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -61,20 +60,6 @@ def _label(method: str, conv: str) -> str:
   return method if conv == "xla" else f"{method}@{conv}"
 
 
-def _interleave(timers, steps: int, warmup: int) -> tuple[dict, dict]:
-  """Wall and process-CPU seconds of every timed step, per label."""
-  wall, cpu = {label: [] for label, *_ in timers}, {label: [] for label, *_ in timers}
-  for round_ in range(warmup + steps):
-    shift = round_ % len(timers)
-    for label, _, _, fn in timers[shift:] + timers[:shift]:
-      start, start_cpu = time.perf_counter(), time.process_time()
-      fn()
-      if round_ >= warmup:
-        wall[label].append(time.perf_counter() - start)
-        cpu[label].append(time.process_time() - start_cpu)
-  return wall, cpu
-
-
 def compare(args) -> dict:
   torch.set_num_threads(args.torch_threads)
   # XLA's default float32 precision on NVIDIA GPUs is TF32 for convolutions and matrix
@@ -84,20 +69,24 @@ def compare(args) -> dict:
   dataset = bench.mock_cifar(args.num_examples)
   timers, compile_s = _timers(args, dataset)
   load_before = os.getloadavg()
-  times, cpu = _interleave(timers, args.steps, args.warmup)
+  samples = bench.interleave({label: lambda _, fn=fn: fn() for label, _, _, fn in timers},
+                             rounds=args.steps, warmup=args.warmup)
   methods = {}
   for method, conv in [(m, c) for m in args.methods for c in args.conv]:
     label = _label(method, conv)
-    j, t = np.asarray(times[f"jax/{label}"]), np.asarray(times[f"torch/{method}"])
-    j_cpu, t_cpu = np.median(cpu[f"jax/{label}"]), np.median(cpu[f"torch/{method}"])
+    jax_label, torch_label = f"jax/{label}", f"torch/{method}"
+    j, t = (np.asarray([wall for _, wall, _ in samples[k]]) for k in (jax_label, torch_label))
+    j_cpu, t_cpu = (np.median([cpu for _, _, cpu in samples[k]])
+                    for k in (jax_label, torch_label))
+    ratios = bench.paired_ratios(samples, jax_label, torch_label)
     methods[label] = {"cpu_conv": conv,
         "jax_median_s": float(np.median(j)), "torch_median_s": float(np.median(t)),
-        "jax_over_torch": float(np.median(j) / np.median(t)),
-        "paired_jax_over_torch_median": float(np.median(j / t)),
+        "jax_over_torch": ratios["ratio"],
+        "paired_jax_over_torch_median": ratios["paired"]["median"],
         "jax_images_per_s": args.batch_size / float(np.median(j)),
         "torch_images_per_s": args.batch_size / float(np.median(t)),
         "jax_cpu_median_s": float(j_cpu), "torch_cpu_median_s": float(t_cpu),
-        "cpu_jax_over_torch": float(j_cpu / t_cpu),
+        "cpu_jax_over_torch": ratios["cpu_ratio"],
         "jax_compile_s": compile_s[label], "jax_s": j.tolist(), "torch_s": t.tolist()}
   for label, entry in methods.items():
     ce = methods.get(_label("ce", entry["cpu_conv"]))

@@ -14,7 +14,6 @@ machine load) and gives its quartiles; ``cpu_speedup`` compares process CPU time
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,18 +21,9 @@ import time
 import jax
 import numpy as np
 
-from jaxkd import bench, config as config_lib, models, train
+import default_run
+from jaxkd import bench, models
 from jaxkd.train import packed
-
-
-def _build(args):
-  config = config_lib.default()
-  config.method.name = args.method
-  config.model.name = args.model
-  config.train.batch_size = args.batch_size
-  config.model.cpu_conv = args.cpu_conv
-  config.mesh.data = 1
-  return train.build(config)
 
 
 def _time_one(trainer, num_seeds: int, rounds: int, strategy: str) -> dict:
@@ -47,8 +37,6 @@ def _time_one(trainer, num_seeds: int, rounds: int, strategy: str) -> dict:
   separate = [packed.unstack(states, s) for s in range(num_seeds)]
   separate = [jax.tree_util.tree_map(lambda x: x.copy(), s) for s in separate]
   step = packed.pack_step(trainer.steps.train_fn, mesh=trainer.run.mesh, strategy=strategy)
-  times = {"packed": [], "separate": []}
-  cpu = {"packed": [], "separate": []}
 
   def run_packed(i):
     nonlocal states
@@ -65,25 +53,16 @@ def _time_one(trainer, num_seeds: int, rounds: int, strategy: str) -> dict:
   run_packed(0)
   compile_packed = time.perf_counter() - start
   run_separate(0)
-  for i in range(1, rounds + 2):
-    order = [("packed", run_packed), ("separate", run_separate)]
-    for name, fn in order if i % 2 else order[::-1]:
-      start, start_cpu = time.perf_counter(), time.process_time()
-      fn(i)
-      if i >= 2:  # one more untimed round after compilation
-        times[name].append(time.perf_counter() - start)
-        cpu[name].append(time.process_time() - start_cpu)
-  p, s = np.median(times["packed"]), np.median(times["separate"])
-  paired = np.asarray(times["separate"]) / np.asarray(times["packed"])
+  samples = bench.interleave({"packed": run_packed, "separate": run_separate}, rounds=rounds)
+  ratios = bench.paired_ratios(samples, "separate", "packed")
+  p, s = (float(np.median([wall for _, wall, _ in samples[k]])) for k in ("packed", "separate"))
   batch = trainer.run.config.train.batch_size
-  return {"num_seeds": num_seeds, "strategy": strategy, "packed_median_s": float(p),
-          "separate_median_s": float(s), "speedup": float(s / p),
-          "paired_speedup": {q: float(np.percentile(paired, v))
-                             for q, v in (("p25", 25), ("median", 50), ("p75", 75))},
-          "cpu_speedup": float(np.median(cpu["separate"]) / np.median(cpu["packed"])),
-          "packed_images_per_s": num_seeds * batch / float(p),
-          "separate_images_per_s": num_seeds * batch / float(s),
-          "packed_first_call_s": compile_packed, "n": len(times["packed"])}
+  return {"num_seeds": num_seeds, "strategy": strategy, "packed_median_s": p,
+          "separate_median_s": s, "speedup": ratios["ratio"],
+          "paired_speedup": ratios["paired"], "cpu_speedup": ratios["cpu_ratio"],
+          "packed_images_per_s": num_seeds * batch / p,
+          "separate_images_per_s": num_seeds * batch / s,
+          "packed_first_call_s": compile_packed, "n": len(samples["packed"])}
 
 
 def main() -> int:
@@ -97,8 +76,7 @@ def main() -> int:
   parser.add_argument("--strategies", default="vmap,unroll")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
-  trainer = _build(args)
-  run = trainer.run
+  trainer = default_run.build(args)
   load_before = os.getloadavg()
   results = [_time_one(trainer, int(s), args.steps, strategy)
              for s in args.seeds.split(",") for strategy in args.strategies.split(",")]
@@ -108,16 +86,7 @@ def main() -> int:
           f"{r['num_seeds']} separate {1e3 * r['separate_median_s']:.2f} ms, speedup "
           f"{r['speedup']:.2f}x (paired {paired['p25']:.2f}-{paired['p75']:.2f}, "
           f"CPU time {r['cpu_speedup']:.2f}x)")
-  out = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-         "method": args.method, "model": args.model, "batch_size": args.batch_size,
-         "cpu_conv": args.cpu_conv,
-         "data": run.config.data.name, "image_shape": list(run.train_data.image_shape),
-         "machine": bench.machine(),
-         "load_average": {"before": load_before, "after": os.getloadavg()}, "results": results}
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(out, f, indent=2)
+  default_run.write(args, trainer, results, load_before)
   return 0
 
 

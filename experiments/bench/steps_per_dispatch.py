@@ -17,7 +17,6 @@ compares process CPU times.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,25 +24,14 @@ import time
 import jax
 import numpy as np
 
-from jaxkd import bench, config as config_lib, models, train
-
-
-def _build(args):
-  config = config_lib.default()
-  config.method.name = args.method
-  config.model.name = args.model
-  config.train.batch_size = args.batch_size
-  config.model.cpu_conv = args.cpu_conv
-  config.mesh.data = 1
-  return train.build(config)
+import default_run
+from jaxkd import bench, models
 
 
 def _time(trainer, k: int, rounds: int) -> dict:
   batches = trainer.batches()
   starts = list(range(0, trainer.run.steps_per_epoch - k + 1, k))  # dispatches within epoch 0
   single_state, many_state = trainer.init_state(), trainer.init_state()
-  times = {"single": [], "dispatched": []}
-  cpu = {"single": [], "dispatched": []}
 
   def run_single(i):
     nonlocal single_state
@@ -68,26 +56,19 @@ def _time(trainer, k: int, rounds: int) -> dict:
   start = time.perf_counter()
   run_single(0)
   compile_single = time.perf_counter() - start
-  for i in range(1, rounds + 2):
-    order = [("dispatched", run_dispatched), ("single", run_single)]
-    for name, fn in order if i % 2 else order[::-1]:
-      start, start_cpu = time.perf_counter(), time.process_time()
-      fn(i)
-      if i >= 2:  # one more untimed round after compilation
-        times[name].append(time.perf_counter() - start)
-        cpu[name].append(time.process_time() - start_cpu)
-  single, dispatched = np.median(times["single"]), np.median(times["dispatched"])
-  paired = np.asarray(times["single"]) / np.asarray(times["dispatched"])
+  samples = bench.interleave({"dispatched": run_dispatched, "single": run_single},
+                             rounds=rounds)
+  ratios = bench.paired_ratios(samples, "single", "dispatched")
+  single, dispatched = (float(np.median([wall for _, wall, _ in samples[name]]))
+                        for name in ("single", "dispatched"))
   batch = trainer.run.config.train.batch_size
-  return {"k": k, "single_step_median_s": float(single / k),
-          "dispatched_step_median_s": float(dispatched / k), "speedup": float(single / dispatched),
-          "paired_speedup": {q: float(np.percentile(paired, v))
-                             for q, v in (("p25", 25), ("median", 50), ("p75", 75))},
-          "cpu_speedup": float(np.median(cpu["single"]) / np.median(cpu["dispatched"])),
-          "single_images_per_s": k * batch / float(single),
-          "dispatched_images_per_s": k * batch / float(dispatched),
+  return {"k": k, "single_step_median_s": single / k,
+          "dispatched_step_median_s": dispatched / k, "speedup": ratios["ratio"],
+          "paired_speedup": ratios["paired"], "cpu_speedup": ratios["cpu_ratio"],
+          "single_images_per_s": k * batch / single,
+          "dispatched_images_per_s": k * batch / dispatched,
           "first_call_s": {"single": compile_single, "dispatched": compile_dispatched},
-          "n": len(times["single"])}
+          "n": len(samples["single"])}
 
 
 def main() -> int:
@@ -100,10 +81,9 @@ def main() -> int:
   parser.add_argument("--rounds", type=int, default=300)
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
-  trainer = _build(args)
-  run = trainer.run
-  if args.k > run.steps_per_epoch:
-    parser.error(f"--k {args.k}: at most the {run.steps_per_epoch} steps of an epoch")
+  trainer = default_run.build(args)
+  if args.k > trainer.run.steps_per_epoch:
+    parser.error(f"--k {args.k}: at most the {trainer.run.steps_per_epoch} steps of an epoch")
   load_before = os.getloadavg()
   result = _time(trainer, args.k, args.rounds)
   paired = result["paired_speedup"]
@@ -111,17 +91,7 @@ def main() -> int:
         f"dispatch {1e3 * result['dispatched_step_median_s']:.3f} ms a step, speedup "
         f"{result['speedup']:.2f}x (paired {paired['p25']:.2f}-{paired['p75']:.2f}, CPU time "
         f"{result['cpu_speedup']:.2f}x)")
-  out = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-         "method": args.method, "model": args.model, "batch_size": args.batch_size,
-         "cpu_conv": args.cpu_conv, "data": run.config.data.name,
-         "image_shape": list(run.train_data.image_shape),
-         "device": bench.machine()["device"], "jax": jax.__version__,
-         "machine": bench.machine(),
-         "load_average": {"before": load_before, "after": os.getloadavg()}, "results": [result]}
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(out, f, indent=2)
+  default_run.write(args, trainer, [result], load_before)
   return 0
 
 

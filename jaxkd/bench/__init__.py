@@ -31,15 +31,16 @@ import sys
 import jax
 
 from jaxkd import models
-from jaxkd.bench._cases import (AUGMENTS, Case, build_case, mock_cifar, snapshot_cost,
-                                time_interleaved)
+from jaxkd.bench._cases import (AUGMENTS, Case, build_case, interleave, mock_cifar,
+                                paired_ratios, snapshot_cost, time_interleaved)
 from jaxkd.bench._flops import model_flops_per_image, peak_flops
 from jaxkd.bench._report import (device_peak_bytes, format_table, machine, refresh_summary,
                                  rss_bytes, summarize)
 
-__all__ = ["HELP", "Case", "add_arguments", "build_case", "format_table", "machine", "main",
-           "mock_cifar", "model_flops_per_image", "peak_flops", "refresh_summary", "run_bench",
-           "snapshot_cost", "summarize", "time_interleaved"]
+__all__ = ["HELP", "Case", "add_arguments", "build_case", "format_table", "interleave",
+           "machine", "main", "mock_cifar", "model_flops_per_image", "paired_ratios",
+           "peak_flops", "refresh_summary", "run_bench", "snapshot_cost", "summarize",
+           "time_interleaved"]
 
 HELP = "time every method's train step against ce (interleaved) and write a JSON"
 _REFRESH = "mrkd@refresh_every=2"

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
-__all__ = ["AUGMENTS", "Case", "bench_config", "build_case", "mock_cifar", "snapshot_cost",
-           "time_interleaved"]
+__all__ = ["AUGMENTS", "Case", "bench_config", "build_case", "interleave", "mock_cifar",
+           "paired_ratios", "snapshot_cost", "time_interleaved"]
 
 # CIFAR-100 normalisation constants of the Tf-KD code; any positive values would do.
 _MEAN, _STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -163,25 +163,61 @@ def _jsonable(hparams: dict) -> dict:
           for k, v in hparams.items()}
 
 
+def interleave(fns: dict[str, Callable[[int], Any]], *, rounds: int,
+               warmup: int = 1) -> dict[str, list[tuple[Any, float, float]]]:
+  """One call of every function per round: ``warmup`` untimed rounds, then ``rounds`` timed.
+
+  The order rotates every round (with two functions it alternates), so slow drifts of the
+  machine's load fall on every function alike. Each function gets the round's index and must
+  wait on its own results (``jax.block_until_ready``) before it returns.
+
+  Returns:
+    label -> ``[(returned value, wall seconds, cpu seconds), ...]`` over the timed rounds;
+    ``cpu_seconds`` is the CPU time of every thread of this process during the call.
+  """
+  labels = list(fns)
+  times = {label: [] for label in labels}
+  for round_ in range(warmup + rounds):
+    shift = round_ % len(labels)
+    for label in labels[shift:] + labels[:shift]:
+      start, start_cpu = time.perf_counter(), time.process_time()
+      value = fns[label](round_)
+      wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+      if round_ >= warmup:
+        times[label].append((value, wall, cpu))
+  return times
+
+
+def paired_ratios(times: dict[str, list[tuple[Any, float, float]]], numerator: str,
+                  denominator: str) -> dict:
+  """``numerator``'s time over ``denominator``'s, from `interleave`'s samples.
+
+  ``ratio``: of the median wall times; ``paired``: quartiles of the ratio within each round
+  (which cancels slow drifts of load); ``cpu_ratio``: of the median CPU times.
+  """
+  wall = {label: np.asarray([w for _, w, _ in times[label]]) for label in (numerator, denominator)}
+  cpu = {label: np.asarray([c for _, _, c in times[label]]) for label in (numerator, denominator)}
+  paired = wall[numerator] / wall[denominator]
+  return {"ratio": float(np.median(wall[numerator]) / np.median(wall[denominator])),
+          "paired": {q: float(np.percentile(paired, v))
+                     for q, v in (("p25", 25), ("median", 50), ("p75", 75))},
+          "cpu_ratio": float(np.median(cpu[numerator]) / np.median(cpu[denominator]))}
+
+
 def time_interleaved(cases: list[Case], *, steps: int,
                      warmup: int = 1) -> dict[str, list[tuple[int, float, float]]]:
-  """``steps`` timed rounds after ``warmup`` untimed ones; one step of every case per round.
+  """`interleave` of one step of every case: ``steps`` timed rounds after ``warmup``.
 
   Returns:
     label -> ``[(step_number, wall_seconds, cpu_seconds), ...]``; ``step_number`` is the
-    state's step after the call (it tells MrKD refresh steps apart), ``cpu_seconds`` the CPU
-    time of every thread of this process during the step.
+    state's step after the call (it tells MrKD refresh steps apart).
   """
-  times = {case.label: [] for case in cases}
-  for round_ in range(warmup + steps):
-    shift = round_ % len(cases)
-    for case in cases[shift:] + cases[:shift]:
-      start, start_cpu = time.perf_counter(), time.process_time()
+  def step(case):
+    def fn(round_):
       case.step()
-      wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-      if round_ >= warmup:
-        times[case.label].append((case.steps_done, wall, cpu))
-  return times
+      return case.steps_done
+    return fn
+  return interleave({case.label: step(case) for case in cases}, rounds=steps, warmup=warmup)
 
 
 def snapshot_cost(case: Case, reps: int = 20) -> dict:
