@@ -115,8 +115,8 @@ def _spread_lines(table: Table, by_row) -> list[str]:
       "points before Welch's test calls it significant at p = 0.05. Claims below that size "
       "are reported as *not resolved*, not as support.",
       "",
-      f"Best-epoch top-1 exceeds last-epoch top-1 by {np.mean(gap):.2f} points on average "
-      f"(at most {max(gap):.2f}): " + _selection(table, by_row),
+      f"Best-epoch minus last-epoch top-1: {np.mean(gap):+.2f} points on average (from "
+      f"{min(gap):+.2f} to {max(gap):+.2f} by row): " + _selection(table, by_row),
   ]
 
 
