@@ -46,11 +46,11 @@ Commands:
   jaxkd train --config configs/fashion_mnist.py:method=kd,T=64 --workdir /tmp/fm-kd64 \\
       --config.teacher.workdir=/tmp/fm-teacher-ls
 
-Expected runtime on 2 idle CPU cores (one run per core): about 3.5 minutes per 60-epoch
-student run (4-5 with a teacher's or the replay copies' forward pass), 35 s per 10-epoch run,
-10 minutes per 60-epoch resnet20 teacher; the whole study (3 teachers, 12 rows x 3 seeds at 60
-epochs, 12 rows x 3 seeds at 10, the 120-epoch check) about 3.5 CPU-hours; seconds per run on
-a GPU.
+Expected runtime, measured on 2 CPU cores with two runs at a time (`--workers 2`): about 4.5
+minutes per 60-epoch student run (6 with a teacher's or the replay copies' forward pass), 1-1.5
+minutes per 10-epoch run, 26 minutes per 60-epoch resnet20 teacher; the whole study (3
+teachers, 12 rows x 3 seeds at 60 epochs, 12 rows x 3 seeds at 10, the 120-epoch check) 5.6
+hours of runs summed, about 3 hours of wall time; seconds per run on a GPU.
 
 Published values: none (no paper reports this setting); the report compares the methods with
 each other and checks the papers' claims.
