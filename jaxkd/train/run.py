@@ -388,8 +388,8 @@ def _per_token_refusal(objective) -> str | None:
     return _NOT_PER_TOKEN[needs[0]]
   teacher = objective.teacher
   if teacher is not None and teacher.host_batch is not None:
-    return (f"other examples through its {getattr(teacher, 'name', '')} teacher (partner rows, "
-            "which token-count batches do not carry)")
+    return (f"other examples' outputs through its {getattr(teacher, 'name', '')} teacher "
+            "(partner rows, which token-count batches do not carry)")
   return None
 
 
