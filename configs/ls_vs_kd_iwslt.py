@@ -19,11 +19,12 @@ Setting (fairseq's IWSLT'14 recipe where Shen et al. are silent; `recipes.transl
   students: word-level KD as Tan et al.'s released code computes it (RayeRen/
     multilingual-kd-pytorch, criterion distill_label_smoothed_cross_entropy, with the values
     its run scripts leave at their defaults): per target token,
-    `(1 - a) CE + a T^2 KL(teacher_K || student_T)` with a = 0.9, T = 0.6 (teacher and student
-    tempered alike), and the teacher cut to its K = 4 most likely tokens, renormalised
-    (`kd.teacher_top_k`; their paper calls this top-K distillation). Not applied: their code
-    also label-smooths the (1 - a) CE share (e = 0.1, 1% of the mass at a = 0.9). Shen et al.
-    name the framework but not its settings, so these are Tan et al.'s, not confirmed as theirs.
+    `(1 - a) LS_e + a T^2 KL(teacher_K || student_T)` with a = 0.9, T = 0.6 (teacher and
+    student tempered alike), the teacher cut to its K = 4 most likely tokens, renormalised
+    (`kd.teacher_top_k`; their paper calls this top-K distillation), and the (1 - a) share
+    label-smoothed with e = 0.1 in that code's convention, (1 - e) on the reference token and
+    e/V on every token (`kd.smoothing`). Shen et al. name the framework but not its settings,
+    so these are Tan et al.'s, not confirmed as theirs.
   optimiser: Adam betas (0.9, 0.98), lr 5e-4, inverse square root after 4000 warm-up updates,
     no weight decay, no clipping; 50 epochs (ours: fairseq's README trains until stopped).
   BLEU: beam 5, length penalty 1, at the end of the run on data.eval_split (the test split
@@ -52,10 +53,11 @@ forward pass), 4 runs per seed.
 from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
 
 _ALLOWED = {"method": ("ce", "lsr", "kd")}
-# Tan et al.'s code: DEFAULT_ALPHA 0.9, --distill-temp 0.6, --distill-topk 4 (its defaults).
-KD_ALPHA, KD_TEMPERATURE, KD_TOP_K = 0.9, 0.6, 4
-STUDENT = (f"{1 - KD_ALPHA:.1f} CE + {KD_ALPHA} T^2 KL per token from the teacher's top "
-           f"{KD_TOP_K}, T = {KD_TEMPERATURE}")
+# Tan et al.'s code: DEFAULT_ALPHA 0.9, --distill-temp 0.6, --distill-topk 4 (its defaults),
+# --label-smoothing 0.1 (its run script).
+KD_ALPHA, KD_TEMPERATURE, KD_TOP_K, KD_SMOOTHING = 0.9, 0.6, 4, 0.1
+STUDENT = (f"{1 - KD_ALPHA:.1f} LS {KD_SMOOTHING} + {KD_ALPHA} T^2 KL per token from the "
+           f"teacher's top {KD_TOP_K}, T = {KD_TEMPERATURE}")
 
 
 def get_config(arg=None):
@@ -67,7 +69,7 @@ def get_config(arg=None):
     config.method.smoothing, config.method.convention = 0.1, "others"
   elif values["method"] == "kd":
     config.method.alpha, config.method.temperature = KD_ALPHA, KD_TEMPERATURE
-    config.method.teacher_top_k = KD_TOP_K
+    config.method.teacher_top_k, config.method.smoothing = KD_TOP_K, KD_SMOOTHING
     config.method.kl_reduction, config.method.temperature_squared = "batchmean", True
   return recipes.smoke_translation(config) if smoke else config
 

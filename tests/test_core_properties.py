@@ -136,7 +136,8 @@ def test_api_table():
     assert objectives.describe(name)
   assert objectives.defaults("tfkd_self") == {
       "alpha": 0.95, "temperature": 6.0, "multiplier": 50.0,
-      "kl_reduction": "elementwise_mean", "temperature_squared": True, "teacher_top_k": 0}
+      "kl_reduction": "elementwise_mean", "temperature_squared": True, "teacher_top_k": 0,
+      "smoothing": 0.0}
   params = {"w": np.ones(3, np.float32)}
   ring = objectives.get("mrkd", num_backups=2, start_from_init=True).teacher.init(
       {"params": params, "batch_stats": {}}, num_classes=5, feature_dim=3).state

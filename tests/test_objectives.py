@@ -66,19 +66,22 @@ def ref_kd(z, y, x, s, hp):
   return (1 - a) * cross_entropy(z, y) + a * kd, s
 
 
-def ref_kd_top_k(z, y, x, s, hp):
+def ref_kd_tan(z, y, x, s, hp):
   """Tan et al.'s word-level KD (RayeRen/multilingual-kd-pytorch,
-  distill_label_smoothed_cross_entropy_loss.py, without its label smoothing): the teacher's
-  top-K logits, softmax(topk / T) among themselves, against the student's log_softmax(z / T) at
-  those indices, times T^2. That code's loss is the cross-entropy; the KL is it minus the
-  teacher's entropy (a constant)."""
-  a, t, k = hp["alpha"], hp["temperature"], hp["teacher_top_k"]
+  distill_label_smoothed_cross_entropy_loss.py): the teacher's top-K logits, softmax(topk / T)
+  among themselves, against the student's log_softmax(z / T) at those indices, times T^2, plus
+  (1 - a) times ``(1 - eps) nll + eps / V * smooth_loss``. That code's distillation loss is the
+  cross-entropy; the KL is it minus the teacher's entropy (a constant)."""
+  a, t, k, eps = hp["alpha"], hp["temperature"], hp["teacher_top_k"], hp["smoothing"]
   teacher = np.asarray(x["teacher_logits"], np.float64)
   idx = np.argsort(-teacher, axis=1)[:, :k]
   p = softmax(np.take_along_axis(teacher, idx, 1), t)
   cross = -(p * np.take_along_axis(log_softmax(z, t), idx, 1)).sum(1)
   entropy = -(p * np.log(p)).sum(1)
-  return (1 - a) * cross_entropy(z, y) + a * t * t * (cross - entropy).mean(), s
+  lprobs = log_softmax(z)
+  nll, smooth = -lprobs[np.arange(len(y)), y], -lprobs.sum(1)
+  s_loss = ((1 - eps) * nll + eps / K * smooth).mean()
+  return (1 - a) * s_loss + a * t * t * (cross - entropy).mean(), s
 
 
 def ref_tfkd_reg(z, y, x, s, hp):
@@ -226,8 +229,10 @@ CASES = [
     Case("kd", ref_kd),
     Case("kd", ref_kd, dict(kl_reduction="elementwise_mean", temperature_squared=False,
                             multiplier=3.0), label="kd_conventions"),
-    Case("kd", ref_kd_top_k, dict(teacher_top_k=2, alpha=0.5, temperature=0.6),
+    Case("kd", ref_kd_tan, dict(teacher_top_k=2, alpha=0.5, temperature=0.6),
          label="kd_top_k"),
+    Case("kd", ref_kd_tan, dict(teacher_top_k=3, alpha=0.9, temperature=0.6, smoothing=0.1),
+         label="kd_tan_et_al"),
     Case("tfkd_self", ref_kd),
     Case("tfkd_reg", ref_tfkd_reg),
     Case("tfkd_reg", ref_tfkd_reg, dict(form="paper", temperature=4.0, alpha=0.6),

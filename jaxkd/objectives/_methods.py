@@ -57,30 +57,37 @@ def _ce(weight: T.Hyperparam = 1.0) -> Term:
 
 def _distillation(teacher: T.TargetTransform, *, alpha: T.Hyperparam,
                   multiplier: T.Hyperparam = 1.0, from_teacher: bool, student_temperature: Any,
-                  temperature_squared: bool, kl_reduction: str) -> tuple:
+                  temperature_squared: bool, kl_reduction: str, smoothing: float = 0.0) -> tuple:
   """``(1 - a) CE(z, y) + a m KL(teacher || softmax(z / T_s))``.
 
+  ``smoothing`` e > 0 label-smooths the CE share (uniform convention: ``(1 - e) e_y + e / K``).
   When the teacher is read from teacher logits (``from_teacher``) and no member is valid, the
-  loss is the plain ``CE(z, y)`` (MrKD before its first backup), not ``(1 - a) CE``.
+  loss is the whole ``CE(z, y)`` (MrKD before its first backup), not ``(1 - a) CE``.
   """
-  terms = (_ce(_one_minus(alpha)),
+  def hard(weight):
+    if smoothing:
+      return Term("lsr", T.label_smoothing(smoothing=smoothing), weight)
+    return _ce(weight)
+  terms = (hard(_one_minus(alpha)),
            Term("kd", teacher, _product(alpha, multiplier), kind="kl",
                 temperature=student_temperature, temperature_squared=temperature_squared,
                 kl_reduction=kl_reduction))
-  return with_teacher_fallback(terms, fallback=(_ce(),)) if from_teacher else terms
+  return with_teacher_fallback(terms, fallback=(hard(1.0),)) if from_teacher else terms
 
 
-def _from_teacher(hp, teacher: T.TargetTransform, multiplier: T.Hyperparam = 1.0) -> tuple:
+def _from_teacher(hp, teacher: T.TargetTransform, multiplier: T.Hyperparam = 1.0,
+                  smoothing: float = 0.0) -> tuple:
   """`_distillation` from the teacher logits, with the method's temperature and conventions."""
   return _distillation(teacher, alpha=hp["alpha"], multiplier=multiplier, from_teacher=True,
                        student_temperature=hp["temperature"],
                        temperature_squared=hp["temperature_squared"],
-                       kl_reduction=hp["kl_reduction"])
+                       kl_reduction=hp["kl_reduction"], smoothing=smoothing)
 
 
 def _kd(hp):
   return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"],
-                                             top_k=hp["teacher_top_k"]), hp["multiplier"])
+                                             top_k=hp["teacher_top_k"]), hp["multiplier"],
+                       smoothing=hp["smoothing"])
 
 
 def _kd_no_multiplier(hp):
@@ -190,7 +197,9 @@ def _kd_specs(alpha, temperature, multiplier, kl_reduction):
           "kl_reduction": H.Spec(kl_reduction, _KL),
           "temperature_squared": H.Spec(True, H.boolean()),
           "teacher_top_k": H.Spec(0, H.integer(0), "0: the teacher's full distribution; K: its "
-                                  "K most likely classes, renormalised (Tan et al.)")}
+                                  "K most likely classes, renormalised (Tan et al.)"),
+          "smoothing": H.Spec(0.0, _SMOOTHING, "label smoothing e of the (1 - a) CE share, "
+                              "uniform convention (Tan et al.'s code: 0.1)")}
 
 
 # Defaults of the reconstructed methods (LsrKD, TC, MrKD, ALR, RAS-KD): chosen by best-epoch
