@@ -145,3 +145,5 @@ def test_paired_ratios_by_hand():
   assert got["paired"]["median"] == pytest.approx(3.0)  # per round: 2, 3, 6
   assert got["paired"]["p25"] == pytest.approx(2.5) and got["paired"]["p75"] == pytest.approx(4.5)
   assert got["cpu_ratio"] == pytest.approx(3.0 / 1.0)
+  assert got["median_s"] == {"slow": 6.0, "fast": 2.0}
+  assert got["cpu_median_s"] == {"slow": 3.0, "fast": 1.0}

@@ -75,19 +75,18 @@ def compare(args) -> dict:
   for method, conv in [(m, c) for m in args.methods for c in args.conv]:
     label = _label(method, conv)
     jax_label, torch_label = f"jax/{label}", f"torch/{method}"
-    j, t = (np.asarray([wall for _, wall, _ in samples[k]]) for k in (jax_label, torch_label))
-    j_cpu, t_cpu = (np.median([cpu for _, _, cpu in samples[k]])
-                    for k in (jax_label, torch_label))
     ratios = bench.paired_ratios(samples, jax_label, torch_label)
+    j, t = ratios["median_s"][jax_label], ratios["median_s"][torch_label]
+    j_cpu, t_cpu = ratios["cpu_median_s"][jax_label], ratios["cpu_median_s"][torch_label]
     methods[label] = {"cpu_conv": conv,
-        "jax_median_s": float(np.median(j)), "torch_median_s": float(np.median(t)),
+        "jax_median_s": j, "torch_median_s": t,
         "jax_over_torch": ratios["ratio"],
         "paired_jax_over_torch_median": ratios["paired"]["median"],
-        "jax_images_per_s": args.batch_size / float(np.median(j)),
-        "torch_images_per_s": args.batch_size / float(np.median(t)),
-        "jax_cpu_median_s": float(j_cpu), "torch_cpu_median_s": float(t_cpu),
-        "cpu_jax_over_torch": ratios["cpu_ratio"],
-        "jax_compile_s": compile_s[label], "jax_s": j.tolist(), "torch_s": t.tolist()}
+        "jax_images_per_s": args.batch_size / j, "torch_images_per_s": args.batch_size / t,
+        "jax_cpu_median_s": j_cpu, "torch_cpu_median_s": t_cpu,
+        "cpu_jax_over_torch": ratios["cpu_ratio"], "jax_compile_s": compile_s[label],
+        "jax_s": [wall for _, wall, _ in samples[jax_label]],
+        "torch_s": [wall for _, wall, _ in samples[torch_label]]}
   for label, entry in methods.items():
     ce = methods.get(_label("ce", entry["cpu_conv"]))
     if ce:

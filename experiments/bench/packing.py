@@ -19,7 +19,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 import default_run
 from jaxkd import bench, models
@@ -55,7 +54,7 @@ def _time_one(trainer, num_seeds: int, rounds: int, strategy: str) -> dict:
   run_separate(0)
   samples = bench.interleave({"packed": run_packed, "separate": run_separate}, rounds=rounds)
   ratios = bench.paired_ratios(samples, "separate", "packed")
-  p, s = (float(np.median([wall for _, wall, _ in samples[k]])) for k in ("packed", "separate"))
+  p, s = (ratios["median_s"][k] for k in ("packed", "separate"))
   batch = trainer.run.config.train.batch_size
   return {"num_seeds": num_seeds, "strategy": strategy, "packed_median_s": p,
           "separate_median_s": s, "speedup": ratios["ratio"],

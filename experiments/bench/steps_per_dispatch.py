@@ -22,7 +22,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 import default_run
 from jaxkd import bench, models
@@ -59,8 +58,7 @@ def _time(trainer, k: int, rounds: int) -> dict:
   samples = bench.interleave({"dispatched": run_dispatched, "single": run_single},
                              rounds=rounds)
   ratios = bench.paired_ratios(samples, "single", "dispatched")
-  single, dispatched = (float(np.median([wall for _, wall, _ in samples[name]]))
-                        for name in ("single", "dispatched"))
+  single, dispatched = (ratios["median_s"][name] for name in ("single", "dispatched"))
   batch = trainer.run.config.train.batch_size
   return {"k": k, "single_step_median_s": single / k,
           "dispatched_step_median_s": dispatched / k, "speedup": ratios["ratio"],

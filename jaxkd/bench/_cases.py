@@ -192,16 +192,20 @@ def paired_ratios(times: dict[str, list[tuple[Any, float, float]]], numerator: s
                   denominator: str) -> dict:
   """``numerator``'s time over ``denominator``'s, from `interleave`'s samples.
 
+  ``median_s`` and ``cpu_median_s``: label -> median wall and CPU seconds of a call;
   ``ratio``: of the median wall times; ``paired``: quartiles of the ratio within each round
   (which cancels slow drifts of load); ``cpu_ratio``: of the median CPU times.
   """
-  wall = {label: np.asarray([w for _, w, _ in times[label]]) for label in (numerator, denominator)}
-  cpu = {label: np.asarray([c for _, _, c in times[label]]) for label in (numerator, denominator)}
+  labels = (numerator, denominator)
+  wall = {label: np.asarray([w for _, w, _ in times[label]]) for label in labels}
+  median = {label: float(np.median(wall[label])) for label in labels}
+  cpu = {label: float(np.median([c for _, _, c in times[label]])) for label in labels}
   paired = wall[numerator] / wall[denominator]
-  return {"ratio": float(np.median(wall[numerator]) / np.median(wall[denominator])),
+  return {"median_s": median, "cpu_median_s": cpu,
+          "ratio": median[numerator] / median[denominator],
           "paired": {q: float(np.percentile(paired, v))
                      for q, v in (("p25", 25), ("median", 50), ("p75", 75))},
-          "cpu_ratio": float(np.median(cpu[numerator]) / np.median(cpu[denominator]))}
+          "cpu_ratio": cpu[numerator] / cpu[denominator]}
 
 
 def time_interleaved(cases: list[Case], *, steps: int,
