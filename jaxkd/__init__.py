@@ -1,7 +1,7 @@
 """jaxkd: label smoothing, knowledge distillation and self-distillation for JAX/Flax.
 
 Layers (imports only go downward): ``targets`` -> ``losses`` -> ``objectives`` ->
-``models`` / ``data`` -> ``train`` -> ``analysis`` -> ``cli``. ``config`` (config files and
+``models`` / ``data`` / ``analysis`` -> ``tasks`` -> ``train`` -> ``cli``. ``config`` (config files and
 overrides, no jax) serves ``train``, ``reporting`` and ``cli``; only its ``default()`` reaches up
 into ``train.defaults``, at call time.
 """

@@ -8,6 +8,7 @@ import glob
 import json
 import os
 
+import ml_collections
 import pytest
 
 from jaxkd import cli
@@ -381,6 +382,37 @@ def _build_every_smoke_row(name, data_dir, teacher_dir):
     build_run(config)
 
 
+def _collect_and_render(name, row_name, workdir, summary):
+  """`jaxkd report`'s record of a streamed smoke run, collected through the engine's one
+  prediction path (streamed, sharded over the 8 devices), agrees with what the loop measured
+  and renders as Fashion-MNIST's does."""
+  from jaxkd.reporting import _collect, render  # pylint: disable=import-outside-toplevel
+  _, table = _load(name)
+  with open(os.path.join(str(workdir), "config.json"), encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  record = _collect.collect(config, str(workdir), summary,
+                            projection_classes=table.projection_classes)
+  final, last = record["final"], summary["last"]
+  assert final["count"] == sum(final["ece_bin_count"]) == config_count(config)
+  assert final["correct_top1"] / final["count"] == pytest.approx(last["top1"], abs=1e-6)
+  assert final["nll"] == pytest.approx(last["nll"], rel=1e-4)
+  assert 0.0 < record["stability"]["probabilities"] <= 1.0
+  assert 0.0 <= record["stability"]["features"] <= 1.0
+  row = table.row(row_name)
+  record = dict(record, table=table.name, row=row.name, seed=0, arg=row.arg, teacher=row.teacher,
+                smoke=True, config=config.to_dict())
+  text = render.render_markdown(table, {row.name: [record]}, [])
+  assert f"| {row.name} |" in text
+  assert f"{1.0 - record['stability']['probabilities']:.4f}" in text  # the 1 - S column
+  return record
+
+
+def config_count(config):
+  """The number of examples of a config's evaluation split."""
+  return data_lib.open_stream(config.data.name, config.data.eval_split,
+                              data_dir=config.data.data_dir, image_size=16).num_examples
+
+
 @pytest.fixture(scope="module")
 def imagenet_teacher(imagenet_dir, tmp_path_factory):
   """One smoke CE teacher on the tiny ImageNet, shared by the ImageNet tables' students."""
@@ -394,13 +426,25 @@ def test_ls_vs_kd_imagenet_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path
   summary = _train_smoke("ls_vs_kd_imagenet", "protocol=icml22,method=kd,T=64", tmp_path,
                          imagenet_dir, "--config.teacher.workdir=" + imagenet_teacher)
   assert summary["method"] == "kd"
+  _collect_and_render("ls_vs_kd_imagenet", "icml22_resnet18_kd_T64_from_ce", tmp_path, summary)
 
 
-def test_tfkd_imagenet_smoke_trains(imagenet_dir, tmp_path):
+def test_tfkd_imagenet_smoke_trains(imagenet_dir, tmp_path, capsys):
   _build_every_smoke_row("tfkd_imagenet", imagenet_dir, None)  # no row has a teacher
   summary = _train_smoke("tfkd_imagenet", "model=resnet18,method=tfkd_reg", tmp_path,
                          imagenet_dir)
   assert summary["method"] == "tfkd_reg"
+  record = _collect_and_render("tfkd_imagenet", "resnet18-tfkd_reg", tmp_path, summary)
+  # `jaxkd eval` of the streamed run: top-1 and 1 - S, through the same prediction path.
+  assert cli.main(["eval", "--workdir", str(tmp_path)]) == 0
+  out = capsys.readouterr().out
+  assert "| top-1 | top-5 | NLL | ECE | S | 1 - S |" in out
+  path, = glob.glob(os.path.join(str(tmp_path), "eval", "eval_*_3.json"))
+  with open(path, encoding="utf-8") as f:
+    metrics = json.load(f)["metrics"]
+  assert metrics["top1"] == summary["last"]["top1"]
+  assert metrics["intra_class_variance"] == pytest.approx(
+      1.0 - record["stability"]["probabilities"], abs=2e-6)
 
 
 def test_ls_vs_kd_cub_smoke_trains(cub_dir, tmp_path):
@@ -410,6 +454,7 @@ def test_ls_vs_kd_cub_smoke_trains(cub_dir, tmp_path):
                          cub_dir)
   assert summary["method"] == "lsr"
   _build_every_smoke_row("ls_vs_kd_cub", cub_dir, str(tmp_path))
+  _collect_and_render("ls_vs_kd_cub", "icml22_teacher_ls", tmp_path, summary)
 
 
 def test_ls_vs_kd_binary_rows_follow_reactnet_and_shen():
@@ -455,3 +500,4 @@ def test_ls_vs_kd_binary_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path):
   stage2 = _train_smoke("ls_vs_kd_binary", "method=kd,stage=2", tmp_path / "s2", imagenet_dir,
                         teacher, f"--config.model.init_from={tmp_path / 's1'}")
   assert stage1["method"] == stage2["method"] == "kd"
+  _collect_and_render("ls_vs_kd_binary", "reactnet18_from_ce", tmp_path / "s2", stage2)

@@ -61,7 +61,7 @@ def test_eval_reproduces_the_loops_last_evaluation(runs, capsys):
   trainer = train_lib.build(_config(workdir))
   variables, _ = checkpoint.load_variables(workdir, step=last["step"])
   data = trainer.run.eval_data
-  x = train_lib.preprocess(None, jax.numpy.asarray(data.images), trainer.run.augment)
+  x = trainer.run.task.preprocess(None, jax.numpy.asarray(data.inputs))
   out, _ = teachers.apply_model(trainer.run.model, variables, x, train=False)
   logits = np.asarray(out["logits"], np.float64)
   probs = np.exp(logits - logits.max(1, keepdims=True))

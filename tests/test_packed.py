@@ -84,7 +84,7 @@ def test_packed_settings_equal_separate_runs():
   def steps_of(alpha):
     objective = objectives.get("mrkd", **{**hparams, "alpha": alpha})
     return make_steps(model=run.model, objective=objective, optimizer=trainer.optimizer,
-                      aug=run.augment, mesh=run.mesh, teacher=objective.teacher)
+                      task=run.task, mesh=run.mesh, teacher=objective.teacher)
 
   states = packed.init_states(trainer, seeds=(0,) * len(alphas))
   step = packed.pack_settings_step(lambda setting: steps_of(setting["alpha"]).train_fn,

@@ -219,8 +219,8 @@ def test_streamed_batches_stack_for_steps_per_dispatch(imagenet_dir):
     if step == 0:
       many, _ = trainer.steps.train(many, trainer.consts, batch)
     else:
-      np.testing.assert_array_equal(np.asarray(batch["images"]),
-                                    np.asarray(stacked["images"][step - 1]))
+      np.testing.assert_array_equal(np.asarray(batch["inputs"]),
+                                    np.asarray(stacked["inputs"][step - 1]))
   many, metrics = trainer.steps.train_many(many, trainer.consts, stacked)
   assert metrics["loss"].shape == (2,)
   assert_relative_close(single.params, many.params, 1e-6)  # BatchNorm: XLA may fuse a loop

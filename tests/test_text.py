@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import cli, data, models
+from jaxkd import cli, data, models, tasks
 from jaxkd import config as config_lib
 from jaxkd.data import _text
 from jaxkd.train import ConfigError, build, build_run
@@ -52,7 +52,6 @@ def _write_yahoo(root, n_train=200, n_test=40):
 def _config(model="fasttext_text", method="ce", steps=3, **data):
   config = config_lib.default()
   config.data.name = "mock_text"
-  config.data.crop_padding, config.data.rotation_degrees = 0, 0.0
   config.model.name, config.method.name = model, method
   config.mesh.data = 1
   config.train.batch_size, config.train.num_steps = 32, steps
@@ -149,6 +148,25 @@ def test_tfds_ag_news_and_yelp_polarity_through_mock_data(tmp_path):
   assert ag_train.vocab_size == ag_test.vocab_size and (ag_train.tokens[:, 0] != 0).all()
 
 
+def test_a_text_run_needs_no_image_key(tmp_path):
+  """The default config on prepared text data with a text model: the task turns the image
+  augmentation off by itself (config.json holds the values it ran with)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  workdir = tmp_path / "run"
+  with tfds.testing.mock_data(num_examples=64):
+    assert cli.main(["train", "--config", os.path.join(ROOT, "configs", "default.py"),
+                     "--workdir", str(workdir), "--config.data.name=ag_news_subset",
+                     "--config.model.name=cnn_text", f"--config.data.data_dir={tmp_path}",
+                     "--config.train.num_steps=2"]) == 0
+  saved = json.loads((workdir / "config.json").read_text())["data"]
+  assert (saved["crop_padding"], saved["flip"], saved["rotation_degrees"]) == (0, False, 0.0)
+  # An image run still gets the image defaults.
+  image = config_lib.default()
+  build_run(image)
+  assert (image.data.crop_padding, image.data.flip, image.data.rotation_degrees) == (
+      1, False, 10.0)
+
+
 # ---------------------------------------------------------------- models
 
 
@@ -242,11 +260,9 @@ def test_text_model_on_images_is_refused():
 
 
 def _top1(trainer, state):
-  correct = count = 0
-  for batch in trainer.eval_batches(64):
-    sums = trainer.steps.eval(state.params, state.batch_stats, trainer.eval_consts, batch)
-    correct, count = correct + int(sums["correct_top1"]), count + int(sums["count"])
-  return correct / count
+  totals = trainer.predict({"params": state.params, "batch_stats": state.batch_stats},
+                           [tasks.metrics()], batches=trainer.eval_batches(64))
+  return int(totals["metrics"]["correct_top1"]) / int(totals["metrics"]["count"])
 
 
 @pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20),

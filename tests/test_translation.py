@@ -124,8 +124,8 @@ def test_label_smoothing_per_token_is_fairseqs_criterion():
   target[0, 3:] = tr.PAD
   target[2, 1:] = tr.PAD
   obj = objectives.get("lsr", smoothing=0.1, convention="others")
-  from jaxkd.train import step as step_lib
-  flat, labels, _, weights = step_lib.per_token(jnp.asarray(logits), jnp.asarray(target))
+  from jaxkd import tasks
+  flat, labels, _, weights = tasks.per_token(jnp.asarray(logits), jnp.asarray(target))
   loss, metrics, _ = obj.loss(flat, labels, obj.init(num_classes=11), step=0, weights=weights)
   np.testing.assert_allclose(float(loss), _fairseq_label_smoothed_nll(logits, target, 0.1),
                              rtol=1e-5)
@@ -139,9 +139,9 @@ def test_word_level_kd_per_token_matches_numpy():
   teacher = rng.normal(size=(2, 4, 7)).astype(np.float32)
   target = rng.integers(4, 7, size=(2, 4))
   target[1, 2:] = tr.PAD
-  from jaxkd.train import step as step_lib
-  flat, labels, t, weights = step_lib.per_token(jnp.asarray(logits), jnp.asarray(target),
-                                                jnp.asarray(teacher))
+  from jaxkd import tasks
+  flat, labels, t, weights = tasks.per_token(jnp.asarray(logits), jnp.asarray(target),
+                                             jnp.asarray(teacher))
   obj = objectives.get("kd", alpha=0.5, temperature=1.0, temperature_squared=False)
   loss, _, _ = obj.loss(flat, labels, {}, step=0, teacher_logits=t, weights=weights)
   log_s = jax.nn.log_softmax(logits)
@@ -272,7 +272,7 @@ def test_transformer_learns_to_reverse_and_beam_search_agrees_with_greedy(tmp_pa
     trainer = build(ConfigDict(json.load(f)))
   variables, _ = checkpoint.load_variables(workdir)
   batch = next(iter(trainer.eval_batches()))
-  source = batch["images"]
+  source = batch["inputs"]
   model = trainer.run.model
   greedy = models.greedy_search(model, variables, source, max_len=12)
   beam1, _ = models.beam_search(model, variables, source, beam_size=1, max_len=12)
@@ -314,7 +314,7 @@ def test_every_method_trains_per_token_or_is_refused_by_name():
       with pytest.raises(ConfigError, match="teacher.workdir"):
         build_run(config)
     else:
-      assert build_run(config).augment.seq2seq, method
+      assert build_run(config).task.task.name == "translation", method
 
 
 def test_eight_devices_train_what_one_trains():

@@ -78,6 +78,19 @@ class ArrayDataset:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.images.shape[1:])
 
+  # What the engine reads of every dataset: the task it serves and its inputs.
+  task = "image_classification"
+  input_dtype = np.uint8
+
+  @property
+  def inputs(self) -> np.ndarray:
+    """The engine's name for a split's inputs (`jaxkd.tasks`): the images."""
+    return self.images
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    return self.image_shape
+
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """Per-channel mean and standard deviation of ``uint8 [N, H, W, C]`` in [0, 1] units."""

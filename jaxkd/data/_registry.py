@@ -33,6 +33,12 @@ class DatasetSpec(NamedTuple):
   in_memory: bool = True
   kind: str = "image"
 
+  @property
+  def task(self) -> str:
+    """The `jaxkd.tasks` task the dataset serves."""
+    return {"image": "image_classification", "text": "text_classification",
+            "translation": "translation"}[self.kind]
+
 
 # mean/std: the constants of the reference code bases, so normalised inputs
 # match: CIFAR-10 as CS-KD (alinlab/cs-kd datasets.py); CIFAR-100 as Tf-KD
@@ -159,7 +165,7 @@ def load(name: str, split: str = "train", data_dir: Optional[str] = None, *,
       return whole.select(lo, hi, split)
     inputs = "tokens" if s.kind == "text" else "images"
     return dataclasses.replace(whole, split=split, labels=whole.labels[lo:hi],
-                               **{inputs: whole.images[lo:hi]})
+                               **{inputs: whole.inputs[lo:hi]})
   if not s.in_memory:
     raise ValueError(f"{name!r} is too large to hold in memory; read it with "
                      "jaxkd.data.open_stream(...) instead (in a run: data.in_memory=False).")

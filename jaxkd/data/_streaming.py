@@ -99,6 +99,14 @@ class StreamingSplit:
   def image_shape(self) -> tuple[int, int, int]:
     return (self.image_size, self.image_size, self.channels)
 
+  # What the engine reads of every dataset: the task it serves (`jaxkd.tasks`).
+  task = "image_classification"
+  input_dtype = np.uint8
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    return self.image_shape
+
   def _view(self, example_id: int, train: bool, seed: int, epoch: int) -> tuple:
     try:
       example = self.source[example_id]

@@ -52,9 +52,7 @@ class TokenDataset:
     num_classes: number of classes.
     vocab_size: size of the token vocabulary (the models' embedding tables).
 
-  The engine reads every split's inputs as ``images`` and their shape as ``image_shape``; for
-  text those are the token ids and ``(L,)``. There is nothing to normalise: ``mean`` and
-  ``std`` are empty.
+  It serves `jaxkd.tasks.text_classification`; the engine reads its token ids as ``inputs``.
   """
   name: str
   split: str
@@ -87,27 +85,19 @@ class TokenDataset:
       raise ValueError(f"{where}: example {bad[0]} has token ids outside [0, "
                        f"{self.vocab_size}) ({bad.size} bad examples in all)")
 
+  # What the engine reads of every dataset: the task it serves (`jaxkd.tasks`) and its inputs.
+  task = "text_classification"
+  input_dtype = np.int32
+
   @property
-  def images(self) -> np.ndarray:
-    """The engine's name for a split's inputs: here the token ids."""
+  def inputs(self) -> np.ndarray:
+    """The engine's name for a split's inputs: the token ids."""
     return self.tokens
 
   @property
-  def image_shape(self) -> tuple[int]:
+  def input_shape(self) -> tuple[int]:
     """``(L,)``: the shape of one example's inputs."""
     return tuple(self.tokens.shape[1:])
-
-  @property
-  def input_dtype(self):
-    return np.int32
-
-  @property
-  def mean(self) -> tuple:
-    return ()
-
-  @property
-  def std(self) -> tuple:
-    return ()
 
   @property
   def ids(self) -> np.ndarray:

@@ -110,9 +110,8 @@ class ParallelDataset:
   length_multiple: int = DEFAULT_LENGTH_MULTIPLE
   rows_multiple: int = 1
   max_length: int = 1024
-  # What the engine reads of every dataset: no normalisation, int32 ids.
-  mean: tuple = ()
-  std: tuple = ()
+  # What the engine reads of every dataset: the task it serves (`jaxkd.tasks`), int32 ids.
+  task = "translation"
   input_dtype = np.int32
 
   def __post_init__(self):
@@ -133,7 +132,7 @@ class ParallelDataset:
     return len(self.source_vocab)
 
   @property
-  def image_shape(self) -> tuple[int]:
+  def input_shape(self) -> tuple[int]:
     """A sample input's shape for building the model: one bucket's length."""
     return (self.length_multiple,)
 

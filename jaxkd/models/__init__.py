@@ -31,7 +31,7 @@ from jaxkd.models._imagenet import ImageNetDenseNet, ImageNetMobileNetV2, ImageN
 from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
 from jaxkd.models._preact import PreActResNet
 from jaxkd.models._reactnet import ReActNet
-from jaxkd.models._registry import get, is_text, is_translation, names
+from jaxkd.models._registry import get, input_kind, is_text, is_translation, names
 from jaxkd.models._resnet import CifarResNet, ResNet
 from jaxkd.models._resnext import CifarResNeXt
 from jaxkd.models._shufflenet import ShuffleNetV1, ShuffleNetV2, ShuffleNetV2TfKD
@@ -44,7 +44,7 @@ from jaxkd.models._vgg import VGG
 from jaxkd.models._wrn import WideResNet
 
 __all__ = [
-    "get", "is_text", "is_translation", "names", "beam_search", "greedy_search", "CPU_CONVS",
+    "get", "input_kind", "is_text", "is_translation", "names", "beam_search", "greedy_search", "CPU_CONVS",
     "TORCHVISION_SUFFIXES", "from_torchvision", "read_state_dict", "torchvision_names",
     "CifarResNet", "CifarResNeXt", "CNNClassifier", "DenseNet", "FastTextClassifier",
     "GoogLeNet", "ImageNetDenseNet",

@@ -6,8 +6,9 @@ Names follow the configs of the papers' code: the Tf-KD zoo
 variants; ``shufflev1``/``shufflev2``/``mobilenetv2_half`` are ``ShuffleV1``,
 ``ShuffleV2``, ``mobile_half``), and PS-KD's ``CIFAR_ResNet18_preActBasic``.
 torchvision's ImageNet networks are ``<torchvision name>_imagenet``
-(``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...). Text classifiers, on token ids, have
-"text" in their names (``transformer_text``, ``fasttext_text``, ``cnn_text``; `is_text`).
+(``resnet50_imagenet``, ``mobilenet_v2_imagenet``, ...). Every model declares the input it
+reads (`input_kind`): text classifiers read token ids (``transformer_text``, ``fasttext_text``,
+``cnn_text``; `is_text`).
 Sequence-to-sequence translation models (`is_translation`: ``transformer_iwslt_de_en``,
 fairseq's architecture of that name, and ``transformer_translation_tiny``) take
 ``{"source", "target"}`` token ids.
@@ -82,11 +83,20 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 }
 
 _TRANSLATION = frozenset({"transformer_iwslt_de_en", "transformer_translation_tiny"})
+_TEXT = frozenset({"transformer_text", "fasttext_text", "cnn_text"})
+
+
+def input_kind(name: str) -> str:
+  """What model ``name`` reads: ``"images"``, ``"token ids"`` (a text classifier) or
+  ``"sentence pairs"`` (a translation model): the ``input_kind`` of its `jaxkd.tasks` task."""
+  if name in _TRANSLATION:
+    return "sentence pairs"
+  return "token ids" if name in _TEXT else "images"
 
 
 def is_text(name: str) -> bool:
   """Whether model ``name`` classifies token ids (else images)."""
-  return "text" in name
+  return name in _TEXT
 
 
 def is_translation(name: str) -> bool:

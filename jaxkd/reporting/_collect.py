@@ -1,5 +1,9 @@
 """From a finished run's workdir to the JSON record the report is built from.
 
+The run's checkpoints are evaluated through the engine's one prediction path
+(`jaxkd.train.Trainer.predict`: sharded over the devices, streamed when the run's data is) by
+its task's ``report`` evaluators (`jaxkd.tasks`).
+
 The record holds what the report and its figures need and nothing machine-specific beyond
 what the summary states: best/last metrics, per-epoch test curves, the training-loss curve,
 the final model's reliability statistics, its stability (Shen et al.'s S of their Eq. 2, and
@@ -8,19 +12,19 @@ features.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxkd import analysis
-from jaxkd import data as data_lib
-from jaxkd import models
+from jaxkd import tasks
 from jaxkd.train import checkpoint as ckpt_lib
+from jaxkd.train import trainer as trainer_lib
 
 __all__ = ["collect", "machine"]
 
@@ -63,25 +67,11 @@ def _head_templates(params, feature_dim: int, num_classes: int) -> np.ndarray:
   return found[0].T
 
 
-def _forward(config, variables, dataset, batch_size: int):
-  text = isinstance(dataset, data_lib.TokenDataset)
-  model = models.get(config.model.name, num_classes=dataset.num_classes,
-                     dtype=config.model.dtype, cpu_conv=config.model.get("cpu_conv", "xla"),
-                     vocab_size=dataset.vocab_size if text else None)
-
-  @jax.jit
-  def apply(images):
-    # Token ids (text) go to the model as they are; images are normalised.
-    x = images if text else data_lib.normalize(images, dataset.mean, dataset.std)
-    out = model.apply(variables, x, train=False)
-    return out["logits"], out["features"]
-
-  logits, features = [], []
-  for start in range(0, dataset.num_examples, batch_size):
-    z, h = apply(jnp.asarray(dataset.images[start:start + batch_size]))
-    logits.append(np.asarray(z))
-    features.append(np.asarray(h, np.float32))
-  return np.concatenate(logits), np.concatenate(features)
+def _evaluate(trainer, variables, evaluators) -> tuple[dict, dict]:
+  """The one prediction path (`Trainer.predict`) over the trainer's evaluation split."""
+  on_mesh = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(trainer.run.mesh, x),
+                                   variables)
+  return trainer.evaluate(on_mesh, evaluators)
 
 
 def _curves(workdir: str) -> dict:
@@ -110,75 +100,63 @@ def collect(config, workdir: str, summary: dict, *,
     A JSON-ready dict: ``summary``, ``curves``, ``final`` (sums of ``classification_metrics``
     of the last checkpoint over the run's evaluation split, ``data.eval_split``, the test split
     unless set; rates included), ``stability`` and ``projection``. ``stability.probabilities``
-    is Shen et al.'s S (ICLR 2021, Eq. 2) of ``softmax(z)`` at T = 1 over that split (the report prints ``1 - S``, the number of
-    their Table 1); ``stability.features`` is ``analysis.feature_stability`` of the
+    is Shen et al.'s S (ICLR 2021, Eq. 2) of ``softmax(z)`` at T = 1 over that split (the
+    report prints ``1 - S``, the number of their Table 1); ``stability.features`` is ``analysis.feature_stability`` of the
     L2-normalised penultimate features, our variant, not the paper's. With ``report_split``,
     ``final`` and ``stability`` are of that split, and ``reported`` holds its ``best`` (at the
     checkpoint the validation split selected, ``checkpoints_best/``) and ``last`` metrics,
-    with their epochs, in the layout of the summary's.
+    with their epochs, in the layout of the summary's. A translation run's record holds the
+    per-token ``final`` metrics, ``"task": "translation"`` and no stability or projection
+    (they are defined for classifiers).
   """
   variables, step = ckpt_lib.load_variables(workdir)
-  if data_lib.spec(config.data.name).kind == "translation":
-    return _collect_translation(config, workdir, summary, variables, step)
   if report_split is not None and not config.train.get("keep_best", False):
     raise ValueError(f"report_split={report_split!r} reports the checkpoint a validation split "
                      "selected; the row's config must set train.keep_best=True")
   # The run's own evaluation split unless the table reports another: a sweep on a validation
-  # split never touches the test split.
-  text = {key: config.data[key] for key in ("vocab_size", "max_length") if key in config.data}
-  dataset = data_lib.load(config.data.name,
-                          split=report_split or config.data.get("eval_split", "test"),
-                          data_dir=config.data.data_dir or None, **text)
-  batch_size = int(config.train.eval_batch_size)
-  logits, features = _forward(config, variables, dataset, batch_size)
-  labels = dataset.labels
-  sums = jax.device_get(analysis.classification_metrics(logits, labels))
-  num_classes = dataset.num_classes
+  # split never touches the test split. Read through the engine's prediction path, streamed
+  # when the run's data is.
+  config = copy.deepcopy(config)
+  if report_split is not None:  # the test split: not one to select a checkpoint on
+    config.data.eval_split, config.train.keep_best = report_split, False
+  trainer = trainer_lib.build(config)
+  run = trainer.run
+  evaluators = run.task.task.evaluators(run, "report")
+  if projection_classes is not None and "feature_stability" in [e.name for e in evaluators]:
+    evaluators += (tasks.class_rows(projection_classes),)
+  numbers, totals = _evaluate(trainer, variables, evaluators)
+  sums = totals["metrics"]
+  final = {"step": int(step), **{k: np.asarray(v).tolist() for k, v in sums.items()},
+           **analysis.finalize_metrics(sums)}
+  if "stability" not in numbers:  # no classifier (translation): per-token metrics alone
+    record = {"task": run.task.task.name, "summary": summary, "curves": _curves(workdir),
+              "final": final, "stability": None, "machine": machine()}
+    return _round(json.loads(json.dumps(record, default=float)))
   reported = None
   if report_split is not None:
     best_variables, best_step = ckpt_lib.load_variables(workdir, name=ckpt_lib.BEST)
-    best_sums = jax.device_get(analysis.classification_metrics(
-        _forward(config, best_variables, dataset, batch_size)[0], labels))
+    _, best = _evaluate(trainer, best_variables, (tasks.metrics(),))
     per_epoch = summary["last"]["step"] / summary["last"]["epoch"]
     at = lambda s, n: {**analysis.finalize_metrics(s), "step": int(n), "epoch": n / per_epoch}
-    reported = {"split": report_split, "best": at(best_sums, best_step), "last": at(sums, step)}
+    reported = {"split": report_split, "best": at(best["metrics"], best_step),
+                "last": at(sums, step)}
   record = {
       "summary": summary,
       **({"reported": reported} if reported else {}),
       "curves": _curves(workdir),
-      "final": {"step": int(step), **{k: np.asarray(v).tolist() for k, v in sums.items()},
-                **analysis.finalize_metrics(sums)},
-      "stability": {
-          "features": float(analysis.feature_stability(features, labels,
-                                                       num_classes=num_classes)),
-          "probabilities": float(analysis.stability(logits, labels, num_classes=num_classes)),
-      },
+      "final": final,
+      "stability": {"features": numbers["features"], "probabilities": numbers["stability"]},
       "machine": machine(),
   }
   if projection_classes is not None:
-    templates = _head_templates(variables["params"], features.shape[1], num_classes)
-    projection = analysis.project_three_classes(features, labels, templates, projection_classes)
+    rows = numbers["class_rows"]
+    features = rows["features"]
+    templates = _head_templates(variables["params"], features.shape[1],
+                                run.train_data.num_classes)
+    projection = analysis.project_three_classes(features, rows["labels"], templates,
+                                                projection_classes)
     record["projection"] = {"classes": list(projection.classes),
                             "points": np.round(projection.points, 4).tolist(),
                             "labels": projection.labels.tolist(),
                             "vertices": np.round(projection.vertices, 4).tolist()}
-  return _round(json.loads(json.dumps(record, default=float)))
-
-
-def _collect_translation(config, workdir: str, summary: dict, variables, step) -> dict:
-  """A translation run's record: per-target-token metrics of the last checkpoint (the
-  engine's evaluation step over ``data.eval_split``) and the summary's BLEU; no stability or
-  projection (they are defined for classifiers)."""
-  from jaxkd.train import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
-  trainer = trainer_lib.build(config)
-  sums = jax.device_get(trainer.eval_sums(variables["params"], variables.get("batch_stats", {})))
-  record = {
-      "task": "translation",
-      "summary": summary,
-      "curves": _curves(workdir),
-      "final": {"step": int(step), **{k: np.asarray(v).tolist() for k, v in sums.items()},
-                **analysis.finalize_metrics(sums)},
-      "stability": None,
-      "machine": machine(),
-  }
   return _round(json.loads(json.dumps(record, default=float)))

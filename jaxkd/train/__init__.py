@@ -8,20 +8,18 @@ checkpoints and logs, and stops cleanly on SIGINT or SIGTERM (`Interrupted`);
 from jaxkd.train.checkpoint import CheckpointStore
 from jaxkd.train.evaluate import evaluate_checkpoint
 from jaxkd.train.loop import NonFiniteError, maybe_initialize_distributed, train_and_evaluate
-from jaxkd.train.run import (DTYPES, AugmentConfig, ConfigError, Run, augment_config,
-                             build_run, derived_hparams, make_mesh, make_optimizer,
-                             make_schedule)
+from jaxkd.train.run import (DTYPES, ConfigError, Run, build_run, derived_hparams, make_mesh,
+                             make_optimizer, make_schedule)
 from jaxkd.train.signals import Interrupted
 from jaxkd.train.state import TrainState, trainable
-from jaxkd.train.step import StepFns, make_steps, preprocess
-from jaxkd.train.trainer import (Batches, Trainer, build, example_rows, init_state, replicate,
-                                 shard_batch, state_sharding)
+from jaxkd.train.step import StepFns, make_steps
+from jaxkd.train.trainer import (Batches, Trainer, build, example_rows, finalize, init_state,
+                                 replicate, shard_batch, state_sharding)
 
 __all__ = [
-    "DTYPES", "AugmentConfig", "Batches", "CheckpointStore", "ConfigError", "Interrupted",
-    "NonFiniteError", "Run", "StepFns", "TrainState", "Trainer", "augment_config", "build",
-    "build_run", "derived_hparams", "evaluate_checkpoint", "example_rows", "init_state",
-    "make_mesh", "make_optimizer", "make_schedule", "make_steps", "maybe_initialize_distributed",
-    "preprocess", "replicate", "shard_batch", "state_sharding", "trainable",
-    "train_and_evaluate",
+    "DTYPES", "Batches", "CheckpointStore", "ConfigError", "Interrupted", "NonFiniteError",
+    "Run", "StepFns", "TrainState", "Trainer", "build", "build_run", "derived_hparams",
+    "evaluate_checkpoint", "example_rows", "finalize", "init_state", "make_mesh",
+    "make_optimizer", "make_schedule", "make_steps", "maybe_initialize_distributed",
+    "replicate", "shard_batch", "state_sharding", "trainable", "train_and_evaluate",
 ]

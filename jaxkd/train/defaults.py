@@ -33,11 +33,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # never on the test set).
       "train_split": "train",
       "eval_split": "test",
-      # Tf-KD's CIFAR recipe: crop 32 pad 4, flip, rotation 15. Digits are not mirror
-      # symmetric, so the default run only crops and rotates.
-      "crop_padding": 1,
-      "flip": False,
-      "rotation_degrees": 10.0,
+      # Image augmentation on the device; None: the data's task's default
+      # (`jaxkd.tasks`: images crop with padding 1 and rotate by up to 10 degrees, as digits
+      # are not mirror symmetric; text and translation take none).
+      "crop_padding": config_dict.placeholder(int),
+      "flip": config_dict.placeholder(bool),
+      "rotation_degrees": config_dict.placeholder(float),
       # Streaming (datasets too large for memory: imagenet2012, or any tfds dataset with
       # in_memory=False): records read, decoded and cropped on host threads each step.
       # in_memory: None = the dataset's own choice (imagenet2012 streams, the rest load).

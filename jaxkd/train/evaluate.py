@@ -20,15 +20,13 @@ import re
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from jaxkd import analysis
 from jaxkd import data as data_lib
-from jaxkd import teachers
+from jaxkd import tasks
 from jaxkd.config import UsageError
 from jaxkd.train import checkpoint as ckpt_lib
-from jaxkd.train import step as step_lib
 from jaxkd.train import trainer as trainer_lib
 
 __all__ = ["HELP", "add_arguments", "evaluate_checkpoint", "format_table", "main",
@@ -37,11 +35,6 @@ __all__ = ["HELP", "add_arguments", "evaluate_checkpoint", "format_table", "main
 HELP = ("evaluate a run's checkpoint on a split: top-1, top-5, NLL, ECE, stability "
         "(translation: per target token, and BLEU)")
 
-_METRICS = (("top1", "top-1"), ("top5", "top-5"), ("nll", "NLL"), ("ece", "ECE"),
-            ("stability", "S"), ("intra_class_variance", "1 - S"))
-# Translation: per target token (teacher forcing), and the corpus BLEU of beam search.
-_TRANSLATION_METRICS = (("top1", "token top-1"), ("nll", "token NLL"), ("ece", "token ECE"),
-                        ("bleu", "BLEU"))
 
 
 def _read_json(path: str):
@@ -108,24 +101,6 @@ def _build(config, split: str | None):
     raise
 
 
-def _eval_fn(trainer):
-  """One jitted evaluation batch: the loop's eval step, plus the stability statistics."""
-  run = trainer.run
-  num_classes = run.train_data.num_classes
-
-  def evaluate(variables, consts, batch):
-    images, labels = step_lib.inputs(consts, batch)
-    x = step_lib.preprocess(None, images, run.augment)
-    out, _ = teachers.apply_model(run.model, variables, x, train=False)
-    mask = batch["mask"]
-    return (analysis.classification_metrics(out["logits"], labels, mask=mask),
-            analysis.stability_statistics(out["logits"], labels, num_classes=num_classes,
-                                          mask=mask))
-
-  replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
-  return jax.jit(evaluate, out_shardings=replicated)
-
-
 def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | None = None,
                         data_dir: str | None = None) -> dict:
   """Evaluates one checkpoint of a run on a split, as the training loop evaluates.
@@ -142,8 +117,9 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   Returns:
     A dict: ``workdir``, ``checkpoint``, ``step``, ``epoch``, ``split``, ``num_examples``,
     ``method``, ``model``, ``metrics`` (``top1``, ``top5``, ``nll``, ``ece``, ``stability``
-    S and ``intra_class_variance`` 1 - S, python floats; translation: per target token, with
-    ``bleu`` instead of the stability) and ``sums`` (the additive
+    S and ``intra_class_variance`` 1 - S, python floats: the numbers of the task's
+    ``checkpoint`` evaluators, `jaxkd.tasks`; translation: per target token, and BLEU instead
+    of the stability), ``task`` (its name) and ``sums`` (the additive
     `jaxkd.analysis.classification_metrics` sums, host arrays: ECE bins included).
 
   Raises:
@@ -160,34 +136,13 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   run = trainer.run
   variables, _ = ckpt_lib.load_variables(workdir, step=step)
   variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
-  if run.augment.seq2seq:
-    return _evaluate_translation(trainer, variables, workdir=workdir, checkpoint=checkpoint,
-                                 step=step)
-  evaluate, n, total = _eval_fn(trainer), run.eval_data.num_examples, None
-  for batch in trainer.eval_batches():
-    out = evaluate(variables, trainer.eval_consts, batch)
-    total = out if total is None else jax.tree_util.tree_map(jnp.add, total, out)
-  sums, stability_stats = jax.device_get(total)
-  metrics = analysis.finalize_metrics(sums)
-  spread = float(analysis.finalize_intra_class_variance(stability_stats))
-  metrics.update(stability=1.0 - spread, intra_class_variance=spread)
+  evaluators = run.task.task.evaluators(run, "checkpoint")
+  metrics, totals = trainer.evaluate(variables, evaluators)
   return dict(workdir=workdir, checkpoint=str(checkpoint), step=step,
-              epoch=step / run.steps_per_epoch, split=config.data.eval_split, num_examples=n,
-              method=config.method.name, model=config.model.name, metrics=metrics, sums=sums)
-
-
-def _evaluate_translation(trainer, variables, **where) -> dict:
-  """A translation checkpoint: per-target-token top-1/top-5/NLL/ECE under teacher forcing (the
-  loop's evaluation step) and the BLEU of ``config.generate``'s beam search."""
-  from jaxkd.train import translate  # pylint: disable=import-outside-toplevel
-  run, batch_stats = trainer.run, variables.get("batch_stats", {})
-  sums = jax.device_get(trainer.eval_sums(variables["params"], batch_stats))
-  metrics = analysis.finalize_metrics(sums)
-  metrics["bleu"] = translate.bleu(trainer, variables["params"], batch_stats)
-  config = run.config
-  return dict(where, epoch=where["step"] / run.steps_per_epoch, split=config.data.eval_split,
+              epoch=step / run.steps_per_epoch, split=config.data.eval_split,
               num_examples=run.eval_data.num_examples, method=config.method.name,
-              model=config.model.name, metrics=metrics, sums=sums)
+              model=config.model.name, task=run.task.task.name, metrics=metrics,
+              sums=totals["metrics"])
 
 
 def _slug(split: str) -> str:
@@ -216,7 +171,7 @@ def write_outputs(result: dict, out: str) -> tuple[str, str]:
 
 def format_table(result: dict) -> str:
   """The metrics of one evaluation as a markdown table of one row."""
-  columns = _TRANSLATION_METRICS if "bleu" in result["metrics"] else _METRICS
+  columns = tasks.get(result.get("task", "image_classification")).eval_columns
   head = "| " + " | ".join(label for _, label in columns) + " |"
   rule = "|" + "|".join("---:" for _ in columns) + "|"
   row = "| " + " | ".join(f"{result['metrics'][key]:.4f}" for key, _ in columns) + " |"

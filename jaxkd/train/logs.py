@@ -180,6 +180,8 @@ class Console:
     self.active = jax.process_index() == 0
     self.tty = sys.stderr.isatty()
     self._bar = None
+    # The task's words (`header`): what a second's throughput counts, and its own numbers.
+    self.unit, self.result_words = "examples", {}
 
   def line(self, text: str) -> None:
     if not self.active:
@@ -192,16 +194,8 @@ class Console:
   def header(self, run, *, num_params: int, workdir: str) -> None:
     """The run in three lines: method and model; data; steps, devices, workdir."""
     data, devices = run.train_data, list(run.mesh.devices.flat)
-    shape = "x".join(str(n) for n in data.image_shape)
-    batch = f"batch {run.config.train.batch_size}"
-    what = f"examples, {shape}, {data.num_classes} classes"
-    if run.augment.seq2seq:  # sentence pairs in token-count batches
-      what = (f"sentence pairs, source vocabulary {data.vocab_size}, target vocabulary "
-              f"{data.num_classes}")
-      batch = f"at most {data.max_tokens} tokens a batch"
-    elif getattr(data, "vocab_size", None):  # token ids (text)
-      what = (f"examples, {shape} tokens, vocabulary {data.vocab_size}, "
-              f"{data.num_classes} classes")
+    what, batch = run.task.task.describe(run)  # the task's words
+    self.unit, self.result_words = run.task.task.unit, run.task.task.result_words
     plural = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"
     self.line(f"jaxkd train: method {run.objective.name}, model {run.config.model.name} "
               f"({num_params:,} parameters)")
@@ -227,20 +221,21 @@ class Console:
     """A log step: the bar's postfix on a terminal, one plain line otherwise."""
     if self._bar is not None:
       self._bar.set_postfix(loss=_number(record["train/loss"]), lr=_number(record["train/lr"]),
-                            img_s=f"{record['images_per_sec']:.0f}")
+                            **{f"{self.unit}_s": f"{record['images_per_sec']:.0f}"})
       return
     keys = ["train/loss"] + [k for k in record if k.startswith("train/") and k != "train/loss"
                              and (k != "train/nonfinite" or record[k])]
     terms = [f"{key.split('/', 1)[1]} {_number(record[key])}" for key in keys]
     self.line(f"step {record['step']}/{self.total_steps} (epoch "
               f"{format_epoch(record['epoch'])}): {', '.join(terms)}, "
-              f"{record['images_per_sec']:.0f} images/s")
+              f"{record['images_per_sec']:.0f} {self.unit}/s")
 
   def evaluation(self, record: dict, lr: float) -> None:
     self.line(f"epoch {format_epoch(record['epoch'])} (step {record['step']}): top-1 "
               f"{record['eval/top1']:.4f}, NLL {record['eval/nll']:.4f}, ECE "
               f"{record['eval/ece']:.4f}, lr {_number(lr)}"
-              + (f", BLEU {record['eval/bleu']:.2f}" if "eval/bleu" in record else ""))
+              + "".join(", " + words.format(record[f"eval/{key}"])
+                        for key, words in self.result_words.items() if f"eval/{key}" in record))
 
   def close(self) -> None:
     if self._bar is not None:

@@ -22,13 +22,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxkd import analysis
 from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd.train import logs
 from jaxkd.train import run as run_lib
 from jaxkd.train import signals
 from jaxkd.train import trainer as trainer_lib
-from jaxkd.train import translate
 from jaxkd.train import watchdog
 from jaxkd.train import workdir as workdir_lib
 
@@ -61,10 +59,14 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
                              heartbeat_timeout_seconds=int(timeout) + 60)
 
 
-def _evaluate(trainer: trainer_lib.Trainer, state, waiting) -> dict:
-  sums = trainer.eval_sums(state.params, state.batch_stats)
-  with waiting():
-    return analysis.finalize_metrics(jax.device_get(sums))
+def _evaluate(trainer: trainer_lib.Trainer, state, waiting, *, final: bool) -> dict:
+  """The task's evaluators of the loop (``final``: of the run's last step, where a translation
+  run adds the BLEU of its beam search) over the evaluation split."""
+  run = trainer.run
+  evaluators = run.task.task.evaluators(run, "final" if final else "loop")
+  numbers, _ = trainer.evaluate({"params": state.params, "batch_stats": state.batch_stats},
+                                evaluators, waiting=waiting)
+  return numbers
 
 
 def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
@@ -288,10 +290,9 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
         log.write(record)
         console.train(record)
     if step % run.steps_per_epoch == 0 or step == run.total_steps:
+      numbers = _evaluate(trainer, state, waiting, final=step == run.total_steps)
       record = {"step": step, "epoch": step / run.steps_per_epoch,
-                **{f"eval/{k}": v for k, v in _evaluate(trainer, state, waiting).items()}}
-      if run.augment.seq2seq and step == run.total_steps:  # beam search: once, at the end
-        record["eval/bleu"] = translate.bleu(trainer, state.params, state.batch_stats)
+                **{f"eval/{k}": v for k, v in numbers.items()}}
       history.append(record)
       _keep_if_best(best, state, history)
       log.write(record)

@@ -20,11 +20,11 @@ from jaxkd import config as config_lib
 from jaxkd import data as data_lib
 from jaxkd import models
 from jaxkd import objectives
+from jaxkd import tasks
 from jaxkd import teachers
 from jaxkd.train import defaults
 
-__all__ = ["AugmentConfig", "ConfigError", "DTYPES", "SCHEDULES", "Run", "augment_config",
-           "build_run", "derived_hparams", "make_mesh", "make_optimizer", "make_schedule",
+__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "derived_hparams", "make_mesh", "make_optimizer", "make_schedule",
            "streams"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -40,50 +40,12 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-  """On-device augmentation and normalisation (static settings of the jitted step).
-
-  ``tokens``: the inputs are token ids (text), passed to the model untouched.
-  ``seq2seq``: a translation batch: the model reads the source ids and the target ids (teacher
-  forcing), and every objective applies per target token (`jaxkd.train.step`).
-  """
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  crop_padding: int = 0
-  flip: bool = False
-  rotation_degrees: float = 0.0
-  tokens: bool = False
-  seq2seq: bool = False
-
-
-# Image augmentation keys of the ``data`` section and their off values (text takes none).
-_IMAGE_AUGMENTATION = {"crop_padding": 0, "flip": False, "rotation_degrees": 0.0}
-
-
-def augment_config(config: ml_collections.ConfigDict, dataset) -> AugmentConfig:
-  """The ``data`` section's augmentation with ``dataset``'s normalisation constants.
-
-  Token ids (a `jaxkd.data.TokenDataset`) take no image augmentation: a key of it set on text
-  is a `ConfigError`.
-  """
-  if isinstance(dataset, (data_lib.TokenDataset, data_lib.ParallelDataset)):
-    for key, off in _IMAGE_AUGMENTATION.items():
-      _require(config.data[key] == off, f"data.{key}", config.data[key],
-               f"dataset {dataset.name!r} holds token ids, which take no image augmentation; "
-               f"allowed: {off!r}")
-    return AugmentConfig(mean=(), std=(), tokens=True,
-                         seq2seq=isinstance(dataset, data_lib.ParallelDataset))
-  return AugmentConfig(mean=tuple(dataset.mean), std=tuple(dataset.std),
-                       crop_padding=int(config.data.crop_padding), flip=bool(config.data.flip),
-                       rotation_degrees=float(config.data.rotation_degrees))
-
-
-@dataclasses.dataclass(frozen=True)
 class Run:
   """A resolved config: everything the loop needs, built before anything compiles.
 
   ``teacher`` is the objective's teacher bound to this run (a frozen teacher's checkpoint
-  loaded), or None.
+  loaded), or None; ``task`` the `jaxkd.tasks` task the data serves, bound to the run's
+  settings (an image task's augmentation); ``config`` has the task's defaults filled in.
   """
   config: ml_collections.ConfigDict
   train_data: Any
@@ -91,7 +53,7 @@ class Run:
   model: Any
   objective: Any
   teacher: Any
-  augment: AugmentConfig
+  task: tasks.Bound
   steps_per_epoch: int
   total_steps: int
   mesh: jax.sharding.Mesh
@@ -229,7 +191,8 @@ def _bind_teacher(objective, config, dataset):
     return teacher
   env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
                             num_classes=dataset.num_classes, cpu_conv=config.model.cpu_conv,
-                            mean=tuple(dataset.mean), std=tuple(dataset.std),
+                            mean=tuple(getattr(dataset, "mean", ())),
+                            std=tuple(getattr(dataset, "std", ())),
                             vocab_size=getattr(dataset, "vocab_size", None), data=config.data)
   try:
     return teacher.setup(env)
@@ -270,10 +233,6 @@ def _check_train(config, mesh) -> None:
     _require(isinstance(train[key], bool), f"train.{key}", train[key], "must be True or False")
   _require(isinstance(config.seed, int) and config.seed >= 0, "seed", config.seed,
            "must be an int >= 0")
-  _require(isinstance(config.data.crop_padding, int) and config.data.crop_padding >= 0,
-           "data.crop_padding", config.data.crop_padding, "must be an int >= 0")
-  _require(0 <= config.data.rotation_degrees <= 180, "data.rotation_degrees",
-           config.data.rotation_degrees, "must be in [0, 180]")
 
 
 def _check_teacher(config) -> None:
@@ -330,74 +289,26 @@ def _check_best_split(config) -> None:
            "and data.train_split='train[:90%]' (or train.keep_best=False)")
 
 
-def _data_kind(dataset) -> str:
-  if isinstance(dataset, data_lib.ParallelDataset):
-    return "translation"
-  return "text" if isinstance(dataset, data_lib.TokenDataset) else "image"
+def _check_model_kind(config, task: tasks.Task) -> None:
+  """The model reads what the task's data holds (`jaxkd.models.input_kind`)."""
+  _require(models.input_kind(config.model.name) == task.input_kind, "model.name",
+           config.model.name, f"dataset {config.data.name!r} holds {task.input_kind}; allowed: "
+           + ", ".join(n for n in models.names() if models.input_kind(n) == task.input_kind))
 
 
-def _model_kind(name: str) -> str:
-  if models.is_translation(name):
-    return "translation"
-  return "text" if models.is_text(name) else "image"
-
-
-def _check_model_kind(config, kind: str) -> None:
-  """Translation models (`jaxkd.models.is_translation`) read source and target ids, text
-  classifiers (`jaxkd.models.is_text`) token ids, the others images."""
-  what = {"image": "images", "text": "token ids", "translation": "sentence pairs"}[kind]
-  _require(kind == _model_kind(config.model.name), "model.name", config.model.name,
-           f"dataset {config.data.name!r} holds {what}; allowed: "
-           + ", ".join(n for n in models.names() if _model_kind(n) == kind))
-
-
-def _check_translation(config, objective) -> None:
-  """Translation runs apply every objective per target token, in batches whose shape follows
-  their length bucket; methods whose state or inputs are per sentence or per image cannot."""
-  _require(config.train.steps_per_dispatch == 1, "train.steps_per_dispatch",
-           config.train.steps_per_dispatch, "translation batches change shape with their length "
-           "bucket, so steps cannot be stacked into one dispatch; allowed: 1")
-  gen = config.generate
-  _require(isinstance(gen.beam_size, int) and gen.beam_size >= 1, "generate.beam_size",
-           gen.beam_size, "must be an int >= 1")
-  _require(gen.max_len_a >= 0 and isinstance(gen.max_len_b, int) and gen.max_len_b >= 1,
-           "generate.max_len_b", gen.max_len_b, "must be an int >= 1 (and max_len_a >= 0)")
-  reason = _per_token_refusal(objective)
-  if reason is not None:
-    allowed = [name for name in objectives.names()
-               if _per_token_refusal(objectives.get(name)) is None]
-    _require(False, "method.name", config.method.name,
-             f"it reads {reason}, which a translation model does not give per target token; "
-             f"allowed on translation: {', '.join(allowed)}")
-
-
-_NOT_PER_TOKEN = {
-    "example_ids": "a table row per training example (one distribution per example, not per "
-                   "token)",
-    "dense_logits": "per-position class votes of an image feature map",
-    "features": "penultimate features and class representatives of a classifier",
-    "class_embeddings": "class representatives of a classifier"}
-
-
-def _per_token_refusal(objective) -> str | None:
-  """Why ``objective`` cannot apply per target token of a translation batch, or None: it needs
-  an input a sequence model does not give per token, or its teacher reads other examples
-  (partner rows), which token-count batches do not carry."""
-  needs = sorted(objective.requires & set(_NOT_PER_TOKEN))
-  if needs:
-    return _NOT_PER_TOKEN[needs[0]]
-  teacher = objective.teacher
-  if teacher is not None and teacher.host_batch is not None:
-    return (f"other examples' outputs through its {getattr(teacher, 'name', '')} teacher "
-            "(partner rows, which token-count batches do not carry)")
-  return None
+def _task_call(fn, *args):
+  """A task's config check, its `ValueError` as a `ConfigError`."""
+  try:
+    return fn(*args)
+  except ValueError as err:
+    raise ConfigError(str(err)) from None
 
 
 def streams(run: "Run") -> bool:
-  """Whether ``run``'s batches carry their inputs (`jaxkd.data.StreamingSplit` read record by
-  record, or a `jaxkd.data.ParallelDataset` batched by token count) rather than example ids
-  into a split held on the device."""
-  return isinstance(run.train_data, (data_lib.StreamingSplit, data_lib.ParallelDataset))
+  """Whether ``run``'s batches carry their inputs (streamed data read record by record, or
+  batches by token count) rather than example ids into a split held on the device: a split
+  with no ``inputs`` array in memory."""
+  return not hasattr(run.train_data, "inputs")
 
 
 def _datasets(data: ml_collections.ConfigDict, devices: int) -> tuple[Any, Any]:
@@ -455,6 +366,10 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
               teacher: Any = None) -> Run:
   """Validates ``config`` and loads data, model, objective, teacher and mesh (no compilation).
 
+  The ``data`` keys the config leaves None take the defaults of the data's task
+  (`jaxkd.tasks.Task.defaults`: an image task's augmentation), in ``config`` itself, so the
+  run's ``config.json`` holds the values it ran with.
+
   Args:
     config: the run's config.
     datasets: ``(train, eval)`` `jaxkd.data.ArrayDataset` replacing ``config.data.name``.
@@ -484,25 +399,27 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
       except ValueError as err:
         raise ConfigError(f"config.data.{key}: {err}") from None
     _check_best_split(config)
-    _check_model_kind(config, data_lib.spec(config.data.name).kind)  # before loading
+    _check_model_kind(config, tasks.get(data_lib.spec(config.data.name).task))  # before loading
     train_data, eval_data = _datasets(config.data, mesh.size)
   else:
     _require(config.data.in_memory is not False, "data.in_memory", config.data.in_memory,
              "must not be False when the datasets are given in memory")
     train_data, eval_data = datasets
-  kind = _data_kind(train_data)
-  text, seq2seq = kind in ("text", "translation"), kind == "translation"
-  _require(kind == _data_kind(eval_data), "data.name", config.data.name,
-           "the train and eval splits must be of one kind (images, token ids, sentence pairs)")
-  _check_model_kind(config, kind)
-  if text:
-    _require(train_data.vocab_size == eval_data.vocab_size, "data.name", config.data.name,
-             f"the eval split's vocabulary ({eval_data.vocab_size}) differs from the train "
-             f"split's ({train_data.vocab_size})")
-  _require(eval_data.image_shape == train_data.image_shape, "data.name", config.data.name,
-           f"test images {eval_data.image_shape} differ from train images "
-           f"{train_data.image_shape}")
-  if seq2seq:  # batches by token count (data.max_tokens); train.batch_size is not read
+  task = tasks.of(train_data)
+  _require(eval_data.task == task.name, "data.name", config.data.name,
+           f"the train split serves {task.name}, the eval split {eval_data.task}; they must "
+           "serve one task")
+  _check_model_kind(config, task)
+  task.fill_defaults(config.data)
+  settings = _task_call(task.setup, config, train_data)
+  vocab_size = getattr(train_data, "vocab_size", None)
+  _require(getattr(eval_data, "vocab_size", None) == vocab_size, "data.name", config.data.name,
+           f"the eval split's vocabulary ({getattr(eval_data, 'vocab_size', None)}) differs "
+           f"from the train split's ({vocab_size})")
+  _require(eval_data.input_shape == train_data.input_shape, "data.name", config.data.name,
+           f"test inputs {eval_data.input_shape} differ from train inputs "
+           f"{train_data.input_shape}")
+  if task.by_token_count:  # batches by token count (data.max_tokens); train.batch_size unread
     steps_per_epoch = train_data.num_steps(train=True)
   else:
     _require(batch <= train_data.num_examples, "train.batch_size", batch,
@@ -514,17 +431,10 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            "must be > 0 (or set train.num_steps > 0)")
   model = models.get(config.model.name, num_classes=train_data.num_classes,
                      dtype=DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv,
-                     vocab_size=train_data.vocab_size if text else None)
+                     vocab_size=vocab_size)
   objective = _objective(config, num_examples=train_data.num_examples,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-  if seq2seq:
-    _check_translation(config, objective)
-  # Per-position votes (Zipf's LS) come from an image's feature map; on text they would
-  # count the padding, so no text model offers them.
-  _require(not text or "dense_logits" not in objective.requires, "method.name",
-           config.method.name, "it reads per-position class votes (dense_logits) of an image "
-           "feature map, which text models do not give; allowed on text: every method "
-           "without dense_logits")
+  _task_call(task.check_objective, config, objective)
   if teacher is None:
     teacher = _bind_teacher(objective, config, train_data)
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
@@ -533,6 +443,6 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            "rows), which streamed data (data.in_memory=False) does not hold on the device; "
            "allowed with streaming: every method without partner rows")
   return Run(config=config, train_data=train_data, eval_data=eval_data, model=model,
-             objective=objective, teacher=teacher, augment=augment_config(config, train_data),
+             objective=objective, teacher=teacher, task=tasks.Bound(task, settings),
              steps_per_epoch=steps_per_epoch, total_steps=total_steps, mesh=mesh,
              init_variables=init_variables)

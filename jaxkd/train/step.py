@@ -1,12 +1,12 @@
-"""The jitted train and eval steps.
+"""The jitted train steps.
 
 One `jax.jit` program per step over a `Mesh` with a ``data`` axis: the batch dict (example
 indices and whatever rows the teacher adds) is sharded over ``data``; the run's constants (the
 dataset, a frozen teacher's variables) and the state are replicated; the state buffers are
-donated. The step gathers and augments its images on the device, runs the student, asks the
-teacher for its logits, applies the objective and the optimizer, and lets the teacher update
+donated. The step gathers its inputs, has the run's task (`jaxkd.tasks`) augment and feed them
+on the device, runs the student, asks the teacher for its logits, applies the objective and the optimizer, and lets the teacher update
 itself (a replay refresh is a `lax.cond`), so nothing crosses to the host and nothing retraces.
-The step never asks which teacher it holds.
+The step never asks which teacher or which task it holds.
 
 ``train_many`` runs K steps in one dispatch (`jax.lax.scan` over the step, batches stacked on a
 leading axis), for runs whose step is so short that dispatching it from Python dominates
@@ -22,68 +22,31 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxkd import analysis
-from jaxkd import data as data_lib
+from jaxkd import tasks
 from jaxkd import teachers
 from jaxkd.train import state as state_lib
-from jaxkd.train.run import AugmentConfig
 
-__all__ = ["StepFns", "inputs", "make_steps", "model_input", "preprocess", "per_token"]
-
-
-def preprocess(rng: jax.Array | None, images: jax.Array, aug: AugmentConfig) -> jax.Array:
-  """uint8 ``[B,H,W,C]`` -> normalised float32; augmented when ``rng`` is given.
-
-  Crops, flips and rotations run on ``[0, 1]`` pixels (padding is black, as torchvision pads
-  before ``Normalize``); `jaxkd.data.normalize` follows. Token ids (``aug.tokens``: int32
-  ``[B, L]``, text data) pass through untouched.
-  """
-  if aug.tokens:
-    return images
-  x = images.astype(jnp.float32) / 255.0
-  if rng is not None and (aug.crop_padding or aug.flip or aug.rotation_degrees):
-    x = data_lib.device_augment(rng, x, crop_padding=aug.crop_padding, flip=aug.flip,
-                                rotation_degrees=aug.rotation_degrees)
-  return data_lib.normalize(x, aug.mean, aug.std, max_value=1.0)
+__all__ = ["StepFns", "inputs", "make_steps"]
 
 
 def inputs(consts: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-  """A batch's uint8 images (or int32 token ids) and labels: carried by the batch (streamed data), or gathered from
-  the split held on the device by the batch's example ``indices``."""
-  if "images" in batch:
-    return batch["images"], batch["labels"]
-  return consts["images"][batch["indices"]], consts["labels"][batch["indices"]]
-
-
-def model_input(x: jax.Array, labels: jax.Array, aug: AugmentConfig) -> Any:
-  """What the model reads: ``x``, or for translation (``aug.seq2seq``) the source ids ``x`` and
-  the target ids ``labels`` (the model shifts them right itself: teacher forcing)."""
-  return {"source": x, "target": labels} if aug.seq2seq else x
-
-
-def per_token(logits: jax.Array, labels: jax.Array, teacher_logits: Any = None):
-  """A translation batch's logits ``[B, T, V]``, labels ``[B, T]`` and teacher logits
-  (``[..., B, T, V]``) as ``B*T`` examples, with weights 1 on the real target tokens and 0 on
-  the padding: every objective then gives fairseq's per-token loss, averaged over the real
-  tokens of the batch. Returns ``(logits, labels, teacher_logits, weights)``."""
-  vocab = logits.shape[-1]
-  labels = labels.reshape(-1)
-  if teacher_logits is not None:
-    teacher_logits = teacher_logits.reshape(teacher_logits.shape[:-3] + (-1, vocab))
-  return (logits.reshape(-1, vocab), labels, teacher_logits,
-          (labels != data_lib.PAD).astype(jnp.float32))
+  """A batch's raw inputs (uint8 images, int32 token ids) and labels: carried by the batch
+  (streamed data), or gathered from the split held on the device by the batch's example
+  ``indices``."""
+  if "inputs" in batch:
+    return batch["inputs"], batch["labels"]
+  return consts["inputs"][batch["indices"]], consts["labels"][batch["indices"]]
 
 
 @dataclasses.dataclass(frozen=True)
 class StepFns:
   """The jitted programs of a run, and the plain train step they compile.
 
-  ``train(state, consts, batch) -> (state, metrics)``: ``consts`` holds ``images``,
+  ``train(state, consts, batch) -> (state, metrics)``: ``consts`` holds ``inputs``,
   ``labels`` (the training split, when held in memory) and ``teacher`` (the teacher's
   constants, or None); ``batch`` holds ``indices`` (example ids), the rows the teacher's
-  ``host_batch`` adds and, for streamed data, the batch's own ``images`` and ``labels``.
-  ``eval(params, batch_stats, consts, batch) -> sums`` over one batch of an evaluation split
-  (`Trainer.eval_batches`: ``indices`` or ``images`` and ``labels``, and ``mask``).
+  ``host_batch`` adds and, for streamed data, the batch's own ``inputs`` and ``labels``.
+  (Evaluation is `Trainer.predict`'s.)
   ``train_many(state, consts, batches) -> (state, metrics)``: K train steps in one program,
   a `jax.lax.scan` over ``train_fn``; every row of ``batches`` has a leading ``[K]`` axis
   (`jaxkd.train.Batches.get_many`) and every metric comes back stacked, ``[K]``. It compiles
@@ -93,21 +56,21 @@ class StepFns:
   (``jax.vmap`` over stacked states packs several seeds into one program).
   """
   train: Callable[..., tuple[state_lib.TrainState, dict]]
-  eval: Callable[..., dict]
   train_fn: Callable[..., tuple[state_lib.TrainState, dict]]
   train_many: Callable[..., tuple[state_lib.TrainState, dict]]
 
 
 def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransformation,
-               aug: AugmentConfig, mesh: jax.sharding.Mesh, teacher: Any = None,
+               task: tasks.Bound, mesh: jax.sharding.Mesh, teacher: Any = None,
                skip_nonfinite: bool = False, state_sharding: Any = None) -> StepFns:
-  """Builds the jitted train and eval steps of a run.
+  """Builds the jitted train steps of a run.
 
   Args:
     model: the student (a `jaxkd.models` module).
     objective: a `jaxkd.objectives` objective.
     optimizer: an optax transformation over ``state_lib.trainable(...)``.
-    aug: on-device augmentation settings for training images.
+    task: the run's task with its settings (`jaxkd.tasks.Bound`): preprocessing, feeding and
+      the objective's examples.
     mesh: a mesh with a ``data`` axis; the batch is sharded over it, the state replicated.
     teacher: a bound `jaxkd.teachers.Teacher` giving the objective's teacher logits, or None.
     skip_nonfinite: keep the previous state when the loss or a gradient is not finite.
@@ -124,11 +87,11 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     rng = jax.random.fold_in(state.rng, state.step)
     aug_rng, teacher_rng, dropout_rng = jax.random.split(rng, 3)
     indices = batch["indices"]
-    images, labels = inputs(consts, batch)
-    x = model_input(preprocess(aug_rng, images, aug), labels, aug)
+    raw, labels = inputs(consts, batch)
+    x = task.model_input(aug_rng, raw, labels)
     load = None
-    if "images" in consts:
-      load = lambda rows, key: preprocess(key, consts["images"][rows], aug)
+    if "inputs" in consts:
+      load = lambda rows, key: task.preprocess(key, consts["inputs"][rows])
 
     def loss_fn(tr):
       out, batch_stats = teachers.apply_model(
@@ -143,9 +106,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
                                                   rng=teacher_rng))
         if t.batch_stats is not None:
           batch_stats = t.batch_stats
-      logits, targets, teacher_logits, weights = out["logits"], labels, t.logits, None
-      if aug.seq2seq:
-        logits, targets, teacher_logits, weights = per_token(logits, labels, teacher_logits)
+      logits, targets, teacher_logits, weights = task.examples(out["logits"], labels, t.logits)
       loss, metrics, new_obj = objective.loss(
           logits, targets, state.objective, step=state.step, teacher_logits=teacher_logits,
           teacher_mask=t.mask, class_embeddings=t.class_embeddings,
@@ -180,20 +141,8 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
     # the loop: the parameters then differ from single steps' in the last float bit or two).
     return jax.lax.scan(lambda carry, batch: train_step(carry, consts, batch), state, batches)
 
-  def eval_step(params, batch_stats, consts, batch):
-    images, labels = inputs(consts, batch)
-    out, _ = teachers.apply_model(model, {"params": params, "batch_stats": batch_stats},
-                                  model_input(preprocess(None, images, aug), labels, aug),
-                                  train=False)
-    if aug.seq2seq:  # per target token: loss, token accuracy, calibration
-      logits, tokens, _, real = per_token(out["logits"], labels)
-      return analysis.classification_metrics(
-          logits, tokens, mask=jnp.repeat(batch["mask"], labels.shape[1]) & (real > 0))
-    return analysis.classification_metrics(out["logits"], labels, mask=batch["mask"])
-
   out_shardings = (state_sharding or replicated, replicated)
   return StepFns(
       train=jax.jit(train_step, donate_argnums=0, out_shardings=out_shardings),
-      eval=jax.jit(eval_step, out_shardings=replicated),
       train_fn=train_step,
       train_many=jax.jit(train_steps, donate_argnums=0, out_shardings=out_shardings))

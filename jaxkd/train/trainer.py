@@ -11,8 +11,9 @@ the same way::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,13 +22,14 @@ import numpy as np
 import optax
 
 from jaxkd import data as data_lib
+from jaxkd import tasks
 from jaxkd import teachers
 from jaxkd.train import run as run_lib
 from jaxkd.train import state as state_lib
 from jaxkd.train import step as step_lib
 
-__all__ = ["Batches", "StreamBatches", "Trainer", "build", "example_rows", "init_state", "replicate",
-           "shard_batch", "state_sharding"]
+__all__ = ["Batches", "StreamBatches", "Trainer", "build", "example_rows", "finalize",
+           "init_state", "replicate", "shard_batch", "state_sharding"]
 
 
 def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
@@ -61,10 +63,8 @@ def example_rows(run: run_lib.Run) -> int:
 def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed: int):
   """``(init, sizes)``: the function building the initial state, and the sizes it passes."""
   init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-  dtype = getattr(run.train_data, "input_dtype", jnp.uint8)  # int32 token ids for text
-  zeros = jnp.zeros((1,) + run.train_data.image_shape, dtype)
-  sample = step_lib.model_input(step_lib.preprocess(None, zeros, run.augment), zeros,
-                                run.augment)
+  zeros = jnp.zeros((1,) + run.train_data.input_shape, run.train_data.input_dtype)
+  sample = run.task.model_input(None, zeros, zeros)
   feature_dim = jax.eval_shape(
       lambda: run.model.apply(run.model.init(init_key, sample), sample))["features"].shape[-1]
   sizes = dict(num_classes=run.train_data.num_classes, feature_dim=feature_dim)
@@ -172,12 +172,12 @@ class Batches:
             for key in rows[0]}
 
 
-_STREAM_KEYS = {"image": "images", "label": "labels", "id": "indices", "mask": "mask"}
+_STREAM_KEYS = {"image": "inputs", "label": "labels", "id": "indices", "mask": "mask"}
 
 
 def _from_process_local(mesh: jax.sharding.Mesh, local: dict, *, axis: int = 0) -> dict:
   """This process's rows of a global batch (`StreamingSplit.batches`; ``axis``: the batch
-  axis, after K stacked steps) as global arrays sharded over ``data``: ``images``, ``labels``,
+  axis, after K stacked steps) as global arrays sharded over ``data``: ``inputs``, ``labels``,
   ``indices`` (example ids) and ``mask``."""
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*(None,) * axis, "data"))
 
@@ -193,7 +193,8 @@ class StreamBatches:
   """The batches of a streamed run (`jaxkd.data.StreamingSplit`), read on host threads.
 
   ``get(step)`` gives the global batch of ``step`` as arrays sharded over the mesh, each
-  process reading only its rows: ``images`` (decoded and cropped), ``labels`` and ``indices``
+  process reading only its rows: ``inputs`` (images decoded and cropped), ``labels`` and
+  ``indices``
   (example ids, for per-example method state); ``get_many(step, k)`` K of them stacked. The
   order and the crops are a pure function of (seed, epoch, id), so a run resumed at any step
   reads the batches an uninterrupted run reads. Consecutive steps come from one prefetching
@@ -235,11 +236,11 @@ class Trainer:
   Attributes:
     run: the resolved config (`jaxkd.train.Run`: data, model, objective, teacher, mesh).
     optimizer: the optax transformation over `jaxkd.train.trainable`.
-    steps: the jitted train and eval steps (`StepFns`).
-    consts: the training step's constants on the mesh: ``images``, ``labels`` (in-memory
-      data only; streamed batches carry their images) and ``teacher`` (the teacher's
+    steps: the jitted train steps (`StepFns`).
+    consts: the training step's constants on the mesh: ``inputs``, ``labels`` (in-memory
+      data only; streamed batches carry their inputs) and ``teacher`` (the teacher's
       constants, or None).
-    eval_consts: the evaluation split's ``images`` and ``labels`` on the mesh (empty when
+    eval_consts: the evaluation split's ``inputs`` and ``labels`` on the mesh (empty when
       streamed).
     schedule: the optimizer's learning rate as a function of the step (`make_schedule`); the
       update that makes the step count ``t + 1`` runs at ``schedule(t)``. None when unknown.
@@ -253,6 +254,8 @@ class Trainer:
   eval_consts: dict
   schedule: Optional[optax.Schedule] = None
   state_sharding: Any = None
+  # The compiled prediction programs, one per set of evaluators (`predict`).
+  programs: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
   def init_state(self, seed: Optional[int] = None) -> state_lib.TrainState:
     """The initial train state (``seed``: the config's when None)."""
@@ -265,8 +268,8 @@ class Trainer:
     return Batches(self.run, seed=seed)
 
   def eval_batches(self, batch_size: Optional[int] = None):
-    """The evaluation split in order, as batch dicts for ``steps.eval``: every example once,
-    the last batch padded and masked (``mask`` False on the padding). ``batch_size``: the
+    """The evaluation split in order, as batch dicts for `predict`: every example once, the
+    last batch padded and masked (``mask`` False on the padding). ``batch_size``: the
     config's ``train.eval_batch_size`` when None."""
     run = self.run
     batch_size = batch_size or run.config.train.eval_batch_size
@@ -279,18 +282,93 @@ class Trainer:
     for rows, mask in zip(order, valid):
       yield {"indices": shard_batch(run.mesh, rows), "mask": shard_batch(run.mesh, mask)}
 
-  def eval_sums(self, params, batch_stats) -> dict:
-    """``steps.eval``'s additive sums over every batch of `eval_batches`, on the device (pass
-    them to `jaxkd.analysis.finalize_metrics` after ``jax.device_get``)."""
-    sums = None
-    for batch in self.eval_batches():
-      out = self.steps.eval(params, batch_stats, self.eval_consts, batch)
-      sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-    return sums
+  def _program(self, evaluators: tuple):
+    """The jitted prediction program of ``evaluators`` (compiled once per run and set)."""
+    key = tuple(e.name for e in evaluators)
+    if key in self.programs:
+      return self.programs[key]
+    run = self.run
+
+    def predict(variables, consts, batch):
+      raw, labels = step_lib.inputs(consts, batch)
+      out, _ = teachers.apply_model(run.model, variables, run.task.model_input(None, raw, labels),
+                                    train=False)
+      logits, targets, _, mask = run.task.examples(out["logits"], labels, mask=batch["mask"])
+      p = tasks.Predictions(logits=logits, labels=targets, mask=mask, outputs=out, inputs=raw,
+                            row_mask=batch["mask"], ids=batch["indices"], model=run.model,
+                            variables=variables)
+      return ({e.name: e.sums(p) for e in evaluators if e.sums is not None},
+              {e.name: e.rows(p) for e in evaluators if e.rows is not None})
+
+    replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+    by_rows = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec("data"))
+    self.programs[key] = jax.jit(predict, out_shardings=(replicated, by_rows))
+    return self.programs[key]
+
+  def predict(self, variables: dict, evaluators: Sequence[tasks.Evaluator], *, batches=None,
+              waiting=contextlib.nullcontext) -> dict:
+    """The one prediction path: the model over a split, reduced by ``evaluators``.
+
+    Every batch of ``batches`` (`eval_batches` when None: the evaluation split in order,
+    streamed when the data is, the last batch padded and masked) goes through one jitted
+    program sharded over the mesh; an evaluator's additive sums are added on the device (a
+    replicated result: summed over the devices and the processes), its rows gathered to the
+    host of every process batch by batch, the padding dropped (`jaxkd.tasks.Evaluator`).
+    The training loop, ``jaxkd eval``, the report's collector and the benchmarks evaluate
+    through here.
+
+    Args:
+      variables: the model's ``params`` and ``batch_stats``, on the mesh.
+      evaluators: `jaxkd.tasks.Evaluator` (names unique; a name means one computation).
+      batches: batch dicts as `eval_batches` gives them.
+      waiting: a context manager around the wait for the device's sums (the watchdog's).
+
+    Returns:
+      ``{name: total}``: each evaluator's host sums, or its list of kept rows; pass it to
+      `finalize`.
+    """
+    evaluators = tuple(evaluators)
+    program = self._program(evaluators)
+    keeps = {e.name: e for e in evaluators if e.rows is not None}
+    sums, kept = None, {name: [] for name in keeps}
+    for batch in self.eval_batches() if batches is None else batches:
+      batch_sums, rows = program(variables, self.eval_consts, batch)
+      sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
+      if keeps:
+        rows, mask = _gather((rows, batch["mask"]))
+        for name, evaluator in keeps.items():
+          found = {k: v[mask] for k, v in rows[name].items()}
+          kept[name].append(evaluator.keep(found) if evaluator.keep else found)
+    with waiting():
+      sums = jax.device_get(sums) if sums is not None else {}
+    return {e.name: sums[e.name] if e.sums is not None else kept[e.name] for e in evaluators}
+
+  def evaluate(self, variables: dict, evaluators: Sequence[tasks.Evaluator], **kwargs
+               ) -> tuple[dict, dict]:
+    """`predict`, finalized: ``(numbers, totals)``, the evaluators' numbers merged into one
+    dict (``top1``, ``nll``, ``stability``, ...) and `predict`'s totals."""
+    totals = self.predict(variables, evaluators, **kwargs)
+    return finalize(evaluators, totals), totals
+
+
+def finalize(evaluators: Sequence[tasks.Evaluator], totals: dict) -> dict:
+  """The numbers of ``evaluators`` from `Trainer.predict`'s ``totals``, merged into one dict."""
+  numbers = {}
+  for evaluator in evaluators:
+    numbers.update(evaluator.finalize(totals[evaluator.name]))
+  return numbers
+
+
+def _gather(tree) -> Any:
+  """Global arrays on the host of every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _on_mesh(mesh, dataset) -> dict:
-  return {k: replicate(mesh, getattr(dataset, k)) for k in ("images", "labels")}
+  return {k: replicate(mesh, getattr(dataset, k)) for k in ("inputs", "labels")}
 
 
 def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
@@ -319,16 +397,16 @@ def build(config: ml_collections.ConfigDict, *, datasets: Any = None,
   optimizer = run_lib.make_optimizer(config.train.optimizer, schedule=schedule, **sizes)
   sharding = state_sharding(run, optimizer)
   steps = step_lib.make_steps(model=run.model, objective=run.objective, optimizer=optimizer,
-                              aug=run.augment, mesh=run.mesh, teacher=run.teacher,
+                              task=run.task, mesh=run.mesh, teacher=run.teacher,
                               skip_nonfinite=config.train.skip_nonfinite,
                               state_sharding=sharding)
   teacher_consts = None
   if run.teacher is not None and run.teacher.consts is not None:
     teacher_consts = jax.tree_util.tree_map(lambda x: replicate(run.mesh, x), run.teacher.consts)
   if run_lib.streams(run):
-    train, evaluation = {}, {}  # the batches carry their images
+    train, evaluation = {}, {}  # the batches carry their inputs
   elif share_data_with is not None:
-    train = {k: share_data_with.consts[k] for k in ("images", "labels")}
+    train = {k: share_data_with.consts[k] for k in ("inputs", "labels")}
     evaluation = share_data_with.eval_consts
   else:
     train = _on_mesh(run.mesh, run.train_data)
