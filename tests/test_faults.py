@@ -29,4 +29,7 @@ def test_survivor_of_a_dead_peer_exits_clearly_and_the_rerun_resumes_exactly(tmp
   else:  # the kill cut a message mid-collective: gloo aborts the survivor at once
     assert survivor["path"] == "gloo abort" and survivor["exit_after_kill_s"] < 10, record
   assert record["bit_equal_to_uninterrupted"], record
-  assert record["two_processes_vs_one_max_relative_diff"] <= 1e-5, record
+  # float64 runs (model.dtype): another order of the sums moves only the last float64 bits.
+  print("2 processes vs 1, max relative difference:",
+        record["two_processes_vs_one_max_relative_diff"])
+  assert record["two_processes_vs_one_max_relative_diff"] <= 1e-9, record

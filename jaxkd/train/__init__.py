@@ -10,7 +10,7 @@ from jaxkd.train.evaluate import evaluate_checkpoint
 from jaxkd.train.loop import NonFiniteError, maybe_initialize_distributed, train_and_evaluate
 from jaxkd.train.run import (DTYPES, AugmentConfig, ConfigError, Run, augment_config,
                              build_run, derived_hparams, make_mesh, make_optimizer,
-                             make_schedule)
+                             make_schedule, precision)
 from jaxkd.train.signals import Interrupted
 from jaxkd.train.state import TrainState, trainable
 from jaxkd.train.step import StepFns, make_steps, preprocess
@@ -22,6 +22,6 @@ __all__ = [
     "NonFiniteError", "Run", "StepFns", "TrainState", "Trainer", "augment_config", "build",
     "build_run", "derived_hparams", "evaluate_checkpoint", "example_rows", "init_state",
     "make_mesh", "make_optimizer", "make_schedule", "make_steps", "maybe_initialize_distributed",
-    "preprocess", "replicate", "shard_batch", "state_sharding", "trainable",
+    "precision", "preprocess", "replicate", "shard_batch", "state_sharding", "trainable",
     "train_and_evaluate",
 ]
