@@ -238,6 +238,7 @@ def _smoke_key(config):
 _SMOKE_RUNS = {}  # shared by the tables: a method trained once is not trained again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in STREAMED])
 def test_every_smoke_variant_trains(name, tmp_path_factory):
   """The table's teacher stages, then its rows, in their smoke variants, through the engine."""
@@ -389,6 +390,7 @@ def imagenet_teacher(imagenet_dir, tmp_path_factory):
   return str(workdir)
 
 
+@pytest.mark.slow
 def test_ls_vs_kd_imagenet_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path):
   _build_every_smoke_row("ls_vs_kd_imagenet", imagenet_dir, imagenet_teacher)
   summary = _train_smoke("ls_vs_kd_imagenet", "protocol=icml22,method=kd,T=64", tmp_path,
@@ -396,6 +398,7 @@ def test_ls_vs_kd_imagenet_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path
   assert summary["method"] == "kd"
 
 
+@pytest.mark.slow
 def test_tfkd_imagenet_smoke_trains(imagenet_dir, tmp_path):
   _build_every_smoke_row("tfkd_imagenet", imagenet_dir, None)  # no row has a teacher
   summary = _train_smoke("tfkd_imagenet", "model=resnet18,method=tfkd_reg", tmp_path,
@@ -403,6 +406,7 @@ def test_tfkd_imagenet_smoke_trains(imagenet_dir, tmp_path):
   assert summary["method"] == "tfkd_reg"
 
 
+@pytest.mark.slow
 def test_ls_vs_kd_cub_smoke_trains(cub_dir, tmp_path):
   """A smoke LS teacher trains on the tiny CUB (200 classes from tfds); every student row
   binds it as its teacher (the KD step itself is the ImageNet table's smoke run)."""
@@ -446,6 +450,7 @@ def test_a_row_initialised_from_an_unknown_row_is_rejected():
     Table(name="t", title="t", rows=(Row("a", "method=ce", init_from="nope"),))
 
 
+@pytest.mark.slow
 def test_ls_vs_kd_binary_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path):
   """Every smoke row builds; stage 1 trains from the smoke teacher and stage 2 starts from it."""
   _build_every_smoke_row("ls_vs_kd_binary", imagenet_dir, imagenet_teacher)

@@ -63,7 +63,7 @@ def _assert_close(packed_tree, separate_tree, index):
 # The convolutional net (BatchNorm statistics, a refresh) unrolled; the MLP, which compiles in a
 # second, vmapped.
 @pytest.mark.parametrize("method,hparams,strategy,model", [
-    ("mrkd", {"refresh_every": 2}, "unroll", "small_cnn"),
+    pytest.param("mrkd", {"refresh_every": 2}, "unroll", "small_cnn", marks=pytest.mark.slow),
     ("mrkd", {"refresh_every": 2}, "vmap", "mlp"), ("ols", {}, "vmap", "mlp")])
 def test_packed_seeds_equal_separate_runs(method, hparams, strategy, model):
   trainer = _trainer(method, model, **hparams)

@@ -149,6 +149,7 @@ def _params(workdir):
   return variables["params"], step
 
 
+@pytest.mark.slow
 def test_streamed_run_on_1_and_8_devices_and_resumed_mid_epoch(imagenet_dir, tmp_path):
   summaries = {}
   for devices in (1, 8):

@@ -249,6 +249,7 @@ def _top1(trainer, state):
   return correct / count
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20),
                                         ("cnn_text", 20)])
 def test_text_models_learn_the_class_words(name, steps):

@@ -9,9 +9,12 @@ from jaxkd.train import packed
 from references import assert_relative_close
 
 
-def _config(method="mrkd", devices=1, batch=16, **method_hparams):
+def _config(method="mrkd", devices=1, batch=16, model="mlp", **method_hparams):
+  """A 5-step run of ``method`` on the digits; the MLP (compiles in about a second) unless a
+  test needs BatchNorm or convolutions (``model="small_cnn"``)."""
   config = defaults.get_config()
   config.method.name = method
+  config.model.name = model
   with config.method.unlocked():
     config.method.update(method_hparams)
   config.mesh.data = devices
@@ -71,6 +74,7 @@ def _relative_gap(a, b) -> float:
   return float(np.linalg.norm(b - a) / np.linalg.norm(a))
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices():
   """Same parameters and MrKD ring after 5 steps (a refresh at 2 and 4) on 1 and 8 devices, in
   float64 (`model.dtype`) to 1e-9.
@@ -85,7 +89,7 @@ def test_one_device_equals_eight_devices():
   assert len(jax.devices()) >= 8, "conftest.py sets 8 simulated CPU devices"
   runs = []
   for devices in (1, 8):
-    config = _config("mrkd", devices=devices, batch=32, refresh_every=2)
+    config = _config("mrkd", devices=devices, batch=32, model="small_cnn", refresh_every=2)
     config.model.dtype = "float64"
     runs.append(_train_params(config))
   assert all(x.dtype == np.float64 for x in jax.tree_util.tree_leaves(runs))
@@ -94,9 +98,10 @@ def test_one_device_equals_eight_devices():
   assert gap <= 1e-9, gap
 
 
+@pytest.mark.slow
 def test_fast_cpu_convolutions_train_like_xla():
   """model.cpu_conv=fast (im2col small maps, per-tap kernel gradients) changes only rounding."""
-  config = _config(refresh_every=2)
+  config = _config(model="small_cnn", refresh_every=2)
   config.model.cpu_conv = "xla"
   xla = _train_params(config)
   config.model.cpu_conv = "fast"
@@ -139,7 +144,7 @@ def test_replay_logits_are_each_backups_own_forward(train_mode):
 def _pskd_run(devices, steps_to_run=3, dtype="float64", **hparams):
   """PS-KD's state after ``steps_to_run`` steps, fetched to the host (with the table's
   shards)."""
-  config = _config("pskd", devices=devices, batch=32, **hparams)
+  config = _config("pskd", devices=devices, batch=32, model="small_cnn", **hparams)
   config.model.dtype = dtype
   with train.precision(config):
     steps, state, consts, order = _build(config)
@@ -151,6 +156,7 @@ def _pskd_run(devices, steps_to_run=3, dtype="float64", **hparams):
     return jax.device_get(state), shards
 
 
+@pytest.mark.slow
 def test_pskd_table_rows_are_split_over_the_devices_and_match_one_device():
   """Each of 8 devices holds 1/8 of PS-KD's per-example table; the run equals one device's, in
   float64 to 1e-9 (see test_one_device_equals_eight_devices)."""
@@ -183,7 +189,6 @@ def test_steps_per_dispatch_trains_like_single_steps():
   XLA may fuse the loop's body differently from the single step's program.
   """
   config = _config("mrkd", devices=2, refresh_every=2)
-  config.model.name = "mlp"
   config.train.num_steps = 8
   trainer = train.build(config)
   batches = trainer.batches()
@@ -210,3 +215,22 @@ def test_steps_per_dispatch_trains_like_single_steps():
         np.concatenate([m[key] for m in stacked]),
         np.asarray([m[key] for m in jax.device_get(single_metrics)]), rtol=1e-6, atol=1e-7)
   assert int(many.teacher.state.refreshes) == 4
+
+
+def test_float64_is_checked_before_anything_is_built():
+  """model.dtype=float64 needs the x64 switch (`jaxkd.train.precision`) and a model with
+  float64 parameters; both refusals name the key, the value and what is allowed."""
+  config = _config("ce")
+  config.model.dtype = "float64"
+  with pytest.raises(train.ConfigError, match=r"config\.model\.dtype='float64': needs JAX's "
+                     r"x64 switch.*jaxkd\.train\.precision"):
+    train.build(config)
+  config.model.name = "reactnet18_imagenet"
+  with train.precision(config), pytest.raises(
+      train.ConfigError, match="model 'reactnet18_imagenet' has float32 parameters"):
+    train.build(config)
+  assert not jax.config.jax_enable_x64  # the switch is a context: off again after it
+  config.model.dtype = "float16"
+  with pytest.raises(train.ConfigError,
+                     match=r"model\.dtype='float16': allowed: float32, bfloat16, float64"):
+    train.build(config)
