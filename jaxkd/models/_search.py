@@ -54,9 +54,8 @@ def greedy_search(model: TranslationTransformer, variables, source: jax.Array, *
   """Argmax decoding, with the constraints of `beam_search` (it equals ``beam_size=1``).
 
   Starts from EOS as the first decoder input; PAD and BOS are never chosen, EOS not before
-  ``min_len`` tokens and always at the last position. fairseq's generator takes ``max_len =
-  max_len_a * src_len + max_len_b`` (``a=0``, ``b=200`` by default) tokens plus the EOS:
-  ``max_len=201`` here.
+  ``min_len`` tokens and always at the last position; fairseq's default length is
+  ``max_len=201`` here (the module docstring).
 
   Args:
     model: a `TranslationTransformer`.
@@ -112,9 +111,8 @@ def beam_search(model: TranslationTransformer, variables, source: jax.Array, *,
   once ``beam_size`` hypotheses are finished (fairseq's stopping rule); EOS is forced at the
   last position, so every hypothesis is finished by then. The best finished one is returned
   (the earliest finished on a tie, as fairseq's stable sort). PAD and BOS are never
-  generated, EOS not before ``min_len`` tokens. fairseq's generator takes ``max_len =
-  max_len_a * src_len + max_len_b`` (``a=0``, ``b=200`` by default) tokens plus the EOS:
-  ``max_len=201`` here.
+  generated, EOS not before ``min_len`` tokens; fairseq's default length is ``max_len=201``
+  here (the module docstring).
 
   Args:
     model: a `TranslationTransformer`.
