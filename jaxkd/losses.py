@@ -1,4 +1,5 @@
-"""Per-example losses on (logits, target distribution), always computed in float32.
+"""Per-example losses on (logits, target distribution), always computed in float32 (float64
+for float64 logits: the verification mode, `float_dtype`).
 
 Both losses return one value per example, unreduced, like optax's. The distillation
 conventions that differ between code bases (docs/METHODS.md section 0) are keywords:
@@ -18,12 +19,19 @@ import optax
 __all__ = [
     "KL_REDUCTIONS",
     "check_kl_reduction",
+    "float_dtype",
     "kl_divergence",
     "log_softmax",
     "softmax_cross_entropy",
 ]
 
 KL_REDUCTIONS = ("batchmean", "elementwise_mean")
+
+
+def float_dtype(x: chex.Array) -> jnp.dtype:
+  """The dtype the loss math runs in for ``x``: float32 for float32, half and integer arrays,
+  float64 for float64 ones (a run with ``model.dtype="float64"`` under JAX's x64 switch)."""
+  return jnp.promote_types(jnp.result_type(x), jnp.float32)
 
 
 def log_softmax(logits: chex.Array, *, temperature: chex.Numeric = 1.0,
@@ -38,7 +46,7 @@ def log_softmax(logits: chex.Array, *, temperature: chex.Numeric = 1.0,
   Returns:
     float32 log-probabilities, same shape as ``logits``.
   """
-  scaled = jnp.asarray(logits, jnp.float32) / temperature
+  scaled = jnp.asarray(logits, float_dtype(logits)) / temperature
   if where is None:
     return jax.nn.log_softmax(scaled, axis=-1)
   # Excluded classes are zeroed, not -inf, so gradients through the masked sum stay finite.
@@ -68,7 +76,7 @@ def softmax_cross_entropy(logits: chex.Array, targets: chex.Array, *,
     <https://arxiv.org/abs/1512.00567>`_, 2016 (soft targets for label smoothing).
   """
   log_probs = log_softmax(logits, temperature=temperature, where=where)
-  return -jnp.sum(jnp.asarray(targets, jnp.float32) * log_probs, axis=-1)
+  return -jnp.sum(jnp.asarray(targets, log_probs.dtype) * log_probs, axis=-1)
 
 
 def check_kl_reduction(kl_reduction: str) -> None:
@@ -110,11 +118,11 @@ def kl_divergence(logits: chex.Array, targets: chex.Array, *,
     ``my_loss_function.py`` (``nn.KLDivLoss()``, elementwise mean).
   """
   check_kl_reduction(kl_reduction)
-  targets = jnp.asarray(targets, jnp.float32)
   log_probs = log_softmax(logits, temperature=temperature, where=where)
+  targets = jnp.asarray(targets, log_probs.dtype)
   loss = optax.losses.kl_divergence(log_probs, targets, where=where)
   if temperature_squared:
-    loss = loss * jnp.square(jnp.asarray(temperature, jnp.float32))
+    loss = loss * jnp.square(jnp.asarray(temperature, log_probs.dtype))
   if kl_reduction == "elementwise_mean":
     if where is None:
       loss = loss / logits.shape[-1]

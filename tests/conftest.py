@@ -1,5 +1,7 @@
 """Test session setup, done before jax is imported anywhere.
 
+- The ``slow`` marker (`pytest_configure`): ``pytest -m "not slow" tests`` is the fast lane.
+
 - 8 simulated CPU devices, so sharding tests run in one process. Single-device tests are
   unaffected (jit places work on device 0); mesh tests pick `jax.devices()[:n]`.
 - A persistent compilation cache shared by the tests and the `jaxkd train` subprocesses they
@@ -21,6 +23,14 @@ import tarfile  # pylint: disable=wrong-import-position
 
 import numpy as np  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
+
+def pytest_configure(config):
+  """The ``slow`` marker: ``pytest -m "not slow" tests`` is the fast lane (every module still
+  covered), ``pytest tests`` runs everything."""
+  config.addinivalue_line(
+      "markers", "slow: trains or compiles for long (conv nets on 8 devices, subprocess runs); "
+      'left out of the fast lane, pytest -m "not slow"')
+
 
 # The tiny ImageNet of `imagenet_dir`: classes (wnids, the first of tfds's label list) and
 # images per class in train, and validation images.

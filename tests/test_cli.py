@@ -199,6 +199,7 @@ def test_methods_lists_every_method_with_teacher_and_defaults(capsys):
   assert "[abs, reconstructed" in rows["mrkd"][0] and "[code: Tf-KD loss_kd]" in rows["kd"][0]
 
 
+@pytest.mark.slow
 def test_three_steps_of_the_default_data_with_space_overrides(tmp_path, capsys, caplog):
   workdir = tmp_path / "run"
   with caplog.at_level(logging.WARNING):

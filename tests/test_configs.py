@@ -246,6 +246,7 @@ def _summary(workdir):
     return json.load(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in STREAMED])
 def test_every_smoke_variant_trains(name, tmp_path_factory):
   """The table's teacher stages, then its rows, in their smoke variants, through the engine."""
@@ -435,6 +436,7 @@ def imagenet_teacher(imagenet_dir, tmp_path_factory):
   return str(workdir)
 
 
+@pytest.mark.slow
 def test_ls_vs_kd_imagenet_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path):
   _build_every_smoke_row("ls_vs_kd_imagenet", imagenet_dir, imagenet_teacher)
   summary = _train_smoke("ls_vs_kd_imagenet", "protocol=icml22,method=kd,T=64", tmp_path,
@@ -443,6 +445,7 @@ def test_ls_vs_kd_imagenet_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path
   _collect_and_render("ls_vs_kd_imagenet", "icml22_resnet18_kd_T64_from_ce", tmp_path, summary)
 
 
+@pytest.mark.slow
 def test_tfkd_imagenet_smoke_trains(imagenet_dir, tmp_path, capsys):
   _build_every_smoke_row("tfkd_imagenet", imagenet_dir, None)  # no row has a teacher
   summary = _train_smoke("tfkd_imagenet", "model=resnet18,method=tfkd_reg", tmp_path,
@@ -461,6 +464,7 @@ def test_tfkd_imagenet_smoke_trains(imagenet_dir, tmp_path, capsys):
       1.0 - record["stability"]["probabilities"], abs=2e-6)
 
 
+@pytest.mark.slow
 def test_ls_vs_kd_cub_smoke_trains(cub_dir, tmp_path):
   """A smoke LS teacher trains on the tiny CUB (200 classes from tfds); every student row
   binds it as its teacher (the KD step itself is the ImageNet table's smoke run)."""
@@ -505,6 +509,7 @@ def test_a_row_initialised_from_an_unknown_row_is_rejected():
     Table(name="t", title="t", rows=(Row("a", "method=ce", init_from="nope"),))
 
 
+@pytest.mark.slow
 def test_ls_vs_kd_binary_smoke_trains(imagenet_dir, imagenet_teacher, tmp_path):
   """Every smoke row builds; stage 1 trains from the smoke teacher and stage 2 starts from it."""
   _build_every_smoke_row("ls_vs_kd_binary", imagenet_dir, imagenet_teacher)

@@ -242,3 +242,23 @@ def test_xla_choice_keeps_xlas_convolution_on_small_maps():
   jvp = jax.jvp(lambda v: _OneConv("xla").apply(v, x), (variables,), (tangent,))[1]
   np.testing.assert_allclose(np.asarray(jvp), _loop_conv(x, np.ones_like(w), 1, 1),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_taps_kernel_gradient_accumulates_in_float64_for_float64_inputs():
+  """The float64 verification mode: the per-tap kernel gradient sums in float64, matching the
+  definition dW[i, j] = sum x_pad[n, s*h + i, s*w + j, :]^T g[n, h, w, :] in numpy float64 to
+  1e-12 (a float32 accumulation is off by about 1e-6 on these sums of 2 * 7 * 7 terms)."""
+  rng = np.random.default_rng(0)
+  x, g = rng.normal(size=(2, 9, 9, 3)), rng.normal(size=(2, 7, 7, 5))
+  want = np.stack([np.stack([np.einsum("nhwc,nhwk->ck", x[:, i:i + 7, j:j + 7], g)
+                             for j in range(3)]) for i in range(3)])
+  with jax.enable_x64(True):
+    got = _cpu_conv.kernel_grad_taps(jnp.asarray(x), jnp.asarray(g), (3, 3, 3, 5), (1, 1),
+                                     ((0, 0), (0, 0)))
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+    # Through the custom VJP of a float64 convolution as the models call it.
+    dw = jax.grad(lambda w: jnp.vdot(g, _cpu_conv.fast_conv_general_dilated(
+        jnp.asarray(x), w, (1, 1), ((0, 0), (0, 0)), dimension_numbers=_NHWC)))(
+            jnp.zeros((3, 3, 3, 5), jnp.float64))
+    np.testing.assert_allclose(np.asarray(dw), want, rtol=1e-12, atol=1e-12)

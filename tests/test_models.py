@@ -269,3 +269,36 @@ def test_conv_model_rejects_flat_input():
   model = models.get("small_cnn", num_classes=10)
   with pytest.raises(ValueError, match="NHWC"):
     model.init(jax.random.PRNGKey(0), jnp.zeros((2, 64)), train=False)
+
+
+def test_float64_model_keeps_parameters_statistics_and_outputs_in_float64():
+  """``dtype=float64`` (under JAX's x64 switch): float64 variables, BatchNorm statistics reduced
+  in float64 (to 1e-12 of numpy's float64 mean and variance of the stem convolution, where a
+  float32 reduction is off by about 1e-7), and float64 outputs equal to the float32 model's to
+  float32 rounding. ReActNet and the translation models keep float32 parameters: refused."""
+  with jax.enable_x64(True):
+    model = models.get("small_cnn", num_classes=10, dtype=jnp.float64, cpu_conv="fast")
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1), jnp.float64)
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float64)}
+    out, new = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert {v.dtype for v in out.values()} == {jnp.dtype(jnp.float64)}
+    conv_out = np.asarray(jax.lax.conv_general_dilated(
+        x, variables["params"]["Conv_0"]["kernel"], (1, 1), ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    stats = new["batch_stats"]["BatchNorm_0"]
+    assert stats["mean"].dtype == jnp.float64
+    np.testing.assert_allclose(stats["mean"], 0.1 * conv_out.mean(axis=(0, 1, 2)),
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * conv_out.var(axis=(0, 1, 2)),
+                               rtol=1e-12)
+    ref = models.get("small_cnn", num_classes=10).apply(
+        jax.tree.map(lambda v: v.astype(jnp.float32), variables), x.astype(jnp.float32))
+    np.testing.assert_allclose(model.apply(variables, x)["logits"], ref["logits"],
+                               rtol=1e-4, atol=1e-5)
+  for name in ("reactnet18_imagenet", "transformer_translation_tiny"):
+    with pytest.raises(ValueError, match=f"dtype=float64 is not allowed for model '{name}'"):
+      models.get(name, num_classes=10, dtype="float64", vocab_size=20 if "trans" in name
+                 else None)
+  with pytest.raises(ValueError, match="allowed: float32, bfloat16, float16, float64"):
+    models.get("mlp", num_classes=10, dtype="int8")

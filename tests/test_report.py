@@ -299,6 +299,7 @@ def test_smoke_results_are_kept_apart_and_render_finds_them(in_tmp, monkeypatch,
   assert "Smoke runs" not in (cwd / "experiments" / "results" / "tiny" / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
 def test_smoke_run_through_the_real_subprocess_renders(in_tmp, capsys):
   """One real smoke run: `report one` in a subprocess writes where `render --smoke` reads."""
   config, cwd = in_tmp

@@ -195,6 +195,7 @@ def _has_checkpoint(workdir) -> bool:
                                for p in ckpt.iterdir())
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_143_and_resumes_to_the_uninterrupted_result(tmp_path, capsys):
   """A preempted VM's SIGTERM: the step finishes, a checkpoint is written, the run resumes."""
   args = ["--config.mesh.data=1", "--config.train.num_steps=30",

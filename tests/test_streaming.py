@@ -131,8 +131,8 @@ def _config(imagenet_dir, **overrides):
   config.train.eval_batch_size = 8
   config.train.num_steps = 7  # 3 steps per epoch: ends mid-epoch
   config.train.optimizer.schedule = "constant"
-  # Small enough that 1 and 8 devices (different float sums) stay within 1e-5 after 7 steps;
-  # at 0.05 a 1000-class net memorising 24 images amplifies them to 1e-2.
+  # Small enough that 1 and 8 devices (different float sums) stay within 1e-5 after 7 steps
+  # in float32; at 0.05 a 1000-class net memorising 24 images amplifies them to 1e-2.
   config.train.optimizer.learning_rate = 0.01
   config.train.checkpoint_every_steps = 100
   for key, value in overrides.items():
@@ -149,23 +149,37 @@ def _params(workdir):
   return variables["params"], step
 
 
+def _params64(workdir):
+  """The parameters of a float64 run, read as float64 (under JAX's x64 switch)."""
+  with jax.enable_x64(True):
+    params, step = _params(workdir)
+    return jax.device_get(params), step
+
+
+@pytest.mark.slow
 def test_streamed_run_on_1_and_8_devices_and_resumed_mid_epoch(imagenet_dir, tmp_path):
-  summaries = {}
+  """1 and 8 devices in float64 (`model.dtype`) agree to 1e-9; a run resumed mid-epoch ends
+  bit-identical to the uninterrupted one."""
+  summaries, f64 = {}, {"model.dtype": "float64"}
   for devices in (1, 8):
     summaries[devices] = loop.train_and_evaluate(
-        _config(imagenet_dir, **{"mesh.data": devices}), str(tmp_path / str(devices)))
-  one, step = _params(tmp_path / "1")
-  eight, _ = _params(tmp_path / "8")
+        _config(imagenet_dir, **{"mesh.data": devices}, **f64), str(tmp_path / str(devices)))
+  one, step = _params64(tmp_path / "1")
+  eight, _ = _params64(tmp_path / "8")
   assert step == 7
-  assert_relative_close(one, eight, 1e-5)
+  assert {x.dtype for x in jax.tree_util.tree_leaves(one)} == {np.dtype(np.float64)}
+  gap = max(float(np.max(np.abs(a - b)) / np.max(np.abs(a))) for a, b in zip(
+      jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(eight), strict=True))
+  print(f"streamed, 1 vs 8 devices, float64, max relative gap {gap:.1e}")
+  assert gap <= 1e-9, gap
   assert summaries[1]["last"]["top1"] == summaries[8]["last"]["top1"]
   # Stopped after step 4 (mid-epoch), then extended to 7 on the same workdir: bit-identical.
   resumed = tmp_path / "resumed"
-  loop.train_and_evaluate(_config(imagenet_dir, **{"mesh.data": 8, "train.num_steps": 4}),
+  loop.train_and_evaluate(_config(imagenet_dir, **{"mesh.data": 8, "train.num_steps": 4}, **f64),
                           str(resumed))
-  loop.train_and_evaluate(_config(imagenet_dir, **{"mesh.data": 8, "train.extend": True}),
+  loop.train_and_evaluate(_config(imagenet_dir, **{"mesh.data": 8, "train.extend": True}, **f64),
                           str(resumed))
-  again, _ = _params(resumed)
+  again, _ = _params64(resumed)
   for a, b in zip(jax.tree_util.tree_leaves(eight), jax.tree_util.tree_leaves(again)):
     np.testing.assert_array_equal(a, b)
   records = [json.loads(line) for line in open(tmp_path / "8" / "metrics.jsonl")]

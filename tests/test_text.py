@@ -265,6 +265,7 @@ def _top1(trainer, state):
   return int(totals["metrics"]["correct_top1"]) / int(totals["metrics"]["count"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,steps", [("fasttext_text", 40), ("transformer_text", 20),
                                         ("cnn_text", 20)])
 def test_text_models_learn_the_class_words(name, steps):

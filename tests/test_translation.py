@@ -246,6 +246,7 @@ def test_per_token_objectives_train(method, kwargs, tmp_path):
     assert train[-1]["train/teacher_active"] == 1.0
 
 
+@pytest.mark.slow
 def test_transformer_learns_to_reverse_and_beam_search_agrees_with_greedy(tmp_path):
   """End to end through `jaxkd train`: the tiny Transformer learns the reversal task (BLEU of
   beam search on the held-out test split, by sacrebleu) within seconds on a CPU; on the trained
@@ -317,6 +318,7 @@ def test_every_method_trains_per_token_or_is_refused_by_name():
       assert build_run(config).task.task.name == "translation", method
 
 
+@pytest.mark.slow
 def test_eight_devices_train_what_one_trains():
   """Token-count batches sharded over 8 devices: the same parameters as on one device (256
   tokens at length 8 is 32 rows, a multiple of both, so both read the same batches)."""

@@ -10,7 +10,8 @@ import pytest
 
 from jaxkd import models
 from jaxkd.models import _translation
-from jaxkd.models._translation import BOS, EOS, PAD, beam_search, greedy_search, shift_right
+from jaxkd.models import beam_search, greedy_search
+from jaxkd.models._translation import BOS, EOS, PAD, shift_right
 
 V_SRC, V_TGT = 19, 17
 

@@ -31,20 +31,22 @@ from jaxkd.models._imagenet import ImageNetDenseNet, ImageNetMobileNetV2, ImageN
 from jaxkd.models._mobilenetv2 import MobileNetV2, MobileNetV2Half
 from jaxkd.models._preact import PreActResNet
 from jaxkd.models._reactnet import ReActNet
-from jaxkd.models._registry import get, input_kind, is_text, is_translation, names
+from jaxkd.models._registry import get, input_kind, is_text, is_translation, names, takes_float64
 from jaxkd.models._resnet import CifarResNet, ResNet
 from jaxkd.models._resnext import CifarResNeXt
 from jaxkd.models._shufflenet import ShuffleNetV1, ShuffleNetV2, ShuffleNetV2TfKD
 from jaxkd.models._small import MLP, SmallCNN
 from jaxkd.models._text import CNNClassifier, FastTextClassifier, TransformerClassifier
-from jaxkd.models._translation import TranslationTransformer, beam_search, greedy_search
+from jaxkd.models._search import beam_search, greedy_search
+from jaxkd.models._translation import TranslationTransformer
 from jaxkd.models._torchvision import (TORCHVISION_SUFFIXES, from_torchvision, read_state_dict,
                                        torchvision_names)
 from jaxkd.models._vgg import VGG
 from jaxkd.models._wrn import WideResNet
 
 __all__ = [
-    "get", "input_kind", "is_text", "is_translation", "names", "beam_search", "greedy_search", "CPU_CONVS",
+    "get", "input_kind", "is_text", "is_translation", "names", "takes_float64", "beam_search",
+    "greedy_search", "CPU_CONVS",
     "TORCHVISION_SUFFIXES", "from_torchvision", "read_state_dict", "torchvision_names",
     "CifarResNet", "CifarResNeXt", "CNNClassifier", "DenseNet", "FastTextClassifier",
     "GoogLeNet", "ImageNetDenseNet",

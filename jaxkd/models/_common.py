@@ -15,7 +15,8 @@ PyTorch for the results to transfer:
   unless the original overrides it (``KAIMING_OUT``, ``NORMAL_001``, ...).
 
 Every model returns the same dict (see :func:`outputs`), with float32 values even
-when the computation runs in bfloat16.
+when the computation runs in bfloat16. Parameters and outputs are `wide`: float32, or float64
+when the computation runs in float64 (the verification mode, under JAX's x64 switch).
 """
 from typing import Any, Callable, Optional
 
@@ -28,7 +29,7 @@ from jaxkd.models import _cpu_conv
 __all__ = [
     "TORCH_WEIGHT", "KAIMING_OUT", "KAIMING_IN", "NORMAL_001", "ZEROS",
     "torch_bias", "conv", "batch_norm", "linear", "outputs", "check_image",
-    "channel_shuffle", "avg_pool", "max_pool",
+    "channel_shuffle", "avg_pool", "max_pool", "wide",
 ]
 
 Initializer = Callable[..., jax.Array]
@@ -44,6 +45,12 @@ KAIMING_IN = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 # normal_(0, 0.01) (RepDistiller VGG and MobileNetV2 classifiers).
 NORMAL_001 = nn.initializers.normal(0.01)
 ZEROS = nn.initializers.zeros
+
+
+def wide(dtype: Any) -> jnp.dtype:
+  """The dtype of parameters, statistics and outputs for computation dtype ``dtype``: float32
+  for float32 and the half types, float64 for float64."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 def torch_bias(fan_in: int) -> Initializer:
@@ -73,16 +80,20 @@ def conv(x: jax.Array, features: int, kernel_size: int, *, dtype: Any, cpu_conv:
       padding=((padding, padding), (padding, padding)),
       feature_group_count=groups, use_bias=bias, kernel_init=kernel_init,
       bias_init=torch_bias(fan_in) if bias_init is None else bias_init,
-      dtype=dtype, param_dtype=jnp.float32, name=name,
+      dtype=dtype, param_dtype=wide(dtype), name=name,
       conv_general_dilated=_cpu_conv.conv_fn(cpu_conv))
   return layer(x)
 
 
 def batch_norm(train: bool, dtype: Any, *, epsilon: float = 1e-5,
                name: Optional[str] = None) -> nn.BatchNorm:
-  """``nn.BatchNorm2d`` with PyTorch defaults (momentum 0.1 == Flax 0.9, eps 1e-5)."""
+  """``nn.BatchNorm2d`` with PyTorch defaults (momentum 0.1 == Flax 0.9, eps 1e-5).
+
+  Statistics are reduced and kept in float32 (Flax's ``force_float32_reductions``), in float64
+  for a float64 computation."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
-                      dtype=dtype, param_dtype=jnp.float32, name=name)
+                      dtype=dtype, param_dtype=wide(dtype), name=name,
+                      force_float32_reductions=wide(dtype) == jnp.float32)
 
 
 def linear(in_features: int, out_features: int, *, dtype: Any,
@@ -93,7 +104,7 @@ def linear(in_features: int, out_features: int, *, dtype: Any,
   classifier can be applied to pooled and per-position features with one weight."""
   return nn.Dense(out_features, use_bias=use_bias, kernel_init=kernel_init,
                   bias_init=torch_bias(in_features) if bias_init is None else bias_init,
-                  dtype=dtype, param_dtype=jnp.float32, name=name)
+                  dtype=dtype, param_dtype=wide(dtype), name=name)
 
 
 def outputs(feature_map: jax.Array, head: Callable[[jax.Array], jax.Array],
@@ -111,17 +122,17 @@ def outputs(feature_map: jax.Array, head: Callable[[jax.Array], jax.Array],
 
   Returns:
     ``{"logits": [N, K], "features": [N, C], "feature_map": [N, h, w, C],
-    "dense_logits": [N, h, w, K]}``, all float32.
+    "dense_logits": [N, h, w, K]}``, all float32 (float64 for a float64 ``feature_map``).
   """
+  out = wide(feature_map.dtype)
   if features is None:
-    features = jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2)).astype(
-        feature_map.dtype)
+    features = jnp.mean(feature_map.astype(out), axis=(1, 2)).astype(feature_map.dtype)
   logits = head(features) if pooled_logits is None else pooled_logits
   return {
-      "logits": logits.astype(jnp.float32),
-      "features": features.astype(jnp.float32),
-      "feature_map": feature_map.astype(jnp.float32),
-      "dense_logits": head(feature_map).astype(jnp.float32),
+      "logits": logits.astype(out),
+      "features": features.astype(out),
+      "feature_map": feature_map.astype(out),
+      "dense_logits": head(feature_map).astype(out),
   }
 
 

@@ -101,7 +101,8 @@ def kernel_grad_taps(x, g, kernel_shape, strides, padding):
     padding: ``((top, bottom), (left, right))``.
 
   Returns:
-    ``[KH, KW, C, K]`` in the dtype of ``x``, accumulated in float32.
+    ``[KH, KW, C, K]`` in the dtype of ``x``, accumulated in float32 (float64 for float64
+    ``x``).
   """
   kh_size, kw_size, channels, out = kernel_shape
   n, ho, wo, _ = g.shape
@@ -109,11 +110,12 @@ def kernel_grad_taps(x, g, kernel_shape, strides, padding):
   rows = n * ho * wo
   chunks = next(c for c in (_CHUNKS, 4, 2, 1) if rows % c == 0)
   g2 = g.reshape(chunks, rows // chunks, out)
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)
 
   def tap(i, j):
     xs = _tap(xp, i, j, (ho, wo), strides)
     prod = lax.dot_general(xs.reshape(chunks, rows // chunks, channels), g2,
-                           (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
+                           (((1,), (1,)), ((0,), (0,))), preferred_element_type=accumulate)
     return prod.sum(0)
 
   taps = [jnp.stack([tap(i, j) for j in range(kw_size)]) for i in range(kh_size)]

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxkd.models._common import (batch_norm, check_image, conv, linear, max_pool,
-                                  outputs)
+                                  outputs, wide)
 
 __all__ = ["GoogLeNet"]
 
@@ -69,7 +69,7 @@ class GoogLeNet(nn.Module):
       if name in ("a4", "a5"):
         x = max_pool(x, 3, 2, padding=1)
       x = _Inception(widths, self.dtype, self.cpu_conv, name=name)(x, train)
-    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+    features = jnp.mean(x.astype(wide(x.dtype)), axis=(1, 2)).astype(x.dtype)
     dropped = nn.Dropout(self.dropout_rate)(
         features, deterministic=not (train and self.has_rng("dropout")))
     head = linear(x.shape[-1], self.num_classes, dtype=self.dtype)

@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxkd.models._common import (KAIMING_IN, KAIMING_OUT, NORMAL_001, ZEROS, avg_pool,
-                                  batch_norm, check_image, conv, linear, max_pool, outputs)
+                                  batch_norm, check_image, conv, linear, max_pool, outputs,
+                                  wide)
 
 __all__ = ["ImageNetResNet", "ImageNetMobileNetV2", "ImageNetDenseNet"]
 
@@ -178,7 +179,7 @@ class ImageNetMobileNetV2(nn.Module):
         k += 1
     x = conv(x, 1280, 1, name=f"features_{k}_0", **kw)
     x = nn.relu6(batch_norm(train, self.dtype, name=f"features_{k}_1")(x))
-    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+    features = jnp.mean(x.astype(wide(x.dtype)), axis=(1, 2)).astype(x.dtype)
     dropped = nn.Dropout(self.dropout_rate)(
         features, deterministic=not (train and self.has_rng("dropout")))
     head = linear(x.shape[-1], self.num_classes, dtype=self.dtype,

@@ -25,7 +25,7 @@ from jaxkd.models import (_cpu_conv, _densenet, _googlenet, _imagenet, _mobilene
                           _reactnet, _resnet, _resnext, _shufflenet, _small, _text, _translation,
                           _vgg, _wrn)
 
-__all__ = ["get", "is_text", "is_translation", "names"]
+__all__ = ["get", "is_text", "is_translation", "names", "takes_float64"]
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     # Small nets: the offline digits default and tests.
@@ -94,6 +94,10 @@ def input_kind(name: str) -> str:
   return "token ids" if name in _TEXT else "images"
 
 
+# Models whose parameters are float32 whatever the computation dtype (no float64 mode).
+_FLOAT32_ONLY = frozenset({"reactnet18_stage1_imagenet", "reactnet18_imagenet"})
+
+
 def is_text(name: str) -> bool:
   """Whether model ``name`` classifies token ids (else images)."""
   return name in _TEXT
@@ -103,6 +107,12 @@ def is_translation(name: str) -> bool:
   """Whether model ``name`` is a sequence-to-sequence translation model (inputs
   ``{"source": [B, S], "target": [B, T]}``, logits ``[B, T, num_classes]``)."""
   return name in _TRANSLATION
+
+
+def takes_float64(name: str) -> bool:
+  """Whether model ``name`` computes in float64 with ``dtype=float64`` (float64 parameters and
+  outputs); the translation models and ReActNet keep float32 parameters by construction."""
+  return not (is_translation(name) or name in _FLOAT32_ONLY)
 
 
 def names() -> tuple[str, ...]:
@@ -118,7 +128,9 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     name: one of :func:`names`.
     num_classes: K, the classifier width (a positive int).
     dtype: computation dtype (float32, bfloat16 or float16); parameters and
-      every output stay float32.
+      every output stay float32. float64 (under JAX's x64 switch, for verification) makes
+      parameters and outputs float64 too; the translation models and ReActNet (float32
+      parameters by construction) do not take it.
     cpu_conv: how convolutions run on CPU, one of ``CPU_CONVS``: ``"xla"``, XLA's own
       everywhere (every transformation, ``jvp`` included, works); ``"fast"``, output maps
       smaller than the kernel as one im2col matrix product and kernel gradients as per-tap
@@ -148,9 +160,12 @@ def get(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     compute_dtype = jnp.dtype(dtype)
   except TypeError:
     compute_dtype = None
-  if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+  if compute_dtype not in (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64):
     raise ValueError(f"dtype={dtype!r} is not allowed; allowed: float32, bfloat16, "
-                     "float16")
+                     "float16, float64")
+  if compute_dtype == jnp.float64 and not takes_float64(name):
+    raise ValueError(f"dtype=float64 is not allowed for model {name!r}, whose parameters are "
+                     "float32 by construction; allowed: float32, bfloat16, float16")
   kwargs = {}
   if is_text(name) or is_translation(name):
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) \

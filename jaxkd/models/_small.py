@@ -43,7 +43,7 @@ class SmallCNN(nn.Module):
   Attributes:
     num_classes: K.
     widths: channels of the stem / each stage.
-    dtype: computation dtype; parameters stay float32.
+    dtype: computation dtype; parameters stay float32 (float64 for float64).
     cpu_conv: how the convolutions run on CPU, ``"xla"`` or ``"fast"`` (``_cpu_conv.py``).
   """
   num_classes: int

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models._common import TORCH_WEIGHT, linear, outputs, torch_bias
+from jaxkd.models._common import TORCH_WEIGHT, linear, outputs, torch_bias, wide
 
 __all__ = ["CNNClassifier", "FastTextClassifier", "TransformerClassifier", "check_tokens"]
 
@@ -30,8 +30,8 @@ def check_tokens(tokens: jax.Array, model: str) -> None:
 
 def _masked_mean(states: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean over the real tokens (a row of padding only gives zeros)."""
-  weights = mask.astype(jnp.float32)[..., None]
-  total = jnp.sum(states.astype(jnp.float32) * weights, axis=1)
+  weights = mask.astype(wide(states.dtype))[..., None]
+  total = jnp.sum(states.astype(weights.dtype) * weights, axis=1)
   return (total / jnp.maximum(weights.sum(axis=1), 1.0)).astype(states.dtype)
 
 
@@ -49,7 +49,7 @@ class FastTextClassifier(nn.Module):
     vocab_size: the token vocabulary.
     embed_dim: embedding width D (fastText's text classification runs use 10; ours 64).
     bigram_buckets: hashed bigram embeddings (0: words only).
-    dtype: computation dtype; parameters stay float32.
+    dtype: computation dtype; parameters stay float32 (float64 for float64).
     cpu_conv: accepted like every zoo module; there is no convolution.
   """
   num_classes: int
@@ -65,7 +65,7 @@ class FastTextClassifier(nn.Module):
     check_tokens(tokens, "fasttext_text")
     mask = tokens != 0
     states = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=_EMBED_INIT,
-                      dtype=self.dtype, param_dtype=jnp.float32, name="embed")(tokens)
+                      dtype=self.dtype, param_dtype=wide(self.dtype), name="embed")(tokens)
     if self.bigram_buckets:
       nxt = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
       # Bigram i: tokens i and i + 1, hashed into buckets; at the last real token the next is
@@ -74,7 +74,7 @@ class FastTextClassifier(nn.Module):
           % jnp.uint32(self.bigram_buckets)
       states = states + nn.Embed(self.bigram_buckets, self.embed_dim,
                                  embedding_init=_EMBED_INIT, dtype=self.dtype,
-                                 param_dtype=jnp.float32, name="bigrams")(ids.astype(jnp.int32))
+                                 param_dtype=wide(self.dtype), name="bigrams")(ids.astype(jnp.int32))
     head = linear(self.embed_dim, self.num_classes, dtype=self.dtype, name="head")
     return _outputs(states, mask, head)
 
@@ -89,13 +89,14 @@ class _EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, train):
-    kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
-    y = nn.LayerNorm(**kw)(x)
+    kw = dict(dtype=self.dtype, param_dtype=wide(self.dtype))
+    norm = dict(kw, force_float32_reductions=wide(self.dtype) == jnp.float32)
+    y = nn.LayerNorm(**norm)(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.heads, dropout_rate=self.dropout, deterministic=not train, **kw)(
             y, y, mask=nn.make_attention_mask(mask, mask))
     x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
-    y = nn.LayerNorm(**kw)(x)
+    y = nn.LayerNorm(**norm)(x)
     y = nn.Dense(self.mlp_dim, **kw)(y)
     y = nn.Dense(self.dim, **kw)(nn.gelu(y))
     return x + nn.Dropout(self.dropout, deterministic=not train)(y)
@@ -115,7 +116,7 @@ class TransformerClassifier(nn.Module):
     heads: attention heads.
     mlp_dim: hidden width of each block's MLP.
     dropout: dropout rate on attention weights and residual branches.
-    dtype: computation dtype; parameters stay float32.
+    dtype: computation dtype; parameters stay float32 (float64 for float64).
     cpu_conv: accepted like every zoo module; there is no convolution.
   """
   num_classes: int
@@ -133,13 +134,15 @@ class TransformerClassifier(nn.Module):
     check_tokens(tokens, "transformer_text")
     mask = tokens != 0
     x = nn.Embed(self.vocab_size, self.dim, embedding_init=_EMBED_INIT, dtype=self.dtype,
-                 param_dtype=jnp.float32, name="embed")(tokens)
-    positions = self.param("positions", _EMBED_INIT, (tokens.shape[1], self.dim), jnp.float32)
+                 param_dtype=wide(self.dtype), name="embed")(tokens)
+    positions = self.param("positions", _EMBED_INIT, (tokens.shape[1], self.dim),
+                           wide(self.dtype))
     x = nn.Dropout(self.dropout, deterministic=not train)(x + positions.astype(x.dtype))
     for _ in range(self.depth):
       x = _EncoderBlock(self.dim, self.heads, self.mlp_dim, self.dropout, self.dtype)(
           x, mask, train)
-    x = nn.LayerNorm(dtype=self.dtype, param_dtype=jnp.float32)(x)
+    x = nn.LayerNorm(dtype=self.dtype, param_dtype=wide(self.dtype),
+                     force_float32_reductions=wide(self.dtype) == jnp.float32)(x)
     head = linear(self.dim, self.num_classes, dtype=self.dtype, name="head")
     return _outputs(x, mask, head)
 
@@ -167,7 +170,7 @@ class CNNClassifier(nn.Module):
     filters: feature maps per width (Kim: 100).
     dropout: dropout rate on the pooled features (Kim: 0.5); only with ``train=True`` and
       ``rngs={"dropout": key}``.
-    dtype: computation dtype; parameters stay float32.
+    dtype: computation dtype; parameters stay float32 (float64 for float64).
     cpu_conv: accepted like every zoo module; these 1-D convolutions are XLA's own everywhere.
   """
   num_classes: int
@@ -184,14 +187,14 @@ class CNNClassifier(nn.Module):
     check_tokens(tokens, "cnn_text")
     mask = tokens != 0
     x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=_EMBED_INIT, dtype=self.dtype,
-                 param_dtype=jnp.float32, name="embed")(tokens)
+                 param_dtype=wide(self.dtype), name="embed")(tokens)
     x = x * mask[..., None].astype(x.dtype)  # padding embeds as zero words
     maps = []
     for k in self.widths:
       fan_in = k * self.embed_dim  # PyTorch's nn.Conv1d default init
       maps.append(nn.Conv(self.filters, (k,), padding=((0, k - 1),), kernel_init=TORCH_WEIGHT,
                           bias_init=torch_bias(fan_in), dtype=self.dtype,
-                          param_dtype=jnp.float32, name=f"conv{k}")(x))
+                          param_dtype=wide(self.dtype), name=f"conv{k}")(x))
     states = nn.relu(jnp.concatenate(maps, axis=-1))
     # ReLU outputs are >= 0, so zeroing the windows that start in padding leaves the max over
     # the real ones (and zeros for a row of padding only).

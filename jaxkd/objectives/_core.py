@@ -82,7 +82,7 @@ def weighted_mean(values: chex.Array, weights: Optional[chex.Array]) -> chex.Arr
   """``mean(values)``, or ``sum(w v) / sum(w)`` (0 when every weight is 0) with ``weights``."""
   if weights is None:
     return jnp.mean(values)
-  weights = jnp.asarray(weights, jnp.float32)
+  weights = jnp.asarray(weights, losses.float_dtype(values))
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
 
 
@@ -219,7 +219,7 @@ class Objective:
                   dense_logits=dense_logits, example_ids=example_ids,
                   class_embeddings=class_embeddings, weights=weights)
     _check_inputs(self, logits, labels, inputs)
-    logits = jnp.asarray(logits, jnp.float32)
+    logits = jnp.asarray(logits, losses.float_dtype(logits))  # float64 in float64 runs
     ctx = targets_lib.make_context(
         labels, logits, step=step, teacher_logits=teacher_logits, teacher_mask=teacher_mask,
         features=features, dense_logits=dense_logits, example_ids=example_ids,
@@ -256,9 +256,9 @@ def _sum_terms(obj, logits, teacher_logits, ctx, old_states):
     q, term_state = targets_lib.build_targets(term.targets, term_state, ctx)
     if key in old_states:
       new_states[key] = term_state
-    on = jnp.asarray(teacher_logits, jnp.float32) if term.on_teacher else logits
+    on = jnp.asarray(teacher_logits, logits.dtype) if term.on_teacher else logits
     value = term.value(on, q, ctx.step, ctx.labels, ctx.weights)
-    weight = jnp.asarray(targets_lib.value_at(term.weight, ctx.step), jnp.float32)
+    weight = jnp.asarray(targets_lib.value_at(term.weight, ctx.step), logits.dtype)
     gate = gates[term.teacher]
     if gate is not None:
       value, weight = value * gate, weight * gate
@@ -266,7 +266,7 @@ def _sum_terms(obj, logits, teacher_logits, ctx, old_states):
     metrics[term.name] = metrics[term.name] + value if term.name in metrics else value
   if "ce" not in metrics:
     metrics["ce"] = weighted_mean(losses.softmax_cross_entropy(
-        logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=jnp.float32)), ctx.weights)
+        logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=logits.dtype)), ctx.weights)
   if ctx.teacher_logits is not None:  # a run reports how often its teacher counted
     metrics["teacher_active"] = teacher_on
   metrics["loss"] = total

@@ -11,6 +11,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxkd import losses
+
 __all__ = [
     "EmptyState",
     "Hyperparam",
@@ -126,7 +128,8 @@ def chain(*transforms: TargetTransform) -> TargetTransform:
 
 
 def _f32_sg(x):
-  return None if x is None else jax.lax.stop_gradient(jnp.asarray(x, jnp.float32))
+  # float32, or float64 in a float64 run (jaxkd.losses.float_dtype)
+  return None if x is None else jax.lax.stop_gradient(jnp.asarray(x, losses.float_dtype(x)))
 
 
 def make_context(labels: chex.Array, logits: chex.Array, *, step: chex.Numeric,
@@ -182,5 +185,5 @@ def build_targets(transform: TargetTransform, state: Any,
   Returns:
     ``(targets, new_state)``; targets is float32 ``[batch, classes]``.
   """
-  one_hot = jax.nn.one_hot(ctx.labels, ctx.logits.shape[-1], dtype=jnp.float32)
+  one_hot = jax.nn.one_hot(ctx.labels, ctx.logits.shape[-1], dtype=ctx.logits.dtype)
   return transform.update(one_hot, state, ctx)

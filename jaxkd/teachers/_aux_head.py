@@ -10,21 +10,23 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxkd import losses
 from jaxkd.teachers._base import Teacher, TeacherInputs, TeacherOutput, TeacherState
 
 __all__ = ["aux_head", "head_logits", "init_head"]
 
 
 def init_head(seed: int, feature_dim: int, num_classes: int) -> dict:
-  """The head's parameters: a LeCun-normal ``kernel [D, K]`` from ``seed`` and a zero bias."""
+  """The head's parameters: a LeCun-normal ``kernel [D, K]`` from ``seed`` and a zero bias,
+  in JAX's default float (float32; float64 under the x64 switch of a float64 run)."""
   kernel = jax.nn.initializers.lecun_normal()(
-      jax.random.PRNGKey(seed), (feature_dim, num_classes), jnp.float32)
-  return {"kernel": kernel, "bias": jnp.zeros((num_classes,), jnp.float32)}
+      jax.random.PRNGKey(seed), (feature_dim, num_classes))
+  return {"kernel": kernel, "bias": jnp.zeros((num_classes,))}
 
 
 def head_logits(params: dict, features: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The head's logits on stop-gradient features, and its rows ``[K, D]`` (stop-gradient)."""
-  features = jax.lax.stop_gradient(jnp.asarray(features, jnp.float32))
+  features = jax.lax.stop_gradient(jnp.asarray(features, losses.float_dtype(features)))
   return (features @ params["kernel"] + params["bias"],
           jax.lax.stop_gradient(params["kernel"].T))
 

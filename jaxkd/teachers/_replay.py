@@ -109,10 +109,11 @@ def ring_logits(model, ring: ReplayRing, x: jax.Array, *, train_mode: bool) -> j
 
 
 def _combiner(num_backups: int, num_classes: int) -> dict:
-  """The learned ensemble's linear layer, initialised to the average of ``n`` backups' logits."""
-  eye = jnp.eye(num_classes, dtype=jnp.float32) / num_backups
+  """The learned ensemble's linear layer, initialised to the average of ``n`` backups' logits
+  (JAX's default float: float32; float64 under the x64 switch of a float64 run)."""
+  eye = jnp.eye(num_classes) / num_backups
   return {"kernel": jnp.concatenate([eye] * num_backups, axis=0),
-          "bias": jnp.zeros((num_classes,), jnp.float32)}
+          "bias": jnp.zeros((num_classes,))}
 
 
 def _combine(params: dict, members: jax.Array, mask: jax.Array) -> jax.Array:

@@ -17,6 +17,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in by the engine.
   config.method = ml_collections.ConfigDict({"name": "mrkd"})
 
+  # dtype: "float32" | "bfloat16" | "float64", the computation dtype. float64 is the
+  # verification mode: parameters, activations and loss math in float64 under JAX's x64
+  # switch (`jaxkd.train.precision`), so runs that differ only in their reduction order
+  # (devices, processes, packing, resume) agree to 1e-9 rather than to float32 rounding.
   # cpu_conv: "fast" | "xla", how convolutions run on CPU (fast: small maps as one im2col
   # product, kernel gradients as per-tap products; xla: XLA's own). GPUs always use XLA's own.
   # init_from: a jaxkd workdir whose latest checkpoint's params and batch_stats initialise

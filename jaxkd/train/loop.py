@@ -136,6 +136,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       and was checkpointed.
     NonFiniteError: a non-finite loss or update (unless ``train.skip_nonfinite``).
   """
+  with run_lib.precision(config):  # float64 runs: JAX's x64 switch, before any array
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   maybe_initialize_distributed(config)
   trainer = trainer_lib.build(config)
   run = trainer.run

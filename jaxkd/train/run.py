@@ -5,6 +5,7 @@ line naming the key, the value and what is allowed (`ConfigError`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -24,10 +25,11 @@ from jaxkd import tasks
 from jaxkd import teachers
 from jaxkd.train import defaults
 
-__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "derived_hparams", "make_mesh", "make_optimizer", "make_schedule",
-           "streams"]
+__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "derived_hparams",
+           "make_mesh", "make_optimizer", "make_schedule", "precision", "streams"]
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# float64: the verification mode, under JAX's x64 switch (`precision`).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 SCHEDULES = ("constant", "cosine", "multistep", "linear", "inverse_sqrt")
 # The longest warm-up, as a fraction of the run's steps (`make_schedule`).
 _MAX_WARMUP_FRACTION = 0.1
@@ -64,6 +66,16 @@ class Run:
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
   if not ok:
     raise ConfigError(f"config.{key}={value!r}: {allowed}")
+
+
+def precision(config: ml_collections.ConfigDict) -> contextlib.AbstractContextManager:
+  """The context a run of ``config`` is built and trained in: JAX's x64 switch on for
+  ``model.dtype="float64"`` (so float64 arrays stay float64; it must be on before the first
+  array is made), nothing otherwise. A context, not the global flag, so that other runs in the
+  same process keep JAX's 32-bit defaults."""
+  if config.model.dtype == "float64":
+    return jax.enable_x64(True)
+  return contextlib.nullcontext()
 
 
 def make_mesh(num_devices: int) -> jax.sharding.Mesh:
@@ -383,6 +395,13 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
            f"allowed: {', '.join(models.names())}")
   _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype,
            f"allowed: {', '.join(DTYPES)}")
+  _require(config.model.dtype != "float64" or jax.config.jax_enable_x64, "model.dtype",
+           config.model.dtype, "needs JAX's x64 switch on before any array is made: "
+           "`jaxkd train` and `jaxkd.train.train_and_evaluate` turn it on themselves; "
+           "elsewhere build and train inside `with jaxkd.train.precision(config):`")
+  _require(config.model.dtype != "float64" or models.takes_float64(config.model.name),
+           "model.dtype", config.model.dtype, f"model {config.model.name!r} has float32 "
+           "parameters by construction; allowed: float32, bfloat16")
   _require(config.model.cpu_conv in models.CPU_CONVS, "model.cpu_conv",
            config.model.cpu_conv, f"allowed: {', '.join(models.CPU_CONVS)}")
   _check_teacher(config)
