@@ -22,6 +22,11 @@ import tarfile  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: a long test (minutes on 2 cores): the slow lane")
+
+
 # The tiny ImageNet of `imagenet_dir`: classes (wnids, the first of tfds's label list) and
 # images per class in train, and validation images.
 TINY_IMAGENET = {"classes": 4, "per_class": 6, "validation": 10}
