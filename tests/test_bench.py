@@ -273,12 +273,13 @@ def test_table_renders_from_the_schema_fields_alone(gpu_smoke, tmp_path):
   assert render_gpu_table.render(str(pruned)) == table.replace(gpu_smoke, str(pruned))
   # Into a README between the markers, twice: the second run replaces the first.
   readme = tmp_path / "README.md"
-  readme.write_text(f"# x\nbefore\n{render_gpu_table.BEGIN}\nold\n{render_gpu_table.END}\nafter\n")
+  readme.write_text(f"# x\nbefore\n{render_gpu_table.BEGIN}\nTHE LAST TABLE\n"
+                    f"{render_gpu_table.END}\nafter\n")
   for _ in range(2):
     assert render_gpu_table.main([gpu_smoke, "--readme", str(readme)]) == 0
-  text = readme.read_text()
-  assert text.startswith("# x\nbefore\n") and text.endswith(f"{render_gpu_table.END}\nafter\n")
-  assert "old" not in text and text.count("| ce |") == 1
+  assert readme.read_text() == (
+      f"# x\nbefore\n{render_gpu_table.BEGIN}\n{render_gpu_table.render(gpu_smoke, str(tmp_path))}"
+      f"\n{render_gpu_table.END}\nafter\n")
 
 
 def test_schema_paths_and_markers():

@@ -39,7 +39,7 @@ export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jaxkd-jax-cac
 bench=experiments/bench
 
 if [ "$mode" = smoke ]; then  # every stage's code path at the smallest sizes; limits: hangs only
-  model=mlp batch=8 steps=2 examples=64 seeds=2 pack_steps=2 limit=300
+  model=mlp batch=8 steps=2 examples=64 seeds=2 pack_steps=2 limit=600
   pack_cnn=unroll pack_mlp=vmap  # SmallCNN's vmap (grouped convolutions) is slow on a CPU
   core=ce,lsr rest=tfkd_reg torch_model=small_cnn torch_methods=ce torch_warmup=1
   epoch="--model mlp --batch-size 8 --num-examples 32 --epochs 1 --steps-per-dispatch 2"

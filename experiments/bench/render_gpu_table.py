@@ -37,7 +37,8 @@ SCHEMA = {
             "time_split_s.data_s", "time_split_s.step_s", "time_split_s.eval_s",
             "time_split_s.checkpoint_s", "other_s")]]),
     "imagenet_host": ("imagenet_host.json", _MACHINE + [
-        "size", "batch_size", "threads", "streamed.*.threads", "streamed.*.images_per_s",
+        "size", "batch_size", "dtype", "threads", "streamed.*.threads",
+        "streamed.*.images_per_s",
         "decode.per_core_images_per_s", "decode.all_cores_images_per_s", "decode.workers",
         "steps.*.model", "steps.*.images_per_s", "host_over_step"]),
     "torch": ("torch.json", _MACHINE + [
