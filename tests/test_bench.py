@@ -1,5 +1,10 @@
 """Smoke test of ``jaxkd bench``: two timed steps of a tiny model, the JSON's structure and sums."""
+import importlib.util
 import json
+import os
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -147,3 +152,145 @@ def test_paired_ratios_by_hand():
   assert got["cpu_ratio"] == pytest.approx(3.0 / 1.0)
   assert got["median_s"] == {"slow": 6.0, "fast": 2.0}
   assert got["cpu_median_s"] == {"slow": 3.0, "fast": 1.0}
+
+
+# ------------------------------------------------- gpu.sh smoke run and its README table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(ROOT, "experiments", "bench")
+
+
+def _render_module():
+  spec = importlib.util.spec_from_file_location(
+      "render_gpu_table", os.path.join(BENCH_DIR, "render_gpu_table.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+render_gpu_table = _render_module()
+
+
+def _only(obj, paths):
+  """``obj`` pruned to the dotted ``paths`` (``*``: every entry), nothing else kept."""
+  if not paths or any(p == "" for p in paths):
+    return obj
+  if isinstance(obj, list):
+    rest = [p.partition(".")[2] for p in paths if p.partition(".")[0] == "*"]
+    return [_only(x, rest) for x in obj]
+  out = {}
+  for key, value in obj.items():
+    rest = [p.partition(".")[2] for p in paths if p.partition(".")[0] in (key, "*")]
+    if rest:
+      out[key] = _only(value, rest)
+  return out
+
+
+@pytest.fixture(scope="module")
+def gpu_smoke(tmp_path_factory):
+  """`bash experiments/bench/gpu.sh OUT smoke`: every stage of the GPU call at tiny sizes."""
+  out = tmp_path_factory.mktemp("gpu_smoke")
+  proc = subprocess.run(["bash", os.path.join(BENCH_DIR, "gpu.sh"), str(out), "smoke"],
+                        capture_output=True, text=True, timeout=3000, check=False)
+  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+  return str(out)
+
+
+@pytest.mark.slow
+def test_gpu_smoke_every_stage_writes_the_fields_the_table_reads(gpu_smoke):
+  assert render_gpu_table.check(gpu_smoke) == []
+  with open(os.path.join(gpu_smoke, "gpu_log.txt")) as f:
+    log = f.read()
+  for stage in render_gpu_table.SCHEMA:
+    assert f"== {stage}: exit 0 after" in log, stage
+
+
+@pytest.mark.slow
+def test_gpu_smoke_numbers_add_up(gpu_smoke):
+  load = lambda name: json.load(open(os.path.join(gpu_smoke, name)))
+  epoch = load("epoch.json")
+  for run in ("cold", "warm"):
+    r, split = epoch[run], epoch[run]["time_split_s"]
+    assert r["steps"] == 32 // 8 and all(v > 0 for v in split.values())
+    # The loop's four parts happen one after another inside its wall time.
+    assert sum(split.values()) <= r["wall_time_s"]
+    assert r["other_s"] == pytest.approx(r["wall_time_s"] - sum(split.values()))
+    assert r["train_images_per_s"] == pytest.approx(32 / (split["data_s"] + split["step_s"]))
+  kd = load("kd_teacher.json")
+  assert kd["frozen"]["ratio_to_ce"] == pytest.approx(kd["frozen"]["median_s"]
+                                                      / kd["ce"]["median_s"])
+  assert kd["cached"]["status"].startswith("skipped") and kd["cached"]["median_s"] is None
+  host = load("imagenet_host.json")
+  # The tiny ImageNet: 2 images in each of the tests' 4 classes, every one read per epoch.
+  assert host["tiny_imagenet"]["examples"]["train"] == 8
+  assert {e["images"] for e in host["streamed"].values()} == {8}
+  step = host["steps"]["mlp"]["images_per_s"]
+  assert host["host_over_step"]["decode_all_cores"]["mlp"] == pytest.approx(
+      host["decode"]["all_cores_images_per_s"] / step)
+  for name in render_gpu_table.SCHEMA.values():
+    assert load(name[0])["machine"]["versions"]["torch"]
+
+
+@pytest.mark.slow
+def test_breaking_a_stage_json_fails_the_check(gpu_smoke, tmp_path):
+  broken = tmp_path / "broken"
+  shutil.copytree(gpu_smoke, broken)
+  with open(broken / "epoch.json") as f:
+    epoch = json.load(f)
+  del epoch["warm"]["time_split_s"]["eval_s"]
+  with open(broken / "epoch.json", "w") as f:
+    json.dump(epoch, f)
+  with open(broken / "bench_core.json") as f:
+    core = json.load(f)
+  del core["methods"]["lsr"]["mfu"]
+  with open(broken / "bench_core.json", "w") as f:
+    json.dump(core, f)
+  os.remove(broken / "kd_teacher.json")
+  assert sorted(render_gpu_table.check(str(broken))) == [
+      "bench_core.json: no methods.lsr.mfu", "epoch.json: no warm.time_split_s.eval_s",
+      "kd_teacher.json: absent"]
+  assert render_gpu_table.main([str(broken), "--check"]) == 1
+  assert render_gpu_table.main([gpu_smoke, "--check"]) == 0
+
+
+@pytest.mark.slow
+def test_table_renders_from_the_schema_fields_alone(gpu_smoke, tmp_path):
+  """A dry run renders the table; pruned to `SCHEMA`'s fields, every JSON renders the same
+  table, so the schema the smoke run is checked against is all the table reads."""
+  table = render_gpu_table.render(gpu_smoke)
+  core = json.load(open(os.path.join(gpu_smoke, "bench_core.json")))
+  ce = core["methods"]["ce"]
+  assert f"| ce | {1e3 * ce['median_s']:,.2f} | {ce['images_per_s']:,.0f} | 1.000 |" in table
+  assert "| cached | skipped" in table and "Stages without JSON" not in table
+  pruned = tmp_path / "pruned"
+  pruned.mkdir()
+  for name, fields in render_gpu_table.SCHEMA.values():
+    with open(os.path.join(gpu_smoke, name)) as f:
+      full = json.load(f)
+    with open(pruned / name, "w") as f:
+      json.dump(_only(full, fields), f)
+  assert render_gpu_table.check(str(pruned)) == []
+  assert render_gpu_table.render(str(pruned)) == table.replace(gpu_smoke, str(pruned))
+  # Into a README between the markers, twice: the second run replaces the first.
+  readme = tmp_path / "README.md"
+  readme.write_text(f"# x\nbefore\n{render_gpu_table.BEGIN}\nTHE LAST TABLE\n"
+                    f"{render_gpu_table.END}\nafter\n")
+  for _ in range(2):
+    assert render_gpu_table.main([gpu_smoke, "--readme", str(readme)]) == 0
+  assert readme.read_text() == (
+      f"# x\nbefore\n{render_gpu_table.BEGIN}\n{render_gpu_table.render(gpu_smoke, str(tmp_path))}"
+      f"\n{render_gpu_table.END}\nafter\n")
+
+
+def test_schema_paths_and_markers():
+  missing = render_gpu_table.missing
+  obj = {"a": {"x": {"m": 1}, "y": {"m": 2, "n": 3}}, "l": [{"k": 1}, {}], "e": {}}
+  assert missing(obj, "a.*.m") == [] and missing(obj, "a.*.n") == ["a.x.n"]
+  assert missing(obj, "l.*.k") == ["l.1.k"] and missing(obj, "e.*.k") == ["e.*.k (no entries)"]
+  assert missing(obj, "b") == ["b"] and missing(obj, "a.x.m.z") == ["a.x.m.z"]
+  # The README holds one pair of markers, so --readme README.md lands the table there.
+  with open(os.path.join(ROOT, "README.md")) as f:
+    text = f.read()
+  assert text.count(render_gpu_table.BEGIN) == 1 and text.count(render_gpu_table.END) == 1
+  with pytest.raises(ValueError, match="gpu-table:begin"):
+    render_gpu_table.replace_between_markers("no markers", "table")

@@ -16,7 +16,6 @@ are read from the environment, as JAX does at start.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default_run  # noqa: E402
 import torch_step  # noqa: E402
 
 from jaxkd import bench, models  # noqa: E402
@@ -146,10 +146,7 @@ def main(argv=None) -> int:
           f"  torch {1e3 * entry['torch_median_s']:8.1f} ms  jax/torch "
           f"{entry['jax_over_torch']:.3f} (paired {entry['paired_jax_over_torch_median']:.3f}, "
           f"CPU time {entry['cpu_jax_over_torch']:.3f})")
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
+  default_run.dump(args.out, result)
   return 0
 
 

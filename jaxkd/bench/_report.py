@@ -1,6 +1,7 @@
 """The benchmark's statistics, machine facts and printed table."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 
@@ -73,7 +74,7 @@ def rss_bytes() -> int:
 
 
 def machine() -> dict:
-  """CPU, device, XLA_FLAGS and library versions of this process."""
+  """CPU, device, XLA_FLAGS and library versions of this process (PyTorch's where installed)."""
   import flax
   import jaxlib
   import optax
@@ -83,12 +84,17 @@ def machine() -> dict:
       cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
                  cpu)
   device = jax.devices()[0]
+  # PyTorch's version without importing it (slow), where it is installed.
+  try:
+    torch = {"torch": importlib.metadata.version("torch")}
+  except importlib.metadata.PackageNotFoundError:
+    torch = {}
   return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
           "device": f"{device.platform}: {device.device_kind}", "num_devices": jax.device_count(),
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "versions": {"python": platform.python_version(), "jax": jax.__version__,
                        "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-                       "optax": optax.__version__, "numpy": np.__version__}}
+                       "optax": optax.__version__, "numpy": np.__version__, **torch}}
 
 
 def device_peak_bytes() -> int | None:

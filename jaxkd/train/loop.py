@@ -97,6 +97,7 @@ def _summary(run: run_lib.Run, state, meta: dict, info: dict) -> dict:
       "epoch": r["epoch"], "step": r["step"]}
   steps, active = int(state.step), meta.get("teacher_active_steps")
   return dict(best=pick(best), last=pick(last), wall_time_s=meta["wall_time_s"],
+              time_split_s=meta.get("time_split_s"),
               num_params=_num_params(state), steps=steps, model=run.config.model.name,
               data=run.config.data.name,
               teacher_active_share=None if active is None else active / max(steps, 1),
@@ -247,8 +248,12 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
   batches = trainer.batches()
   history, active = meta["history"], meta.get("teacher_active_steps")
   start_time = time.time() - meta["wall_time_s"]
+  # Host seconds of the loop by where they went: preparing batches, dispatching and waiting
+  # on train steps (compilation included), evaluating, saving checkpoints.
+  split = dict.fromkeys(("data_s", "step_s", "eval_s", "checkpoint_s"), 0.0)
+  split.update(meta.get("time_split_s") or {})
   progress = lambda: {"history": history, "wall_time_s": time.time() - start_time,
-                      "teacher_active_steps": active}
+                      "teacher_active_steps": active, "time_split_s": dict(split)}
   # pending: the device metrics of the dispatches since the last fetch, as (metrics, steps);
   # unlogged: the host metrics of each step since the last log record.
   pending, unlogged, last_log = [], [], (int(state.step), time.time())
@@ -256,16 +261,19 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
   step = int(state.step)
   while step < run.total_steps:
     k = _dispatch_length(step, run)
-    if k == 1:
-      state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
-    else:
-      state, metrics = trainer.steps.train_many(state, trainer.consts, batches.get_many(step, k))
-    # One dispatch in flight: the host prepares and dispatches dispatch t+1 while the device
-    # runs dispatch t, and waits only for dispatch t-1. An unbounded queue of sharded steps
-    # times out in XLA:CPU's collectives.
-    if pending:
-      with waiting():
-        pending[-1][0]["loss"].block_until_ready()
+    with _timed(split, "data_s"):
+      rows = batches.get(step) if k == 1 else batches.get_many(step, k)
+    with _timed(split, "step_s"):
+      if k == 1:
+        state, metrics = trainer.steps.train(state, trainer.consts, rows)
+      else:
+        state, metrics = trainer.steps.train_many(state, trainer.consts, rows)
+      # One dispatch in flight: the host prepares and dispatches dispatch t+1 while the device
+      # runs dispatch t, and waits only for dispatch t-1. An unbounded queue of sharded steps
+      # times out in XLA:CPU's collectives.
+      if pending:
+        with waiting():
+          pending[-1][0]["loss"].block_until_ready()
     started = time.time()  # about when the device starts this dispatch
     pending.append((metrics, k))
     first, step = step + 1, step + k
@@ -280,7 +288,8 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
       log_steps.append(step)
     # Logging checks finiteness, so it runs before every save: no checkpoint holds NaNs.
     if log_steps:
-      unlogged += _per_step(jax.device_get(pending))
+      with _timed(split, "step_s"):  # awaits the dispatches since the last fetch
+        unlogged += _per_step(jax.device_get(pending))
       pending, now = [], time.time()
       for done in log_steps:
         # The steps of one dispatch are taken as evenly spaced in time.
@@ -295,7 +304,8 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
         log.write(record)
         console.train(record)
     if step % run.steps_per_epoch == 0 or step == run.total_steps:
-      numbers = _evaluate(trainer, state, waiting, final=step == run.total_steps)
+      with _timed(split, "eval_s"):
+        numbers = _evaluate(trainer, state, waiting, final=step == run.total_steps)
       record = {"step": step, "epoch": step / run.steps_per_epoch,
                 **{f"eval/{k}": v for k, v in numbers.items()}}
       history.append(record)
@@ -303,12 +313,22 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
       log.write(record)
       console.evaluation(record, _learning_rate(trainer, step))
     if save:
-      with waiting():  # a collective write
+      with waiting(), _timed(split, "checkpoint_s"):  # a collective write
         store.save(step, state, progress())
       log.flush()
     if signum is not None and step < run.total_steps:
       raise signals.Interrupted(step, signum, workdir)
   return state, progress()
+
+
+@contextlib.contextmanager
+def _timed(split: dict, key: str):
+  """Adds the seconds the block takes to ``split[key]``."""
+  start = time.perf_counter()
+  try:
+    yield
+  finally:
+    split[key] += time.perf_counter() - start
 
 
 def _dispatch_length(step: int, run: run_lib.Run) -> int:
