@@ -393,3 +393,25 @@ def test_ensemble_teacher_stacks_its_members_logits():
   out = ens.logits(teachers.TeacherState(), ens.consts, None)
   assert out.logits.dtype == jnp.float32
   np.testing.assert_array_equal(out.logits[:, 0, 0], [1.0, 2.0])
+
+
+def test_ctkd_trains_its_temperature_in_the_step_and_logs_it():
+  """Through the engine: theta is trained with the student, the metric is tau before the step."""
+  from jaxkd import train  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
+  config = defaults.get_config("smoke")
+  config.mesh.data = 1
+  config.method = {"name": "ctkd"}
+  self_teacher = teachers.Teacher(  # the student's own logits, doubled, stop-gradient
+      init=lambda student, **_: teachers.TeacherState(),
+      logits=lambda s, c, i: teachers.TeacherOutput(
+          2.0 * jax.lax.stop_gradient(i.outputs["logits"])))
+  teacher = teachers.learned_temperature(self_teacher, t_start=1.0, t_end=20.0, init=0.0)
+  trainer = train.build(config, teacher=teacher)
+  state, batches = trainer.init_state(), trainer.batches()
+  for step in range(3):
+    theta = float(state.teacher.params["theta"])
+    state, metrics = trainer.steps.train(state, trainer.consts, batches.get(step))
+    np.testing.assert_allclose(float(metrics["temperature"]), 1.0 + 20.0 / (1.0 + math.exp(
+        -theta)), rtol=1e-6)
+  assert abs(float(state.teacher.params["theta"])) > 1e-7, "theta is trained with the student"
