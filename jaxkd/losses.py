@@ -19,10 +19,14 @@ import optax
 __all__ = [
     "KL_REDUCTIONS",
     "check_kl_reduction",
+    "dist_relation",
     "float_dtype",
     "kl_divergence",
     "log_softmax",
+    "non_target_kl",
+    "pearson_correlation",
     "softmax_cross_entropy",
+    "target_binary_kl",
 ]
 
 KL_REDUCTIONS = ("batchmean", "elementwise_mean")
@@ -119,13 +123,142 @@ def kl_divergence(logits: chex.Array, targets: chex.Array, *,
   """
   check_kl_reduction(kl_reduction)
   log_probs = log_softmax(logits, temperature=temperature, where=where)
-  targets = jnp.asarray(targets, log_probs.dtype)
-  loss = optax.losses.kl_divergence(log_probs, targets, where=where)
-  if temperature_squared:
-    loss = loss * jnp.square(jnp.asarray(temperature, log_probs.dtype))
+  loss = _squared(optax.losses.kl_divergence(log_probs, targets, where=where), temperature,
+                  temperature_squared)
   if kl_reduction == "elementwise_mean":
     if where is None:
       loss = loss / logits.shape[-1]
     else:
       loss = loss / jnp.sum(jnp.broadcast_to(where, logits.shape), axis=-1)
   return loss
+
+
+def _squared(loss, temperature, temperature_squared):
+  if temperature_squared:
+    loss = loss * jnp.square(jnp.asarray(temperature, loss.dtype))
+  return loss
+
+
+def target_binary_kl(logits: chex.Array, targets: chex.Array, labels: chex.Array, *,
+                     temperature: chex.Numeric = 1.0,
+                     temperature_squared: bool = False) -> chex.Array:
+  r"""DKD's target-class KD (TCKD): the KL of the binary (target, rest) masses, per example.
+
+  .. math::
+    b = (p_y, \sum_{k \ne y} p_k), \quad
+    \ell_i = c \sum_{j \in \{0, 1\}} b^t_{ij} (\log b^t_{ij} - \log b^s_{ij})
+
+  with ``p^s = softmax(z / T)`` and the teacher's tempered distribution ``targets`` (``c = T^2``
+  with ``temperature_squared``). The batch mean of ``l`` is mdistiller's ``kl_div(...,
+  size_average=False) / batch``. The student's ``log b`` is taken from its log-softmax
+  (``log sum_{k != y} p_k`` as a log-sum-exp): equal to mdistiller's ``torch.log`` of the
+  summed softmax, without its ``log 0`` when a probability underflows.
+
+  Args:
+    logits: student logits ``[batch, classes]``, any float dtype.
+    targets: the teacher's tempered distribution ``[batch, classes]``.
+    labels: int ``[batch]``.
+    temperature: T > 0 (may be traced).
+    temperature_squared: multiply by ``T^2``.
+
+  Returns:
+    float32 ``[batch]``.
+
+  References:
+    Zhao et al., `Decoupled Knowledge Distillation <https://arxiv.org/abs/2203.08679>`_,
+    CVPR 2022; megvii-research/mdistiller ``mdistiller/distillers/DKD.py`` (``dkd_loss``).
+  """
+  log_p = log_softmax(logits, temperature=temperature)
+  is_target = jax.nn.one_hot(labels, log_p.shape[-1], dtype=bool)
+  log_target = jnp.sum(jnp.where(is_target, log_p, 0.0), axis=-1)
+  log_rest = jax.nn.logsumexp(jnp.where(is_target, -jnp.inf, log_p), axis=-1)
+  targets = jnp.asarray(targets, float_dtype(logits))
+  t_target = jnp.sum(jnp.where(is_target, targets, 0.0), axis=-1)
+  t_rest = jnp.sum(jnp.where(is_target, 0.0, targets), axis=-1)
+  loss = (jax.scipy.special.xlogy(t_target, t_target) - t_target * log_target +
+          jax.scipy.special.xlogy(t_rest, t_rest) - t_rest * log_rest)
+  return _squared(loss, temperature, temperature_squared)
+
+
+# mdistiller subtracts 1000 from the target logit (after tempering) to leave it out of the
+# non-target softmax.
+_NON_TARGET_SHIFT = 1000.0
+
+
+def non_target_kl(logits: chex.Array, targets: chex.Array, labels: chex.Array, *,
+                  temperature: chex.Numeric = 1.0,
+                  temperature_squared: bool = False) -> chex.Array:
+  r"""DKD's non-target-class KD (NCKD): the KL among the non-target classes, per example.
+
+  The student's side is mdistiller's ``log_softmax(z / T - 1000 * gt_mask)``. The teacher's side
+  is its non-target distribution ``q_k / sum_{j != y} q_j`` (``k != y``, 0 at ``y``) from its
+  tempered distribution ``targets``: mdistiller's ``softmax(z_t / T - 1000 * gt_mask)`` up to
+  ``exp(-1000)``, and defined for a mixture of teachers too. A teacher with all of its mass on
+  the target class (every other probability underflowed) adds 0.
+
+  Args:
+    logits: student logits ``[batch, classes]``, any float dtype.
+    targets: the teacher's tempered distribution ``[batch, classes]``.
+    labels: int ``[batch]``.
+    temperature: T > 0 (may be traced).
+    temperature_squared: multiply by ``T^2``.
+
+  Returns:
+    float32 ``[batch]``.
+
+  References:
+    megvii-research/mdistiller ``mdistiller/distillers/DKD.py`` (``nckd_loss``).
+  """
+  is_target = jax.nn.one_hot(labels, jnp.shape(logits)[-1], dtype=float_dtype(logits))
+  scaled = jnp.asarray(logits, float_dtype(logits)) / temperature - _NON_TARGET_SHIFT * is_target
+  log_p = jax.nn.log_softmax(scaled, axis=-1)
+  rest = jnp.asarray(targets, float_dtype(logits)) * (1.0 - is_target)
+  total = jnp.sum(rest, axis=-1, keepdims=True)
+  rest = jnp.where(total > 0, rest / jnp.where(total > 0, total, 1.0), 0.0)
+  loss = jnp.sum(jax.scipy.special.xlogy(rest, rest) - rest * log_p, axis=-1)
+  return _squared(loss, temperature, temperature_squared)
+
+
+_PEARSON_EPS = 1e-8  # DIST's official cosine: (a.b) / (|a| |b| + 1e-8)
+
+
+def pearson_correlation(a: chex.Array, b: chex.Array, *, axis: int = -1) -> chex.Array:
+  """DIST's Pearson correlation of ``a`` and ``b`` along ``axis``: the cosine of the centred
+  vectors with ``1e-8`` added to the product of the norms (float32)."""
+  dtype = jnp.promote_types(float_dtype(a), float_dtype(b))
+  a = jnp.asarray(a, dtype)
+  b = jnp.asarray(b, dtype)
+  a = a - jnp.mean(a, axis=axis, keepdims=True)
+  b = b - jnp.mean(b, axis=axis, keepdims=True)
+  norms = jnp.linalg.norm(a, axis=axis) * jnp.linalg.norm(b, axis=axis)
+  return jnp.sum(a * b, axis=axis) / (norms + _PEARSON_EPS)
+
+
+def dist_relation(logits: chex.Array, targets: chex.Array, *, temperature: chex.Numeric = 1.0,
+                  temperature_squared: bool = False, intra: bool = False) -> chex.Array:
+  r"""DIST's relation loss terms: ``1 - pearson`` of the tempered probabilities.
+
+  ``intra=False`` (inter-class relation): one value per example, ``1 - pearson(p^s_i, t_i)``
+  over the classes; its batch mean is DIST's ``inter_class_relation``. ``intra=True``
+  (intra-class relation): one value per class, ``1 - pearson`` over the batch of that class's
+  probabilities; its mean over the classes is DIST's ``intra_class_relation``. ``c = T^2``
+  multiplies both with ``temperature_squared``.
+
+  Args:
+    logits: student logits ``[batch, classes]``, any float dtype.
+    targets: the teacher's tempered distribution ``[batch, classes]``.
+    temperature: T > 0 (may be traced).
+    temperature_squared: multiply by ``T^2``.
+    intra: the intra-class (per class, over the batch) instead of the inter-class term.
+
+  Returns:
+    float32 ``[batch]`` (inter) or ``[classes]`` (intra).
+
+  References:
+    Huang et al., `Knowledge Distillation from A Stronger Teacher
+    <https://arxiv.org/abs/2205.10536>`_, NeurIPS 2022; hunto/DIST_KD (its loss file
+    ``lib/models/losses/dist_kd.py`` of hunto/image_classification_sota).
+  """
+  probs = jnp.exp(log_softmax(logits, temperature=temperature))
+  loss = 1.0 - pearson_correlation(probs, targets, axis=0 if intra else -1)
+  return _squared(loss, temperature, temperature_squared)

@@ -128,6 +128,26 @@ def _schedule(config):
           opt.schedule, tuple(opt.milestones), opt.gamma, opt.warmup_epochs)
 
 
+def test_logit_kd_rows_follow_the_official_settings():
+  """mdistiller's schedule for every stage; each row's method as its official code sets it."""
+  _, table = _load("logit_kd_cifar100")
+  schedule = (240, "sgd", 0.05, 0.9, 5e-4, "multistep", (150, 180, 210), 0.1, 0.0)
+  for row in table.teachers + table.rows:
+    config = _row_config("logit_kd_cifar100", row.name)
+    assert _schedule(config) == schedule and config.train.batch_size == 64, row.name
+  published = {r.name: r.published for r in table.rows}
+  assert (published["resnet8x4-kd"], published["resnet8x4-dkd"], published["resnet8x4-kd_ls"],
+          published["resnet8x4-dkd_ls"], published["resnet8x4-ctkd"]) == (
+              73.33, 76.32, 76.62, 77.01, 73.39)
+  dkd_ls = _method(_row_config("logit_kd_cifar100", "resnet8x4-dkd_ls"))
+  assert (dkd_ls["alpha"], dkd_ls["beta"], dkd_ls["temperature"],
+          dkd_ls["logit_standardization"]) == (9.0, 72.0, 2.0, True)
+  kd_ls = _method(_row_config("logit_kd_cifar100", "resnet8x4-kd_ls"))
+  assert (1 - kd_ls["alpha"], kd_ls["alpha"] * kd_ls["multiplier"], kd_ls["temperature"]) == (
+      pytest.approx(0.1), pytest.approx(9.0), 2.0)
+  assert _method(_row_config("logit_kd_cifar100", "vgg8-dkd"))["beta"] == 6.0
+
+
 def test_ls_vs_kd_rows_follow_their_protocol():
   """Shen et al. (ICLR 2021) and the ICML'22 re-run, each row with its own protocol's values."""
   _, table = _load("ls_vs_kd_cifar100")

@@ -121,8 +121,10 @@ def test_ras_kd_head_is_a_trainable_teacher():
 def test_api_table():
   assert set(objectives.names()) == {
       "ce", "lsr", "kd", "tfkd_self", "tfkd_reg", "lsrkd", "lsrkd_tc", "mrkd", "mrkd_tc",
-      "alr", "ols", "pskd", "cskd", "zipf", "ema_kd", "ras_kd"}
-  expect = {"kd": ("frozen", {"teacher_logits"}), "tfkd_self": ("frozen", {"teacher_logits"}),
+      "alr", "ols", "pskd", "cskd", "zipf", "ema_kd", "ras_kd", "dkd", "dist", "ctkd"}
+  expect = {"dkd": ("frozen", {"teacher_logits"}), "dist": ("frozen", {"teacher_logits"}),
+            "ctkd": ("frozen+T", {"teacher_logits", "teacher_temperature"}),
+            "kd": ("frozen", {"teacher_logits"}), "tfkd_self": ("frozen", {"teacher_logits"}),
             "mrkd": ("replay", {"teacher_logits"}), "mrkd_tc": ("replay", {"teacher_logits"}),
             "cskd": ("partner", {"teacher_logits"}), "pskd": (None, {"example_ids"}),
             "zipf": (None, {"dense_logits"}), "ema_kd": ("ema", {"teacher_logits"}),

@@ -227,7 +227,9 @@ def test_kd_run_distils_from_a_torchvision_checkpoint(tmp_path):
     (dict(name="resnet50"),
      r"config\.teacher\.torchvision_model='resnet50': the network of teacher\.torchvision_"
      r"checkpoint; allowed: densenet121_imagenet, .*resnet50_imagenet"),
-    (dict(workdir="/tmp/some-run"), r"set either teacher\.workdir .* not both"),
+    # a torchvision checkpoint beside teacher runs is one more member of an ensemble
+    (dict(workdir="/tmp/some-run"), r"teacher\.workdir='/tmp/some-run': must be the workdir "
+                                    r"of a jaxkd run"),
     (dict(checkpoint=""), r"config\.teacher\.torchvision_model='resnet18_imagenet': needs "
                           r"teacher\.torchvision_checkpoint"),
     (dict(num_classes=10), r"torchvision_checkpoint='.*resnet18\.pth': its resnet18_imagenet "

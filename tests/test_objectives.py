@@ -271,6 +271,8 @@ def step_inputs(obj, step, seed=0):
   if teacher == "aux_head":  # RAS-KD's head: its logits and rows are the teacher's output
     x["teacher_logits"], x["class_embeddings"] = (
         np.asarray(a) for a in teachers.head_logits(head_params(obj), x["features"]))
+  if "teacher_temperature" in obj.requires:  # CTKD's learned temperature
+    x["teacher_temperature"] = np.float32(2.0 + rng.uniform())
   if "dense_logits" in obj.requires:
     x["dense_logits"] = rng.normal(size=(B, 2, 2, K)).astype(np.float32)
   if "example_ids" in obj.requires:
@@ -335,7 +337,8 @@ def test_matches_numpy_reference_and_finite_differences(case):
     state, rstate = new_state, new_rstate
 
 
-REQUIRED = {"alr": EPOCH, "ols": EPOCH, "pskd": dict(total_epochs=3, **EPOCH)}
+REQUIRED = {"alr": EPOCH, "ols": EPOCH, "pskd": dict(total_epochs=3, **EPOCH), "dkd": EPOCH,
+            "ctkd": EPOCH}
 
 
 def run_steps(obj, steps, seed=0, cast=None, loss_fn=None):

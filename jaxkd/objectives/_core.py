@@ -9,16 +9,21 @@ import jax.numpy as jnp
 from jaxkd import losses
 from jaxkd import targets as targets_lib
 
-__all__ = ["INPUTS", "Objective", "Term", "with_teacher_fallback"]
+__all__ = ["ENSEMBLES", "INPUTS", "KINDS", "Objective", "Term", "member_weights",
+           "with_teacher_fallback"]
 
-INPUTS = ("teacher_logits", "features", "dense_logits", "example_ids", "class_embeddings")
+INPUTS = ("teacher_logits", "features", "dense_logits", "example_ids", "class_embeddings",
+          "teacher_temperature")
 _WHY = {
     "teacher_logits": "the teacher's logits, [B, K] or [M, B, K]",
     "features": "the student's penultimate features [B, D]",
     "dense_logits": "per-position class scores [B, H, W, K] on the last feature map",
     "example_ids": "the training-set index of every example in the batch, int [B]",
     "class_embeddings": "class representatives [K, D] (RAS-KD: the auxiliary head's rows)",
+    "teacher_temperature": "the temperature the teacher learns, a scalar (CTKD)",
 }
+KINDS = ("ce", "kl", "tckd", "nckd", "dist_inter", "dist_intra")
+ENSEMBLES = ("probs", "kl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +38,25 @@ class Term:
       member (terms whose targets read the teacher logits; with no valid member the term and
       its metric are 0). False: only while it has none (a fallback, see
       `with_teacher_fallback`).
-    kind: ``"ce"`` (soft-target cross-entropy) or ``"kl"`` (`jaxkd.losses.kl_divergence`).
-    temperature: the student temperature, a number or a schedule.
+    kind: ``"ce"`` (soft-target cross-entropy), ``"kl"`` (`jaxkd.losses.kl_divergence`),
+      ``"tckd"`` / ``"nckd"`` (DKD's target / non-target terms, `jaxkd.losses.target_binary_kl`,
+      `jaxkd.losses.non_target_kl`), ``"dist_inter"`` / ``"dist_intra"`` (DIST's relation
+      terms, `jaxkd.losses.dist_relation`; the intra one is a statistic of the whole batch).
+    temperature: the student temperature, a number, a schedule or
+      `jaxkd.targets.learned_temperature` (the teacher's, CTKD).
     temperature_squared: multiply a ``"kl"`` term by ``T^2``.
     kl_reduction: ``"batchmean"`` or ``"elementwise_mean"`` for a ``"kl"`` term.
     non_target: restrict the loss to the non-target classes (Zipf's KL).
     on_teacher: apply the term to the teacher's logits instead of the student's, with their
       gradient: it trains a trainable teacher (RAS-KD's auxiliary head).
+    standardize: apply `jaxkd.targets.standardize_logits` to the student's logits in this term
+      (logit standardization; the teacher's side is its target transform's).
+    ensemble: how the term reads several teachers ``[M, B, K]``. None: its targets as they
+      are (`jaxkd.targets.teacher_softmax` averages the members). ``"probs"``: the targets of
+      each member alone, mixed with ``teacher_weights``. ``"kl"``: the term of each member
+      alone, averaged with ``teacher_weights``.
+    teacher_weights: one weight >= 0 per member (normalised over the valid ones); empty:
+      uniform.
   """
   name: str
   targets: targets_lib.TargetTransform
@@ -51,24 +68,47 @@ class Term:
   kl_reduction: str = "batchmean"
   non_target: bool = False
   on_teacher: bool = False
+  standardize: bool = False
+  ensemble: Optional[str] = None
+  teacher_weights: tuple = ()
 
   def __post_init__(self):
-    if self.kind not in ("ce", "kl"):
-      raise ValueError(f"Term {self.name!r}: kind={self.kind!r}; allowed: 'ce', 'kl'.")
+    if self.kind not in KINDS:
+      raise ValueError(f"Term {self.name!r}: kind={self.kind!r}; allowed: "
+                       f"{', '.join(repr(k) for k in KINDS)}.")
+    if self.ensemble not in (None,) + ENSEMBLES:
+      raise ValueError(f"Term {self.name!r}: ensemble={self.ensemble!r}; allowed: None, "
+                       f"{', '.join(repr(e) for e in ENSEMBLES)}.")
     if self.teacher not in (None, True, False):
       raise ValueError(f"Term {self.name!r}: teacher={self.teacher!r}; allowed: None, True, "
                        "False.")
     losses.check_kl_reduction(self.kl_reduction)
 
-  def value(self, logits, targets, step, labels, weights=None):
+  def value(self, logits, targets, step, labels, weights=None, temperature=None):
     """The batch mean of the term's per-example loss (unweighted by the term's weight),
     float32; with ``weights`` [B] the weighted mean ``sum(w l) / sum(w)`` (per-token losses of a
-    sequence model: 1 on real tokens, 0 on padding)."""
-    temperature = targets_lib.value_at(self.temperature, step)
+    sequence model: 1 on real tokens, 0 on padding). ``temperature``: the student temperature
+    resolved by the caller (a learned one); None: ``self.temperature`` at ``step``."""
+    if temperature is None:
+      temperature = targets_lib.value_at(self.temperature, step)
+    if self.standardize:
+      logits = targets_lib.standardize_logits(logits)
     where = None
     if self.non_target:
       where = jnp.arange(logits.shape[-1]) != labels[:, None]
-    if self.kind == "ce":
+    squared = dict(temperature=temperature, temperature_squared=self.temperature_squared)
+    if self.kind == "dist_intra":
+      if weights is not None:
+        raise ValueError(f"Term {self.name!r}: kind 'dist_intra' compares each class over the "
+                         "whole batch; example weights (per-token losses) are not supported.")
+      return jnp.mean(losses.dist_relation(logits, targets, intra=True, **squared))
+    if self.kind == "dist_inter":
+      per_example = losses.dist_relation(logits, targets, **squared)
+    elif self.kind == "tckd":
+      per_example = losses.target_binary_kl(logits, targets, labels, **squared)
+    elif self.kind == "nckd":
+      per_example = losses.non_target_kl(logits, targets, labels, **squared)
+    elif self.kind == "ce":
       per_example = losses.softmax_cross_entropy(logits, targets, temperature=temperature,
                                                  where=where)
     else:
@@ -188,7 +228,8 @@ class Objective:
            dense_logits: Optional[chex.Array] = None,
            example_ids: Optional[chex.Array] = None,
            class_embeddings: Optional[chex.Array] = None,
-           weights: Optional[chex.Array] = None) -> tuple[chex.Array, dict, dict]:
+           weights: Optional[chex.Array] = None,
+           teacher_temperature: Optional[chex.Array] = None) -> tuple[chex.Array, dict, dict]:
     """The batch-mean loss, its terms, and the updated state.
 
     Args:
@@ -208,6 +249,9 @@ class Objective:
         weighted mean ``sum(w l) / sum(w)`` and the online class matrices (OLS, ALR) count each
         example with its weight: a sequence model's tokens flattened to ``[B*T, K]`` with
         weight 0 on the padding give fairseq's per-token losses, averaged over the real tokens.
+      teacher_temperature: a scalar temperature the teacher learns (CTKD), differentiable;
+        terms with `jaxkd.targets.learned_temperature` read it, and it is reported as the
+        metric ``"temperature"``.
 
     Returns:
       ``(loss, metrics, new_state)``: a float32 scalar; float32 scalars ``"loss"``, ``"ce"``
@@ -217,13 +261,15 @@ class Objective:
     """
     inputs = dict(teacher_logits=teacher_logits, teacher_mask=teacher_mask, features=features,
                   dense_logits=dense_logits, example_ids=example_ids,
-                  class_embeddings=class_embeddings, weights=weights)
+                  class_embeddings=class_embeddings, weights=weights,
+                  teacher_temperature=teacher_temperature)
     _check_inputs(self, logits, labels, inputs)
     logits = jnp.asarray(logits, losses.float_dtype(logits))  # float64 in float64 runs
     ctx = targets_lib.make_context(
         labels, logits, step=step, teacher_logits=teacher_logits, teacher_mask=teacher_mask,
         features=features, dense_logits=dense_logits, example_ids=example_ids,
-        class_embeddings=class_embeddings, weights=weights)
+        class_embeddings=class_embeddings, weights=weights,
+        teacher_temperature=teacher_temperature)
     old_states = state.get("targets", {})
     total, metrics, new_states = _sum_terms(self, logits, teacher_logits, ctx, old_states)
     new_state = dict(state)
@@ -253,11 +299,15 @@ def _sum_terms(obj, logits, teacher_logits, ctx, old_states):
         raise ValueError(f"{obj.name}: state has no entry for term {term.name!r}, whose "
                          "targets keep a state; pass the state returned by init and feed back "
                          "the state loss returns.")
-    q, term_state = targets_lib.build_targets(term.targets, term_state, ctx)
+    on = jnp.asarray(teacher_logits, logits.dtype) if term.on_teacher else logits
+    temperature = targets_lib.temperature_at(term.temperature, ctx)
+    if term.ensemble is None:
+      q, term_state = targets_lib.build_targets(term.targets, term_state, ctx)
+      value = term.value(on, q, ctx.step, ctx.labels, ctx.weights, temperature=temperature)
+    else:
+      value = _ensemble_value(obj, term, term_state, on, ctx, temperature)
     if key in old_states:
       new_states[key] = term_state
-    on = jnp.asarray(teacher_logits, logits.dtype) if term.on_teacher else logits
-    value = term.value(on, q, ctx.step, ctx.labels, ctx.weights)
     weight = jnp.asarray(targets_lib.value_at(term.weight, ctx.step), logits.dtype)
     gate = gates[term.teacher]
     if gate is not None:
@@ -269,8 +319,45 @@ def _sum_terms(obj, logits, teacher_logits, ctx, old_states):
         logits, jax.nn.one_hot(ctx.labels, num_classes, dtype=logits.dtype)), ctx.weights)
   if ctx.teacher_logits is not None:  # a run reports how often its teacher counted
     metrics["teacher_active"] = teacher_on
+  if ctx.teacher_temperature is not None:
+    metrics["temperature"] = jax.lax.stop_gradient(ctx.teacher_temperature)
   metrics["loss"] = total
   return total, metrics, new_states
+
+
+def member_weights(weights: Sequence[float], mask: chex.Array) -> chex.Array:
+  """float32 ``[M]``: ``weights`` (empty: uniform) times the valid ``mask``, normalised to sum
+  to 1 (all 0 when no member is valid)."""
+  mask = jnp.asarray(mask, jnp.float32)
+  w = mask if not len(weights) else jnp.asarray(weights, jnp.float32) * mask
+  return w / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def _ensemble_value(obj, term, state, logits, ctx, temperature):
+  """A term over several teachers: the member targets mixed (``"probs"``) or the member
+  terms averaged (``"kl"``), with the term's ``teacher_weights``."""
+  if ctx.teacher_logits is None:
+    raise ValueError(_missing_input_message(obj, "teacher_logits"))
+  members = ctx.teacher_logits.shape[0]
+  if term.teacher_weights and len(term.teacher_weights) != members:
+    raise ValueError(f"{obj.name}: teacher_weights={tuple(term.teacher_weights)!r} has "
+                     f"{len(term.teacher_weights)} weights for {members} teacher(s); allowed: "
+                     "one weight per teacher, or () for uniform.")
+  w = member_weights(term.teacher_weights, ctx.teacher_mask)
+  per_member = []
+  for m in range(members):
+    one = ctx._replace(teacher_logits=ctx.teacher_logits[m:m + 1],
+                       teacher_mask=ctx.teacher_mask[m:m + 1])
+    q, _ = targets_lib.build_targets(term.targets, state, one)
+    if term.ensemble == "probs":
+      per_member.append(w[m] * q)
+    else:
+      per_member.append(w[m] * term.value(logits, q, ctx.step, ctx.labels, ctx.weights,
+                                          temperature=temperature))
+  if term.ensemble == "probs":
+    return term.value(logits, sum(per_member), ctx.step, ctx.labels, ctx.weights,
+                      temperature=temperature)
+  return sum(per_member)
 
 
 def _missing_input_message(obj, field):
@@ -291,7 +378,7 @@ def _check_inputs(obj, logits, labels, inputs):
       raise ValueError(_missing_input_message(obj, field))
   expected = {"features": (batch, None), "dense_logits": (batch, None, None, classes),
               "example_ids": (batch,), "class_embeddings": (classes, None),
-              "weights": (batch,)}
+              "weights": (batch,), "teacher_temperature": ()}
   for field, shape in expected.items():
     value = inputs[field]
     if value is not None and (jnp.ndim(value) != len(shape) or any(

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Spec", "boolean", "choice", "integer", "real", "validate"]
+__all__ = ["Spec", "boolean", "choice", "integer", "real", "validate", "weights"]
 
 
 class Spec(NamedTuple):
@@ -88,6 +88,23 @@ def choice(options: Sequence[str]) -> Callable[[str, Any], None]:
   return check
 
 
+def weights() -> Callable[[str, Any], None]:
+  """A tuple (or list) of floats >= 0, not all 0; empty: uniform."""
+  allowed = "a tuple of floats >= 0, not all 0 (one per teacher), or () for uniform"
+
+  def check(field, value):
+    if not isinstance(value, (tuple, list)):
+      _fail(field, value, allowed)
+    for w in value:
+      if isinstance(w, bool) or not isinstance(w, numbers.Real) or not w >= 0 or \
+          not np.isfinite(w):
+        _fail(field, value, allowed)
+    if value and not any(w > 0 for w in value):
+      _fail(field, value, allowed)
+
+  return check
+
+
 def validate(method: str, specs: dict, hparams: dict) -> dict:
   """Checks ``hparams`` against ``specs`` and fills in the defaults.
 
@@ -113,5 +130,7 @@ def validate(method: str, specs: dict, hparams: dict) -> dict:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
       # A float field given as an int stays a number; int fields become plain Python ints.
       value = int(value)
+    elif isinstance(value, list):  # a config's list: hashable and printable like a tuple
+      value = tuple(value)
     resolved[field] = value
   return resolved

@@ -5,16 +5,19 @@ Every method is a `Method`: its hyperparameters (`Spec` with default and allowed
 ``(1 - a) CE(z, y) + a m KL(teacher || softmax(z / T_s))``, and differs only in its teacher
 transform and conventions. Defaults marked "ours" are not the papers' numbers.
 """
+import dataclasses
 import math
 from typing import Any, Callable, NamedTuple, Optional
+
+import jax.numpy as jnp
 
 from jaxkd import losses
 from jaxkd import targets as T
 from jaxkd import teachers
 from jaxkd.objectives import _hparams as H
-from jaxkd.objectives._core import Term, with_teacher_fallback
+from jaxkd.objectives._core import ENSEMBLES, Term, with_teacher_fallback
 
-__all__ = ["METHODS", "Method"]
+__all__ = ["METHODS", "Method", "ctkd_gradient_factor"]
 
 
 class Method(NamedTuple):
@@ -84,10 +87,87 @@ def _from_teacher(hp, teacher: T.TargetTransform, multiplier: T.Hyperparam = 1.0
                        kl_reduction=hp["kl_reduction"], smoothing=smoothing)
 
 
+def _ensemble(hp) -> dict:
+  """A teacher term's ensemble fields: None for the plain mean of the teachers' tempered
+  probabilities (``"probs"`` with uniform weights, what `T.teacher_softmax` computes)."""
+  mode, weights = hp.get("ensemble", "probs"), tuple(hp.get("teacher_weights", ()))
+  if mode == "probs" and not weights:
+    return {}
+  return {"ensemble": mode, "teacher_weights": weights}
+
+
+def _standardized(term: Term, hp) -> Term:
+  """``term`` with logit standardization on the student's side when the method asks for it."""
+  if not hp.get("logit_standardization", False):
+    return term
+  return dataclasses.replace(term, standardize=True)
+
+
 def _kd(hp):
-  return _from_teacher(hp, T.teacher_softmax(temperature=hp["temperature"],
-                                             top_k=hp["teacher_top_k"]), hp["multiplier"],
-                       smoothing=hp["smoothing"])
+  teacher = T.teacher_softmax(temperature=hp["temperature"], top_k=hp["teacher_top_k"],
+                              standardize=hp.get("logit_standardization", False))
+  terms = _from_teacher(hp, teacher, hp["multiplier"], smoothing=hp["smoothing"])
+  return tuple(_standardized(dataclasses.replace(t, **_ensemble(hp)), hp)
+               if t.name == "kd" else t for t in terms)
+
+
+def _epoch(step, steps_per_epoch):
+  """The epoch of ``step``, counted from 1 and constant within an epoch (the trainers of
+  mdistiller and CTKD pass ``epoch`` so)."""
+  return jnp.asarray(step, jnp.int32) // steps_per_epoch + 1
+
+
+def _dkd(hp):
+  warmup, steps = hp["warmup_epochs"], hp["steps_per_epoch"]
+  if warmup and steps is None:
+    raise ValueError("dkd needs hparam steps_per_epoch (optimizer steps per epoch, for the "
+                     "warm-up min(epoch / warmup_epochs, 1)); got None: the training engine or "
+                     "the config must set it, or warmup_epochs=0.")
+  ramp = 1.0
+  if warmup:
+    ramp = lambda step: jnp.minimum(_epoch(step, steps) / warmup, 1.0)
+  teacher = T.teacher_softmax(temperature=hp["temperature"],
+                              standardize=hp["logit_standardization"])
+  common = dict(teacher=True, temperature=hp["temperature"], temperature_squared=True,
+                **_ensemble(hp))
+  return (_ce(hp["ce_weight"]),
+          _standardized(Term("tckd", teacher, _product(hp["alpha"], ramp), kind="tckd",
+                             **common), hp),
+          _standardized(Term("nckd", teacher, _product(hp["beta"], ramp), kind="nckd",
+                             **common), hp))
+
+
+def _dist(hp):
+  teacher = T.teacher_softmax(temperature=hp["temperature"])
+  common = dict(teacher=True, temperature=hp["temperature"], temperature_squared=True,
+                **_ensemble(hp))
+  return (_ce(hp["ce_weight"]),
+          Term("inter", teacher, hp["beta"], kind="dist_inter", **common),
+          Term("intra", teacher, hp["gamma"], kind="dist_intra", **common))
+
+
+def ctkd_gradient_factor(step, *, steps_per_epoch: int, decay_max: T.Hyperparam,
+                         decay_min: T.Hyperparam, decay_loops: T.Hyperparam):
+  """CTKD's ``lambda`` at ``step``: the official ``CosineDecay(decay_max, decay_min,
+  decay_loops).get_value(epoch)``, epoch counted from 1 and constant within an epoch,
+  ``(cos(pi min(epoch, loops) / loops) + 1) / 2 * (max - min) + min``. The temperature's
+  gradient is multiplied by it (0 to -1 by default: reversed, ever more strongly)."""
+  decay_max, decay_min, decay_loops = (T.value_at(v, step)
+                                       for v in (decay_max, decay_min, decay_loops))
+  epoch = jnp.minimum(_epoch(step, steps_per_epoch).astype(jnp.float32), decay_loops)
+  return (jnp.cos(epoch * math.pi / decay_loops) + 1.0) * 0.5 * (decay_max - decay_min) + \
+      decay_min
+
+
+def _ctkd(hp):
+  factor = lambda step: ctkd_gradient_factor(
+      step, steps_per_epoch=hp["steps_per_epoch"], decay_max=hp["decay_max"],
+      decay_min=hp["decay_min"], decay_loops=hp["decay_loops"])
+  learned = T.learned_temperature(gradient=factor)
+  teacher = T.teacher_softmax(temperature=learned, standardize=hp["logit_standardization"])
+  return (_ce(_one_minus(hp["alpha"])),
+          _standardized(Term("kd", teacher, hp["alpha"], teacher=True, kind="kl",
+                             temperature=learned, temperature_squared=True), hp))
 
 
 def _kd_no_multiplier(hp):
@@ -176,8 +256,13 @@ def _ema_teacher(hp):
 
 
 def _frozen_teacher(hp):
-  del hp
-  return teachers.from_run()
+  weights = hp.get("teacher_weights", ())
+  return teachers.from_run(members=len(weights) if weights else None)
+
+
+def _ctkd_teacher(hp):
+  return teachers.learned_temperature(teachers.from_run(), t_start=hp["t_start"],
+                                      t_end=hp["t_end"], init=hp["init"])
 
 
 _PROB = H.real(0.0, 1.0)
@@ -189,6 +274,12 @@ _NONNEG = H.real(0.0)
 _STEPS = H.Spec(None, H.integer(1, optional=True),
                 "optimizer steps per epoch, for the epoch-boundary update")
 _KL = H.choice(losses.KL_REDUCTIONS)
+_LS = {"logit_standardization": H.Spec(False, H.boolean(), "standardize the student's and the "
+                                       "teacher's logits inside the distillation term")}
+_ENSEMBLE = {"ensemble": H.Spec("probs", H.choice(ENSEMBLES), "several teachers: KL to the "
+                                "weighted mixture of their tempered probabilities ('probs') or "
+                                "the weighted mean of the per-teacher losses ('kl')"),
+             "teacher_weights": H.Spec((), H.weights(), "one weight per teacher; (): uniform")}
 
 
 def _kd_specs(alpha, temperature, multiplier, kl_reduction):
@@ -233,8 +324,8 @@ METHODS = {
         lambda hp: (Term("lsr", T.label_smoothing(smoothing=hp["smoothing"],
                                                   convention=hp["convention"])),),
         doc="Label smoothing (Szegedy et al. 2016) [code]: CE(z, q_smooth)."),
-    "kd": Method(_kd_specs(0.9, 4.0, 1.0, "batchmean"), _kd, teacher=_frozen_teacher,
-                 requires=("teacher_logits",),
+    "kd": Method({**_kd_specs(0.9, 4.0, 1.0, "batchmean"), **_LS, **_ENSEMBLE}, _kd,
+                 teacher=_frozen_teacher, requires=("teacher_logits",),
                  doc="Hinton KD [code: Tf-KD loss_kd]: (1-a) CE + a m T^2 KL(t_T || s_T)."),
     "tfkd_self": Method(_kd_specs(0.95, 6.0, 50.0, "elementwise_mean"), _kd,
                         teacher=_frozen_teacher, requires=("teacher_logits",),
@@ -305,6 +396,34 @@ METHODS = {
         _kd_no_multiplier, teacher=_ema_teacher, requires=("teacher_logits",),
         doc="EMA self-KD [ours; mean teacher, Tarvainen & Valpola 2017]: KD from the weights' "
             "moving average."),
+    # mdistiller's CIFAR-100 defaults (configs/cifar100/dkd/*.yaml); its ImageNet ResNet34 ->
+    # ResNet18 run (configs/imagenet/r34_r18/dkd.yaml) uses beta 0.5, temperature 1, warm-up 1.
+    "dkd": Method(
+        {"alpha": H.Spec(1.0, _NONNEG), "beta": H.Spec(8.0, _NONNEG),
+         "temperature": H.Spec(4.0, _POS), "ce_weight": H.Spec(1.0, _NONNEG),
+         "warmup_epochs": H.Spec(20, H.integer(0), "epochs of the linear ramp min(epoch / "
+                                 "warmup_epochs, 1) of the DKD terms; 0: no ramp"),
+         "steps_per_epoch": H.Spec(None, H.integer(1, optional=True)), **_LS, **_ENSEMBLE},
+        _dkd, teacher=_frozen_teacher, requires=("teacher_logits",),
+        doc="DKD [code: mdistiller DKD.py]: w CE + min(epoch/warm-up, 1) (a TCKD + b NCKD)."),
+    # DIST's loss defaults (beta = gamma = 1, tau = 1: its ImageNet setting).
+    "dist": Method(
+        {"beta": H.Spec(1.0, _NONNEG), "gamma": H.Spec(1.0, _NONNEG),
+         "temperature": H.Spec(1.0, _POS), "ce_weight": H.Spec(1.0, _NONNEG), **_ENSEMBLE},
+        _dist, teacher=_frozen_teacher, requires=("teacher_logits",),
+        doc="DIST [code: hunto/DIST_KD dist_kd.py]: w CE + T^2 (b inter + g intra), 1 - Pearson."),
+    # CTKD's shipped CIFAR script: -r 0.1 -a 0.9, t_start 1, t_end 20, cosine 0 -> -1 over 10.
+    "ctkd": Method(
+        {"alpha": H.Spec(0.9, _PROB), "t_start": H.Spec(1.0, _POS),
+         "t_end": H.Spec(20.0, _POS), "init": H.Spec(1.0, H.real()),
+         "decay_max": H.Spec(0.0, H.real()), "decay_min": H.Spec(-1.0, H.real()),
+         "decay_loops": H.Spec(10.0, _POS),
+         "steps_per_epoch": H.Spec(None, H.integer(1, optional=True),
+                                   "optimizer steps per epoch, for the epoch of the reversal "
+                                   "schedule"), **_LS},
+        _ctkd, teacher=_ctkd_teacher, requires=("teacher_logits", "teacher_temperature"),
+        doc="CTKD [code: zhengli97/CTKD]: (1-a) CE + a tau^2 KL at a learned, gradient-reversed "
+            "tau."),
     "ras_kd": Method(
         {"smoothing": H.Spec(0.1, _SMOOTHING), "relation_temperature": H.Spec(0.5, _POS),
          "temperature": H.Spec(4.0, _POS), "weight": H.Spec(1.0, _NONNEG),

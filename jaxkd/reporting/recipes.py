@@ -13,6 +13,7 @@ import ml_collections
 from jaxkd import config as config_lib
 
 __all__ = ["base_config", "check_ls_kd_row", "cskd_cifar", "fashion_subset_cpu", "kd_only", "ls_kd_protocol",
+           "mdistiller_cifar",
            "only_with", "pskd_cifar", "row_config", "smoke", "smoke_streamed", "smoke_text",
            "streamed", "text_classification", "tfkd_cifar", "tfkd_imagenet", "LS_KD_PROTOCOLS",
            "SMOKE_MODEL", "SMOKE_STREAMED_MODEL", "SMOKE_TEXT_MODEL", "SMOKE_TRANSLATION_MODEL",
@@ -103,6 +104,16 @@ def tfkd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100",
   _sgd_cifar(config, dataset=dataset, rotation=15.0, batch_size=batch_size, epochs=200,
              learning_rate=0.1 * batch_size / 128, weight_decay=5e-4, nesterov=False,
              milestones=(60, 120, 160), gamma=0.2, warmup_epochs=1.0)
+
+
+def mdistiller_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:
+  """mdistiller's CIFAR-100 recipe (megvii-research/mdistiller ``configs/cifar100/*.yaml``),
+  shared by the logit-standardization and CTKD code: SGD momentum 0.9, weight decay 5e-4,
+  lr 0.05 at batch 64, 240 epochs, lr x0.1 at epochs 150/180/210, no warm-up; crop 32 pad 4
+  and horizontal flip."""
+  _sgd_cifar(config, dataset=dataset, rotation=0.0, batch_size=64, epochs=240,
+             learning_rate=0.05, weight_decay=5e-4, nesterov=False, milestones=(150, 180, 210),
+             gamma=0.1, warmup_epochs=0.0)
 
 
 def cskd_cifar(config: ml_collections.ConfigDict, *, dataset: str = "cifar100") -> None:

@@ -13,8 +13,10 @@ Example::
   ctx = targets.make_context(labels, logits, step=step)
   q, state = targets.build_targets(tfkd_reg, tfkd_reg.init(num_classes=100), ctx)
 """
-from jaxkd.targets._base import (EmptyState, Hyperparam, TargetContext, TargetTransform,
-                                 build_targets, chain, make_context, stateless, value_at)
+from jaxkd.targets._base import (EmptyState, Hyperparam, LearnedTemperature, TargetContext,
+                                 TargetTransform, build_targets, chain, gradient_scale,
+                                 learned_temperature, make_context, stateless, temperature_at,
+                                 value_at)
 from jaxkd.targets._labels import (SMOOTHING_CONVENTIONS, label_smoothing, one_hot, soften,
                                    teacher_correction, uniform_teacher)
 from jaxkd.targets._online import (ClassMatrixState, adaptive_label_regularization,
@@ -23,7 +25,8 @@ from jaxkd.targets._progressive import (TABLE_DTYPES, ProgressiveState,
                                         progressive_self_knowledge)
 from jaxkd.targets._relation import (REPRESENTATIVES, RelationState, class_relation,
                                      class_relation_matrix)
-from jaxkd.targets._teacher import has_teacher, knowledge_adjustment, teacher_softmax
+from jaxkd.targets._teacher import (has_teacher, knowledge_adjustment, standardize_logits,
+                                    teacher_softmax)
 from jaxkd.targets._zipf import dense_votes, min_rank, zipf_targets
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "ClassMatrixState",
     "EmptyState",
     "Hyperparam",
+    "LearnedTemperature",
     "ProgressiveState",
     "RelationState",
     "TargetContext",
@@ -43,18 +47,22 @@ __all__ = [
     "class_relation",
     "class_relation_matrix",
     "dense_votes",
+    "gradient_scale",
     "has_teacher",
     "knowledge_adjustment",
     "label_smoothing",
+    "learned_temperature",
     "make_context",
     "min_rank",
     "one_hot",
     "online_label_smoothing",
     "progressive_self_knowledge",
     "soften",
+    "standardize_logits",
     "stateless",
     "teacher_correction",
     "teacher_softmax",
+    "temperature_at",
     "uniform_teacher",
     "value_at",
     "zipf_targets",

@@ -16,12 +16,16 @@ from jaxkd import losses
 __all__ = [
     "EmptyState",
     "Hyperparam",
+    "LearnedTemperature",
     "TargetContext",
     "TargetTransform",
     "build_targets",
     "chain",
+    "gradient_scale",
+    "learned_temperature",
     "make_context",
     "stateless",
+    "temperature_at",
     "value_at",
 ]
 
@@ -51,6 +55,8 @@ class TargetContext(NamedTuple):
     weights: float32 ``[batch]`` example weights (0 on a sequence model's padding tokens), or
       None: every example counts once. Transforms that accumulate statistics over the batch
       weight them.
+    teacher_temperature: a float32 scalar the teacher learns (CTKD), WITH its gradient (the
+      one input that is not stop-gradient), or None; `temperature_at` reads it.
   """
   labels: chex.Array
   logits: chex.Array
@@ -62,6 +68,7 @@ class TargetContext(NamedTuple):
   example_ids: Optional[chex.Array] = None
   class_embeddings: Optional[chex.Array] = None
   weights: Optional[chex.Array] = None
+  teacher_temperature: Optional[chex.Array] = None
 
 
 class TargetTransform(NamedTuple):
@@ -90,6 +97,60 @@ def value_at(value: Hyperparam, step: chex.Numeric) -> chex.Numeric:
   if callable(value):
     return jnp.asarray(value(step), jnp.float32)
   return value
+
+
+class LearnedTemperature(NamedTuple):
+  """A temperature the teacher learns (``ctx.teacher_temperature``), see `learned_temperature`.
+
+  Attributes:
+    gradient: the factor its gradient is multiplied by (a number or a schedule ``step ->
+      value``): negative reverses it (CTKD's gradient-reversal layer).
+  """
+  gradient: Hyperparam = 1.0
+
+
+def learned_temperature(gradient: Hyperparam = 1.0) -> LearnedTemperature:
+  """Marks a temperature as the teacher's learned one: pass it as the ``temperature`` of
+  `teacher_softmax` and of a loss term; `temperature_at` resolves it.
+
+  Args:
+    gradient: the factor the temperature's gradient is multiplied by in this use (a number or a
+      schedule): CTKD's reversal ``lambda`` (<= 0) turns the teacher's temperature against the
+      student's loss.
+  """
+  return LearnedTemperature(gradient)
+
+
+@jax.custom_vjp
+def gradient_scale(x: chex.Array, scale: chex.Numeric) -> chex.Array:
+  """The identity whose gradient is multiplied by ``scale`` (a gradient-reversal layer for
+  ``scale < 0``; Ganin and Lempitsky 2015). ``scale`` gets no gradient."""
+  del scale
+  return x
+
+
+def _scale_fwd(x, scale):
+  return x, scale
+
+
+def _scale_bwd(scale, g):
+  return (g * scale, jnp.zeros_like(scale))
+
+
+gradient_scale.defvjp(_scale_fwd, _scale_bwd)
+
+
+def temperature_at(value: Union[Hyperparam, LearnedTemperature],
+                   ctx: TargetContext) -> chex.Numeric:
+  """A temperature at ``ctx.step``: `value_at`, or for a `LearnedTemperature` the teacher's
+  ``ctx.teacher_temperature`` with its gradient scaled by the marker's factor."""
+  if not isinstance(value, LearnedTemperature):
+    return value_at(value, ctx.step)
+  if ctx.teacher_temperature is None:
+    raise ValueError("a learned temperature needs ctx.teacher_temperature (the teacher's "
+                     "TeacherOutput.temperature); got None.")
+  scale = jnp.asarray(value_at(value.gradient, ctx.step), jnp.float32)
+  return gradient_scale(ctx.teacher_temperature, scale)
 
 
 def stateless(fn: Callable[[chex.Array, TargetContext], chex.Array]) -> TargetTransform:
@@ -139,7 +200,8 @@ def make_context(labels: chex.Array, logits: chex.Array, *, step: chex.Numeric,
                  dense_logits: Optional[chex.Array] = None,
                  example_ids: Optional[chex.Array] = None,
                  class_embeddings: Optional[chex.Array] = None,
-                 weights: Optional[chex.Array] = None) -> TargetContext:
+                 weights: Optional[chex.Array] = None,
+                 teacher_temperature: Optional[chex.Array] = None) -> TargetContext:
   """Builds a `TargetContext`: float32 casts, stop-gradients, teacher ensemble axis.
 
   Args:
@@ -153,6 +215,7 @@ def make_context(labels: chex.Array, logits: chex.Array, *, step: chex.Numeric,
     example_ids: int ``[batch]``.
     class_embeddings: ``[classes, dim]``.
     weights: ``[batch]`` example weights.
+    teacher_temperature: a scalar the teacher learns; kept with its gradient.
 
   Returns:
     The context, with ``teacher_logits`` always ``[members, batch, classes]`` and
@@ -170,7 +233,9 @@ def make_context(labels: chex.Array, logits: chex.Array, *, step: chex.Numeric,
       teacher_logits=teacher, teacher_mask=teacher_mask, features=_f32_sg(features),
       dense_logits=_f32_sg(dense_logits),
       example_ids=None if example_ids is None else jnp.asarray(example_ids, jnp.int32),
-      class_embeddings=_f32_sg(class_embeddings), weights=_f32_sg(weights))
+      class_embeddings=_f32_sg(class_embeddings), weights=_f32_sg(weights),
+      teacher_temperature=None if teacher_temperature is None else jnp.asarray(
+          teacher_temperature, jnp.float32).reshape(()))
 
 
 def build_targets(transform: TargetTransform, state: Any,

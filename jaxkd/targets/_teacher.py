@@ -5,7 +5,34 @@ import jax.numpy as jnp
 
 from jaxkd.targets import _base
 
-__all__ = ["has_teacher", "knowledge_adjustment", "teacher_softmax"]
+__all__ = ["has_teacher", "knowledge_adjustment", "standardize_logits", "teacher_softmax"]
+
+_STANDARDIZE_EPS = 1e-7  # added to the standard deviation, as the official code does
+
+
+def standardize_logits(logits: chex.Array) -> chex.Array:
+  r"""Logit standardization: ``(z - mean(z)) / (std(z) + 1e-7)`` over the classes, float32.
+
+  ``std`` is the unbiased one (``ddof=1``) of ``torch.std``, as the official code computes it;
+  ``jnp.std``'s default (``ddof=0``) would scale the effective temperature by
+  ``sqrt(K / (K - 1))``. The result does not change when the logits are shifted or scaled by a
+  positive factor (up to the ``1e-7``).
+
+  Args:
+    logits: ``[..., classes]`` logits, any float dtype, ``classes >= 2``.
+
+  Returns:
+    float32, same shape.
+
+  References:
+    Sun et al., `Logit Standardization in Knowledge Distillation
+    <https://arxiv.org/abs/2403.01427>`_, CVPR 2024; sunshangquan/logit-standardization-KD,
+    ``mdistiller/distillers/KD.py`` (``normalize``).
+  """
+  logits = jnp.asarray(logits, jnp.float32)
+  mean = jnp.mean(logits, axis=-1, keepdims=True)
+  std = jnp.std(logits, axis=-1, keepdims=True, ddof=1)
+  return (logits - mean) / (std + _STANDARDIZE_EPS)
 
 
 def knowledge_adjustment(logits: chex.Array, labels: chex.Array) -> chex.Array:
@@ -49,8 +76,8 @@ def has_teacher(ctx: _base.TargetContext) -> chex.Array:
   return jnp.any(ctx.teacher_mask).astype(jnp.float32)
 
 
-def teacher_softmax(*, temperature: _base.Hyperparam, adjust: bool = False,
-                    top_k: int = 0) -> _base.TargetTransform:
+def teacher_softmax(*, temperature, adjust: bool = False, top_k: int = 0,
+                    standardize: bool = False) -> _base.TargetTransform:
   r"""The teacher distribution: the mean tempered softmax over the valid members.
 
   .. math::
@@ -61,7 +88,8 @@ def teacher_softmax(*, temperature: _base.Hyperparam, adjust: bool = False,
   the distillation term off (see `has_teacher`). Replaces the incoming targets.
 
   Args:
-    temperature: T > 0, or a schedule.
+    temperature: T > 0, a schedule, or `jaxkd.targets.learned_temperature` (the teacher's
+      learned temperature, CTKD).
     adjust: apply `knowledge_adjustment` to every member's logits before tempering: swap
       the arg-max and the true-class logits of a wrong member (not KD_Lib's ``ProbShift``,
       which swaps the top two classes).
@@ -70,6 +98,8 @@ def teacher_softmax(*, temperature: _base.Hyperparam, adjust: bool = False,
       word-level KD for translation does (ICLR 2019, code RayeRen/multilingual-kd-pytorch: it
       stores the teacher's top-K logits and applies ``softmax(topk / T)``; K is
       ``--distill-topk``, 4 there by default). Logits tied with the K-th largest are all kept.
+    standardize: apply `standardize_logits` to every member's logits first (logit
+      standardization, Sun et al. 2024).
 
   Returns:
     A stateless `TargetTransform` reading ``ctx.teacher_logits``.
@@ -89,10 +119,12 @@ def teacher_softmax(*, temperature: _base.Hyperparam, adjust: bool = False,
     logits = ctx.teacher_logits
     if adjust:
       logits = knowledge_adjustment(logits, ctx.labels)
+    if standardize:
+      logits = standardize_logits(logits)
     if 0 < top_k < logits.shape[-1]:
       kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
       logits = jnp.where(logits >= kth, logits, -jnp.inf)
-    probs = jax.nn.softmax(logits / _base.value_at(temperature, ctx.step), axis=-1)
+    probs = jax.nn.softmax(logits / _base.temperature_at(temperature, ctx), axis=-1)
     mask = ctx.teacher_mask.astype(jnp.float32)
     total = jnp.einsum("m,mbk->bk", mask, probs)
     return total / jnp.maximum(jnp.sum(mask), 1.0)

@@ -76,11 +76,14 @@ class TeacherOutput(NamedTuple):
     batch_stats: the student's BatchNorm statistics, when the teacher ran the student in
       training mode (CS-KD's partner pass); None leaves them as the student's pass left them.
     class_embeddings: ``[K, D]`` class representatives for relation targets (RAS-KD), or None.
+    temperature: a scalar temperature the teacher learns (CTKD), with its gradient to the
+      teacher's params, or None.
   """
   logits: chex.Array
   mask: Optional[chex.Array] = None
   batch_stats: Any = None
   class_embeddings: Optional[chex.Array] = None
+  temperature: Optional[chex.Array] = None
 
 
 class TeacherEnv(NamedTuple):

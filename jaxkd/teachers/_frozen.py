@@ -3,9 +3,11 @@
 `frozen(model, variables)` distils from variables you hold; `from_run()` loads them from a
 finished jaxkd run's workdir when the run is set up (``teacher.workdir``, ``teacher.step``,
 ``teacher.train_mode`` of the config), or from a torchvision checkpoint of an ImageNet network
-(``teacher.torchvision_checkpoint`` and ``teacher.torchvision_model``, `from_torchvision`). The
-variables are constants of the training step: they are placed on the devices once and never
-saved into the student's checkpoints.
+(``teacher.torchvision_checkpoint`` and ``teacher.torchvision_model``, `from_torchvision`).
+Several runs (``teacher.workdir`` a comma-separated list, a torchvision checkpoint besides them)
+make an `ensemble`, whose logits are stacked ``[M, B, K]``. The variables are constants of the
+training step: they are placed on the devices once and never saved into the student's
+checkpoints.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ import orbax.checkpoint as ocp
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "checkpoint_steps", "frozen", "from_run",
-           "from_torchvision", "load_variables", "renormalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "checkpoint_steps", "ensemble", "frozen",
+           "from_run", "from_torchvision", "load_variables", "renormalize", "workdirs"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # The normalisation torchvision's published ImageNet weights expect ([0, 1] units).
@@ -58,36 +60,63 @@ def frozen(model, variables: dict, *, train_mode: bool = False,
   return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen")
 
 
+def ensemble(members: Sequence[Teacher]) -> Teacher:
+  """Frozen teachers side by side: their logits stacked ``[M, B, K]`` (float32), every member
+  valid. Each member keeps its own network, variables and input normalisation."""
+  members = tuple(members)
+
+  def logits(state: TeacherState, consts: Any, inputs: TeacherInputs) -> TeacherOutput:
+    outs = [m.logits(state, c, inputs).logits for m, c in zip(members, consts)]
+    return TeacherOutput(jnp.stack([jnp.asarray(o, jnp.float32) for o in outs]))
+
+  return Teacher(init=_no_state, logits=logits, consts=tuple(m.consts for m in members),
+                 name=f"ensemble of {len(members)} frozen")
+
+
+def workdirs(setting: Any) -> list[str]:
+  """The teacher runs a ``teacher.workdir`` setting names: one path, a comma-separated list of
+  paths, or a list of them ([] when empty)."""
+  if isinstance(setting, (list, tuple)):
+    return [str(p).strip() for p in setting if str(p).strip()]
+  return [p.strip() for p in str(setting or "").split(",") if p.strip()]
+
+
 def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
-             train_mode: Optional[bool] = None) -> Teacher:
-  """A frozen teacher loaded from a finished run's checkpoint when the run is set up.
+             train_mode: Optional[bool] = None, members: Optional[int] = None) -> Teacher:
+  """A frozen teacher loaded from finished runs' checkpoints when the run is set up.
 
   Arguments left None are read from the run's ``teacher`` config section: ``workdir`` (the
-  teacher run), ``step`` (its checkpoint; -1 the latest; an early one gives De-KD),
-  ``train_mode``. The teacher must have been trained on the student's dataset (text: with its
-  ``data.vocab_size``, ``data.max_length`` and tokenizer; see `_check_run`). When the
-  section names a ``torchvision_checkpoint`` (and ``workdir`` is empty), the teacher is that
-  torchvision network instead (`from_torchvision`).
+  teacher run; several, comma-separated, give an `ensemble`), ``step`` (its checkpoint; -1 the
+  latest; an early one gives De-KD), ``train_mode``. A teacher must have been trained on the
+  student's dataset (text: with its ``data.vocab_size``, ``data.max_length`` and tokenizer; see
+  `_check_run`). A ``torchvision_checkpoint`` in the section is a teacher too
+  (`from_torchvision`): alone, or one more member beside the runs. ``members``: the number of
+  teachers the method's ``teacher_weights`` give weights for (None: any number).
   """
 
   def setup(env: TeacherEnv) -> Teacher:
     settings = env.settings
-    checkpoint = settings.get("torchvision_checkpoint") or ""
-    if checkpoint and workdir is None:
-      if settings.workdir:
-        _fail("teacher.torchvision_checkpoint", checkpoint, "set either teacher.workdir (a "
-              f"jaxkd run) or teacher.torchvision_checkpoint, not both (teacher.workdir="
-              f"{settings.workdir!r})")
-      mode = settings.train_mode if train_mode is None else train_mode
-      return from_torchvision(settings.get("torchvision_model") or "", checkpoint,
-                              num_classes=env.num_classes, mean=env.mean, std=env.std,
-                              train_mode=bool(mode), cpu_conv=env.cpu_conv)
-    path = settings.workdir if workdir is None else workdir
+    checkpoint = (settings.get("torchvision_checkpoint") or "") if workdir is None else ""
+    paths = workdirs(settings.workdir if workdir is None else workdir)
     at = settings.step if step is None else step
-    mode = settings.train_mode if train_mode is None else train_mode
-    model = _check_run(path, at, env)
-    variables, _ = load_variables(path, step=None if at < 0 else at)
-    return frozen(model, variables, train_mode=bool(mode))
+    mode = bool(settings.train_mode if train_mode is None else train_mode)
+    if not paths and not checkpoint:
+      _check_run("", at, env)  # fails naming teacher.workdir
+    found = []
+    for path in paths:
+      model = _check_run(path, at, env)
+      variables, _ = load_variables(path, step=None if at < 0 else at)
+      found.append(frozen(model, variables, train_mode=mode))
+    if checkpoint:
+      found.append(from_torchvision(settings.get("torchvision_model") or "", checkpoint,
+                                    num_classes=env.num_classes, mean=env.mean, std=env.std,
+                                    train_mode=mode, cpu_conv=env.cpu_conv))
+    if members is not None and members != len(found):
+      _fail("method.teacher_weights", f"<{members} weights>", f"{members} teacher weights for "
+            f"{len(found)} teacher(s) (teacher.workdir={settings.workdir!r}"
+            f"{', and teacher.torchvision_checkpoint' if checkpoint else ''}); allowed: one "
+            "weight per teacher, or () for uniform")
+    return found[0] if len(found) == 1 else ensemble(found)
 
   def unbound(state, consts, inputs):
     raise ValueError("teachers.from_run(): the teacher is not loaded yet; call its setup(env) "

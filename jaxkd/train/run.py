@@ -268,9 +268,6 @@ def _check_teacher(config) -> None:
            f"{', '.join(models.TORCHVISION_SUFFIXES)}")
   _require(os.path.isfile(checkpoint), "teacher.torchvision_checkpoint", checkpoint,
            "no such file")
-  _require(not teacher.workdir, "teacher.torchvision_checkpoint", checkpoint,
-           f"set either teacher.workdir (a jaxkd run) or teacher.torchvision_checkpoint, not "
-           f"both (teacher.workdir={teacher.workdir!r})")
   allowed = models.torchvision_names()
   _require(name in allowed, "teacher.torchvision_model", name,
            f"the network of teacher.torchvision_checkpoint; allowed: {', '.join(allowed)}")

@@ -110,6 +110,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
       loss, metrics, new_obj = objective.loss(
           logits, targets, state.objective, step=state.step, teacher_logits=teacher_logits,
           teacher_mask=t.mask, class_embeddings=t.class_embeddings,
+          teacher_temperature=t.temperature,
           features=out["features"] if "features" in requires else None,
           dense_logits=out["dense_logits"] if "dense_logits" in requires else None,
           example_ids=indices if "example_ids" in requires else None, weights=weights)
