@@ -50,7 +50,7 @@ TRAIN_SPLIT, VALIDATION_SPLIT = "train[:85%]", "train[85%:]"
 
 # key -> (config field of the method, allowed values; the first is "not set")
 _HPARAMS = {
-    "alpha": ("alpha", ("", "0.1", "0.3", "0.5", "0.9", "1.0")),
+    "alpha": ("alpha", ("", "0.05", "0.1", "0.3", "0.5", "0.9", "1.0")),
     "T": ("temperature", ("", "1", "2", "4")),
     "b": ("correct_prob", ("", "0.3", "0.5", "0.7")),
     "g": ("correct_weight", ("", "0.25", "0.5")),
@@ -108,7 +108,10 @@ def _rows():
            _row("MrKD: backups and refresh", "mrkd", alpha="0.3", T="4", refresh="half")]
   rows += [_row("MrKD + TC: g at alpha 0.3, tau 4", "mrkd_tc", alpha="0.3", T="4", g=g)
            for g in ("0.25", "0.5")]
-  rows += [_row("ALR: alpha", "alr", alpha=a) for a in ("0.1", "0.3", "1.0")]
+  # Lower alpha and tau, run for the calibration rule (g 0.5 at alpha 0.3, tau 4 smooths hard).
+  rows += [_row("MrKD + TC: alpha, tau and g", "mrkd_tc", alpha=a, T=t, g=g)
+           for a, t in (("0.1", "1"), ("0.1", "4"), ("0.3", "1")) for g in ("0.25", "0.5")]
+  rows += [_row("ALR: alpha", "alr", alpha=a) for a in ("0.05", "0.1", "0.3", "1.0")]
   rows += [_row("RAS-KD: KD weight", "ras_kd", w=w) for w in ("0.1", "1.0")]
   return tuple(rows)
 
