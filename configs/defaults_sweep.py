@@ -41,7 +41,7 @@ Published values: none; the report compares the settings with each other on the 
 split. Its "top-1" columns are validation top-1, never test.
 """
 from jaxkd.data import fashion_subset
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.reporting import Choice, Claim, Row, Table, parse_arg, recipes
 
 EPOCHS = 15
 PER_CLASS_TRAIN = 500
@@ -116,6 +116,17 @@ def _rows():
   return tuple(rows)
 
 
+def _choices(rows):
+  """Each reconstructed method's default, chosen among its rows by the defaults rule."""
+  names = [r.name for r in rows]
+  among = lambda prefix: tuple(n for n in names if n.startswith(prefix))
+  return (Choice("lsrkd", among("lsrkd_alpha")), Choice("lsrkd_tc", among("lsrkd_tc_")),
+          Choice("mrkd", tuple(n for n in among("mrkd_alpha")
+                               if "backups" not in n and "refresh" not in n)),
+          Choice("mrkd_tc", among("mrkd_tc_")), Choice("alr", among("alr_")),
+          Choice("ras_kd", among("ras_kd_")))
+
+
 def table():
   """Every setting of the sweep on the validation split; no teacher stages."""
   return Table(
@@ -127,6 +138,7 @@ def table():
           "top-1, NLL and ECE below is on that VALIDATION split, never the test split. "
           f"mlp, SGD lr 0.1, batch 128, cosine, {EPOCHS} epochs."),
       rows=_rows(),
+      choices=_choices(_rows()),
       claims=(
           Claim("LsrKD with its chosen default (alpha 0.1, tau 4) matches or beats LSR",
                 "lsrkd_alpha0.1_T4", "lsr"),
