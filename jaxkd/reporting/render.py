@@ -16,7 +16,7 @@ from jaxkd.reporting import _figures, _stats
 from jaxkd.reporting import runner as runner_lib
 from jaxkd.reporting._table import Table
 
-__all__ = ["load_records", "render", "render_markdown"]
+__all__ = ["choose", "load_records", "render", "render_markdown"]
 
 _COLUMNS = ("best_top1", "best_ece", "best_nll", "last_top1", "ece", "nll",
             "intra_class_variance")
@@ -164,26 +164,32 @@ def _library_default(choice, records) -> str:
   return "yes" if not differ else "no: " + ", ".join(differ)
 
 
+def choose(choice, by_row) -> dict:
+  """`jaxkd.reporting._stats.choose_default` applied to a table's `Choice` over its records:
+  its result, with ``bound`` (the NLL bound) and ``worst`` (the worse baseline's mean NLL)."""
+  values = lambda metric, names: {n: _stats.metric_values(by_row[n], metric) for n in names}
+  worst = max(float(np.mean(v)) for v in values("nll", choice.baselines).values())
+  bound = (1.0 + choice.nll_margin) * worst
+  result = _stats.choose_default(values("best_top1", choice.rows), values("nll", choice.rows),
+                                 values("ece", choice.rows), nll_bound=bound)
+  return {**result, "bound": bound, "worst": worst}
+
+
 def _choice_lines(table: Table, by_row) -> list[str]:
   lines = []
   for choice in table.choices:
-    rows = [r for r in choice.rows if r in by_row]
-    baselines = [b for b in choice.baselines if b in by_row]
-    if not rows or len(baselines) != len(choice.baselines):
+    if not all(n in by_row for n in choice.rows + choice.baselines):
       lines += [f"### {choice.method}", "", "Not every row of the rule has run.", ""]
       continue
-    values = lambda metric, names: {n: _stats.metric_values(by_row[n], metric) for n in names}
-    worst = max(float(np.mean(v)) for v in values("nll", baselines).values())
-    bound = (1.0 + choice.nll_margin) * worst
-    result = _stats.choose_default(values("best_top1", rows), values("nll", rows),
-                                   values("ece", rows), nll_bound=bound)
+    result = choose(choice, by_row)
     lines += [f"### {choice.method}", "",
-              f"NLL bound: {bound:.3f} ({1 + choice.nll_margin:g} x {worst:.3f}, the worse "
-              f"last-epoch NLL of {' and '.join(baselines)}).", "",
+              f"NLL bound: {result['bound']:.3f} ({1 + choice.nll_margin:g} x "
+              f"{result['worst']:.3f}, the worse last-epoch NLL of "
+              f"{' and '.join(choice.baselines)}).", "",
               "| setting | best top-1 (%) | last-epoch NLL | last-epoch ECE (%) | "
               "within the NLL bound | within the spread of the best | chosen |",
               "|---|---|---|---|---|---|---|"]
-    for name in rows:
+    for name in choice.rows:
       mark = lambda flag: "yes" if flag else "no"
       lines.append(f"| {name} | {_cell(by_row[name], 'best_top1')} | "
                    f"{_cell(by_row[name], 'nll')} | {_cell(by_row[name], 'ece')} | "
