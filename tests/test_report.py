@@ -17,6 +17,7 @@ from jaxkd.reporting import _stats, render, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = os.path.join(ROOT, "configs", "fashion_mnist.py")
+SWEEP = os.path.join(ROOT, "configs", "defaults_sweep.py")
 COMMITTED = os.path.join(ROOT, "experiments", "results")
 
 TINY_TABLE = textwrap.dedent('''
@@ -392,3 +393,42 @@ def test_progress_counts_runs_and_estimates_from_the_runs_so_far(tiny, tmp_path,
                    rows=["ce", "lsr"], log=messages.append)
   finished = [m for m in messages if m.startswith("done ")]
   assert "; 1/2 runs done, ETA " in finished[0] and "; 2/2 runs done in " in finished[1]
+
+
+def test_defaults_rule_prefers_calibration_within_the_spread_and_bounds_nll():
+  top1 = {"a": np.asarray([0.80, 0.81, 0.82]), "b": np.asarray([0.79, 0.81, 0.81]),
+          "c": np.asarray([0.70, 0.71, 0.72]), "d": np.asarray([0.80, 0.82, 0.81])}
+  nll = {"a": np.asarray([0.50, 0.52, 0.54]), "b": np.asarray([0.40, 0.40, 0.40]),
+         "c": np.asarray([0.30, 0.30, 0.30]), "d": np.asarray([0.90, 0.90, 0.90])}
+  ece = {n: np.zeros(3) for n in top1}
+  # a, b, d tie in top-1 (Welch p >= 0.05); c is beyond the spread. d's NLL 0.9 is past the
+  # bound 0.6: out. Among a and b, b's NLL 0.40 is the lowest: chosen, though a is higher.
+  result = _stats.choose_default(top1, nll, ece, nll_bound=0.6)
+  assert result["best"] == "a" and result["chosen"] == "b"
+  assert result["admissible"] == {"a", "b", "c"} and result["tied"] == {"a", "b"}
+  # A setting past the bound stays when its top-1 beats every setting within it beyond the
+  # spread: here only c is within the bound, and d beats it clearly.
+  result = _stats.choose_default({"c": top1["c"], "d": top1["d"]},
+                                 {"c": nll["c"], "d": nll["d"]}, {"c": ece["c"], "d": ece["d"]},
+                                 nll_bound=0.6)
+  assert result["chosen"] == "d"
+  # Equal NLL: the lower ECE decides.
+  result = _stats.choose_default({"a": top1["a"], "b": top1["b"]}, {"a": nll["b"], "b": nll["b"]},
+                                 {"a": np.full(3, 0.02), "b": np.full(3, 0.05)}, nll_bound=1.0)
+  assert result["chosen"] == "a"
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(COMMITTED, "defaults_sweep", "runs")),
+                    reason="the defaults sweep's results are not committed")
+def test_library_defaults_are_the_ones_the_rule_picks_from_the_committed_sweep():
+  from jaxkd import objectives
+  _, table = runner.load_table(SWEEP)
+  by_row = render.load_records(COMMITTED, table)
+  assert {c.method for c in table.choices} == {"lsrkd", "lsrkd_tc", "mrkd", "mrkd_tc", "alr",
+                                               "ras_kd"}
+  for choice in table.choices:
+    chosen = render.choose(choice, by_row)["chosen"]
+    settings = by_row[chosen][0]["config"]["method"]
+    defaults = objectives.defaults(choice.method)
+    assert {k: defaults[k] for k in settings if k != "name"} == {
+        k: v for k, v in settings.items() if k != "name"}, (choice.method, chosen)

@@ -6,7 +6,7 @@ of per-run results and the report are imported by ``jaxkd report``. `compare_run
 finished runs side by side (``jaxkd compare``).
 """
 from jaxkd.reporting import recipes
-from jaxkd.reporting._table import Claim, Row, Table, parse_arg
+from jaxkd.reporting._table import Choice, Claim, Row, Table, parse_arg
 from jaxkd.reporting.compare import compare_runs
 
-__all__ = ["Claim", "Row", "Table", "compare_runs", "parse_arg", "recipes"]
+__all__ = ["Choice", "Claim", "Row", "Table", "compare_runs", "parse_arg", "recipes"]

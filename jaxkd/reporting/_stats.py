@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["METRICS", "Summary", "check_claim", "metric_values", "summarize"]
+__all__ = ["METRICS", "Summary", "check_claim", "choose_default", "metric_values", "summarize"]
 
 # metric name -> (how to read it from a record, scale for printing, decimals, label)
 def _at(record: dict, which: str) -> dict:
@@ -93,3 +93,37 @@ def check_claim(better: np.ndarray, worse: np.ndarray) -> dict:
   else:
     verdict = "not resolved"
   return {"diff": diff, "se": se, "p": p, "ci": ci, "verdict": verdict}
+
+
+def choose_default(top1: dict, nll: dict, ece: dict, *, nll_bound: float) -> dict:
+  """The defaults rule: which setting of a method becomes its default.
+
+  Among the settings whose top-1 is within the seed spread of the best one's (Welch p >= 0.05,
+  `check_claim` not ``supported``), the one with the lowest mean NLL, then ECE. A setting whose
+  mean NLL exceeds ``nll_bound`` is out, unless its top-1 beats every setting within the bound
+  beyond the spread (then the bound does not apply to it). Top-1 alone is blind to how much a
+  target mix smooths: settings within the spread of each other can differ 3x in NLL.
+
+  Args:
+    top1, nll, ece: setting name -> its values over seeds (higher top-1 is better; lower NLL and
+      ECE are).
+    nll_bound: the highest mean NLL a setting may have.
+
+  Returns:
+    ``chosen`` (a name), ``best`` (the admissible setting of highest mean top-1), and per
+    setting ``admissible`` (within the NLL bound, or beyond it but winning top-1 beyond the
+    spread) and ``tied`` (admissible and within the spread of ``best``).
+  """
+  names = list(top1)
+  mean = lambda values: float(np.mean(values))
+  within = [n for n in names if mean(nll[n]) <= nll_bound]
+  wins = lambda n, others: bool(others) and all(
+      check_claim(top1[n], top1[o])["verdict"] == "supported" for o in others if o != n)
+  admissible = [n for n in names if n in within or wins(n, within)]
+  if not admissible:  # every setting smooths past the bound: the rule falls back to top-1
+    admissible = names
+  best = max(admissible, key=lambda n: mean(top1[n]))
+  tied = [n for n in admissible
+          if n == best or check_claim(top1[best], top1[n])["verdict"] != "supported"]
+  chosen = min(tied, key=lambda n: (mean(nll[n]), mean(ece[n])))
+  return {"chosen": chosen, "best": best, "admissible": set(admissible), "tied": set(tied)}

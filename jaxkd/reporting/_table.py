@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-__all__ = ["Claim", "Row", "Table", "parse_arg"]
+__all__ = ["Choice", "Claim", "Row", "Table", "parse_arg"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,29 @@ class Claim:
 
 
 @dataclasses.dataclass(frozen=True)
+class Choice:
+  """A method's default, chosen among rows (its settings) by the defaults rule.
+
+  The rule (`jaxkd.reporting._stats.choose_default`): among the settings whose best-epoch
+  top-1 is within the seed spread of the best setting's (Welch p >= 0.05), the one with the
+  lowest last-epoch NLL, then ECE; a setting whose last-epoch NLL exceeds the worse of the
+  ``baselines``' by more than ``nll_margin`` (a fraction) is out, unless its top-1 beats every
+  setting within that bound beyond the spread.
+
+  Attributes:
+    method: the method's name in `jaxkd.objectives` (its library defaults are compared with
+      the chosen row's settings).
+    rows: the candidate rows, each a setting of ``method``.
+    baselines: the rows whose worse mean NLL bounds the candidates'.
+    nll_margin: how far above that NLL a candidate may be (0.25: 25%).
+  """
+  method: str
+  rows: tuple[str, ...]
+  baselines: tuple[str, ...] = ("ce", "lsr")
+  nll_margin: float = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
 class Table:
   """A paper table: teacher stages and rows, trained in that order.
 
@@ -80,6 +103,9 @@ class Table:
       ``train.keep_best`` keeping the best state), and the report evaluates this split at the
       validation-selected checkpoint (*best*) and at the last one (*last*): the test split is
       read once per run, at the end, and never chooses anything.
+    choices: defaults chosen among rows by the defaults rule (`Choice`); the report shows the
+      rule applied to each, with the NLL and ECE columns, and whether the library's default
+      is the one chosen.
   """
   name: str
   title: str
@@ -92,6 +118,7 @@ class Table:
   projection_rows: tuple[str, ...] = ()
   convergence: Optional[tuple[str, str]] = None
   report_split: Optional[str] = None
+  choices: tuple[Choice, ...] = ()
 
   def __post_init__(self):
     names = [r.name for r in self.teachers + self.rows]
@@ -120,6 +147,12 @@ class Table:
         if name not in known:
           raise ValueError(f"table {self.name!r}: claim {claim.text!r} names row {name!r}, "
                            "which is not in the table")
+
+    for choice in self.choices:
+      for name in choice.rows + choice.baselines:
+        if name not in known:
+          raise ValueError(f"table {self.name!r}: the choice of {choice.method!r} names row "
+                           f"{name!r}, which is not in the table")
 
   def row(self, name: str) -> Row:
     """The row or teacher stage called ``name``."""

@@ -16,7 +16,7 @@ from jaxkd.reporting import _figures, _stats
 from jaxkd.reporting import runner as runner_lib
 from jaxkd.reporting._table import Table
 
-__all__ = ["load_records", "render", "render_markdown"]
+__all__ = ["choose", "load_records", "render", "render_markdown"]
 
 _COLUMNS = ("best_top1", "best_ece", "best_nll", "last_top1", "ece", "nll",
             "intra_class_variance")
@@ -153,6 +153,54 @@ def _convergence_lines(table: Table, by_row) -> list[str]:
           f"{values[long].mean() * 100:.2f}, {gap:+.2f} points: {verdict}.", ""]
 
 
+def _library_default(choice, records) -> str:
+  """Whether a row's settings are the library's defaults of ``choice.method``: ``yes``,
+  or the keys where they differ, ``key=row value (library value)``."""
+  from jaxkd import objectives  # pylint: disable=import-outside-toplevel
+  defaults = objectives.defaults(choice.method)
+  method = {k: v for k, v in records[0]["config"]["method"].items() if k != "name"}
+  differ = [f"{k}={v} (library {defaults.get(k)})" for k, v in sorted(method.items())
+            if defaults.get(k) != v]
+  return "yes" if not differ else "no: " + ", ".join(differ)
+
+
+def choose(choice, by_row) -> dict:
+  """`jaxkd.reporting._stats.choose_default` applied to a table's `Choice` over its records:
+  its result, with ``bound`` (the NLL bound) and ``worst`` (the worse baseline's mean NLL)."""
+  values = lambda metric, names: {n: _stats.metric_values(by_row[n], metric) for n in names}
+  worst = max(float(np.mean(v)) for v in values("nll", choice.baselines).values())
+  bound = (1.0 + choice.nll_margin) * worst
+  result = _stats.choose_default(values("best_top1", choice.rows), values("nll", choice.rows),
+                                 values("ece", choice.rows), nll_bound=bound)
+  return {**result, "bound": bound, "worst": worst}
+
+
+def _choice_lines(table: Table, by_row) -> list[str]:
+  lines = []
+  for choice in table.choices:
+    if not all(n in by_row for n in choice.rows + choice.baselines):
+      lines += [f"### {choice.method}", "", "Not every row of the rule has run.", ""]
+      continue
+    result = choose(choice, by_row)
+    lines += [f"### {choice.method}", "",
+              f"NLL bound: {result['bound']:.3f} ({1 + choice.nll_margin:g} x "
+              f"{result['worst']:.3f}, the worse last-epoch NLL of "
+              f"{' and '.join(choice.baselines)}).", "",
+              "| setting | best top-1 (%) | last-epoch NLL | last-epoch ECE (%) | "
+              "within the NLL bound | within the spread of the best | chosen |",
+              "|---|---|---|---|---|---|---|"]
+    for name in choice.rows:
+      mark = lambda flag: "yes" if flag else "no"
+      lines.append(f"| {name} | {_cell(by_row[name], 'best_top1')} | "
+                   f"{_cell(by_row[name], 'nll')} | {_cell(by_row[name], 'ece')} | "
+                   f"{mark(name in result['admissible'])} | "
+                   f"{mark(name in result['tied']) if name in result['admissible'] else '-'} | "
+                   f"{'**chosen**' if name == result['chosen'] else ''} |")
+    lines += ["", f"Chosen: `{result['chosen']}`; the library's default of `{choice.method}` "
+              f"is this setting: {_library_default(choice, by_row[result['chosen']])}.", ""]
+  return lines
+
+
 def _machine_lines(by_row) -> list[str]:
   machines = sorted({r["machine"] for rs in by_row.values() for r in rs})
   seconds = sum(r["summary"]["wall_time_s"] for rs in by_row.values() for r in rs)
@@ -264,6 +312,16 @@ def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
               "the seed spread (for a claim that a method *matches* another, the confidence "
               "interval says how closely); *single runs*: one run on a side (teacher stages), "
               "no spread to judge by.", ""]
+  if table.choices:
+    lines += ["## The defaults rule applied", "",
+              "Among the settings whose best-epoch top-1 is within the seed spread of the best "
+              "setting's (Welch p >= 0.05), the one with the lowest last-epoch NLL, then ECE; "
+              "a setting whose last-epoch NLL exceeds the worse of the baselines' by more than "
+              "the margin stated with each method is out, unless its top-1 beats every setting "
+              "within that bound beyond the spread (`jaxkd.reporting.Choice`; '-': out by the "
+              "NLL bound, so not compared). A method with a single row is its default checked "
+              "against the bound.", ""]
+    lines += _choice_lines(table, by_row)
   lines += ["## Figures", ""] + list(figure_lines)
   return "\n".join(lines).rstrip("\n") + "\n"
 
