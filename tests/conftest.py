@@ -22,6 +22,18 @@ import tarfile  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
+from jaxkd.data import _offline  # pylint: disable=wrong-import-position
+
+# Fashion-MNIST (Debian's `dataset-fashion-mnist`) is optional: every test that reads it skips
+# by this one guard. JAXKD_TEST_FASHION_MNIST_DIR moves the directory the library looks in (a
+# missing one simulates a machine without the package; see tests/test_cli.py).
+if os.environ.get("JAXKD_TEST_FASHION_MNIST_DIR"):
+  _offline.DEBIAN_FASHION_MNIST_DIR = os.environ["JAXKD_TEST_FASHION_MNIST_DIR"]
+needs_fashion_mnist = pytest.mark.skipif(
+    _offline.find_fashion_mnist(None, "train") is None,
+    reason=f"Fashion-MNIST is not installed ({_offline.DEBIAN_FASHION_MNIST_DIR} has no IDX "
+    "files): apt-get install dataset-fashion-mnist")
+
 # The tiny ImageNet of `imagenet_dir`: classes (wnids, the first of tfds's label list) and
 # images per class in train, and validation images.
 TINY_IMAGENET = {"classes": 4, "per_class": 6, "validation": 10}

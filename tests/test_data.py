@@ -12,9 +12,9 @@ from PIL import Image
 
 import jaxkd.data as data
 from jaxkd.data import _augment
-from jaxkd.data import _offline
 
-FASHION_DIR = _offline.DEBIAN_FASHION_MNIST_DIR
+from conftest import needs_fashion_mnist
+
 
 
 # ---------------------------------------------------------------- registry
@@ -129,9 +129,7 @@ def test_fashion_mnist_idx_parser_on_hand_made_files(tmp_path):
   assert ds.labels.dtype == np.int32 and ds.num_classes == 10
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_DIR),
-                    reason=f"Debian package dataset-fashion-mnist is not installed "
-                    f"({FASHION_DIR} absent); `apt-get install dataset-fashion-mnist`")
+@needs_fashion_mnist
 def test_fashion_mnist_from_debian_files():
   train, test = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
   assert (train.num_examples, test.num_examples) == (60000, 10000)
