@@ -159,6 +159,26 @@ def test_teacher_share_and_the_warning_when_it_is_never_active(start_from_init, 
 
 
 def test_a_signal_stops_after_the_step_and_a_second_one_at_once():
+  # A background job (`nohup pytest ... &`) starts with SIGINT ignored, which StopRequests
+  # rightly keeps; this test needs Python's own handler, as an interactive shell gives it.
+  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    _signal_stops_after_the_step_and_a_second_one_at_once()
+  finally:
+    signal.signal(signal.SIGINT, inherited)
+
+
+def test_the_signal_test_passes_in_a_background_job():
+  """As under `nohup pytest ... &`: SIGINT ignored when the test starts."""
+  inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    test_a_signal_stops_after_the_step_and_a_second_one_at_once()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # given back as found
+  finally:
+    signal.signal(signal.SIGINT, inherited)
+
+
+def _signal_stops_after_the_step_and_a_second_one_at_once():
   before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   with signals.StopRequests() as stop:
     assert stop.requested(sync=False) is None
