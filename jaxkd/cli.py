@@ -169,16 +169,20 @@ def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     print(f"jaxkd: interrupted; the newest complete checkpoint in {args.workdir}, if any, is "
           "kept; run the same command to resume", file=sys.stderr)
     return 130
-  print(_result_line(summary, args.workdir))
+  print(_result_line(summary, args.workdir, config.data.eval_split))
   return 0
 
 
-def _result_line(summary: dict, workdir: str) -> str:
-  """The last line of ``jaxkd train``: best and last top-1, calibration, the teacher's share."""
+def _result_line(summary: dict, workdir: str, split: str) -> str:
+  """The last line of ``jaxkd train``: best and last top-1 on the evaluation ``split`` (and
+  whether the best one's checkpoint was kept), calibration, the teacher's share."""
   best, last = summary["best"], summary["last"]
   share = summary.get("teacher_active_share")
   teacher = "" if share is None else f"; teacher active in {share:.1%} of steps"
-  return (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}), last top-1 "
+  kept = summary.get("best_checkpoint_step") is not None
+  where = (f"on the validation split {split}, its checkpoint kept (jaxkd eval --checkpoint best); "
+           if kept else f"on {split}, ")
+  return (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}) {where}last top-1 "
           f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}"
           + (f", BLEU {last['bleu']:.2f}" if "bleu" in last else "") + f"{teacher}; {workdir}")
 

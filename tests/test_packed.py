@@ -11,7 +11,7 @@ STEPS = 3
 
 
 def _trainer(method, model="mlp", **hparams):
-  config = defaults.get_config()
+  config = defaults.base_config()
   config.method.name = method
   config.model.name = model
   with config.method.unlocked():

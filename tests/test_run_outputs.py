@@ -21,9 +21,13 @@ from jaxkd.train import checkpoint, signals
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "default.py") + ":smoke"
-# The default config (MrKD, digits, 22 steps of 64 per epoch), short: 26 steps cross an epoch.
+# The default config (MrKD, digits), short, on the whole training split (22 steps of 64 per
+# epoch) evaluated on test: 26 steps cross an epoch. (The default run's validation split and
+# kept best checkpoint: tests/test_eval_compare.py.)
 SHORT = ["--config.mesh.data=1", "--config.train.num_steps=26",
-         "--config.train.log_every_steps=4", "--config.train.checkpoint_every_steps=8"]
+         "--config.train.log_every_steps=4", "--config.train.checkpoint_every_steps=8",
+         "--config.data.train_split=train", "--config.data.eval_split=test",
+         "--config.train.keep_best=False"]
 
 
 def _records(workdir):
@@ -90,7 +94,7 @@ def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path,
   assert (f"epoch 1.18 (step 26): top-1 {last['top1']:.4f}, NLL {last['nll']:.4f}, ECE "
           f"{last['ece']:.4f}, lr {_lr(25):.4g}") in lines
   best = summary["best"]
-  assert out == (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}), last top-1 "
+  assert out == (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}) on test, last top-1 "
                  f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}; teacher "
                  f"active in {4 / 26:.1%} of steps; {workdir}\n")
   # MrKD's ring fills after one epoch (refresh_every = 22 steps): 4 of 26 steps distil.

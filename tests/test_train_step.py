@@ -10,7 +10,7 @@ from references import assert_relative_close
 
 
 def _config(method="mrkd", devices=1, batch=16, **method_hparams):
-  config = defaults.get_config()
+  config = defaults.base_config()
   config.method.name = method
   with config.method.unlocked():
     config.method.update(method_hparams)

@@ -173,7 +173,7 @@ def test_online_class_matrix_ignores_padding_tokens():
 
 def _config(method="ce", **method_kwargs):
   from jaxkd.train import defaults
-  config = defaults.get_config()
+  config = defaults.base_config()
   config.method = {"name": method, **method_kwargs}
   config.data.name = "mock_translation"
   config.data.crop_padding, config.data.rotation_degrees = 0, 0.0

@@ -239,7 +239,7 @@ def _bind_teacher(objective, config, dataset):
 
 def _schema() -> dict:
   """The keys of the default config, which every config file extends."""
-  return defaults.get_config().to_dict()
+  return defaults.base_config().to_dict()
 
 
 def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None = None) -> None:
