@@ -187,6 +187,30 @@ def test_compare_prints_both_runs_and_draws_their_curves(runs, tmp_path, capsys)
     assert f.read(8) == PNG
 
 
+def test_compare_writes_its_table_with_steps_and_epochs_beside_the_png(runs, tmp_path):
+  """`jaxkd compare A B --out DIR` as a user runs it: DIR/compare.md holds the printed table,
+  whose steps and epochs columns are each run's (its last evaluation: the end of the run)."""
+  out = tmp_path / "out"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, "-m", "jaxkd.cli", "compare", runs["mrkd"], runs["ce"],
+                         "--out", str(out)], env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  table = (out / "compare.md").read_text()
+  assert proc.stdout == f"{table}wrote {out / 'compare.md'} and {out / 'compare.png'}\n"
+  header, _, *rows = table.splitlines()
+  columns = [c.strip() for c in header.strip("|").split("|")]
+  assert columns[3:5] == ["steps", "epochs"]
+  for method, row in zip(("mrkd", "ce"), rows):
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    summary = _summary(runs[method])
+    assert cells[0] == runs[method] and cells[1] == method
+    assert (int(cells[3]), float(cells[4])) == (summary["steps"], pytest.approx(
+        summary["last"]["epoch"], rel=1e-2))
+  with open(out / "compare.png", "rb") as f:
+    assert f.read(8) == PNG
+
+
 def test_compare_reads_an_older_run_without_summary_or_run_json(runs, tmp_path):
   old = tmp_path / "old"
   old.mkdir()
