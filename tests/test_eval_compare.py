@@ -160,12 +160,14 @@ def test_the_default_run_selects_on_validation_and_eval_best_loads_it(tmp_path):
   out = tmp_path / "eval"
   evaluated = subprocess.run(
       [sys.executable, "-m", "jaxkd.cli", "eval", "--workdir", str(workdir), "--checkpoint",
-       "best", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600,
-      check=False)
+       "best", "--split", "test", "--out", str(out)], env=env, capture_output=True, text=True,
+      timeout=600, check=False)
   assert evaluated.returncode == 0, evaluated.stderr
   (result,) = [json.loads(p.read_text()) for p in out.glob("eval_*.json")]
-  assert result["step"] == best["step"] and result["split"] == "train[90%:]"
-  assert result["metrics"]["top1"] == pytest.approx(best["top1"], abs=1e-6)  # the loop's number
+  assert (result["step"], result["split"], result["num_examples"]) == (best["step"], "test", 355)
+  again = evaluate.evaluate_checkpoint(str(workdir), checkpoint="best")  # on the validation split
+  assert again["step"] == best["step"] and again["split"] == "train[90%:]"
+  assert again["metrics"]["top1"] == pytest.approx(best["top1"], abs=1e-6)  # the loop's number
 
 
 def test_compare_prints_both_runs_and_draws_their_curves(runs, tmp_path, capsys):

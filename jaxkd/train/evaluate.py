@@ -106,6 +106,7 @@ def _config(workdir: str, split: str | None, data_dir: str | None):
     except ValueError as err:
       raise UsageError(f"--{err}") from None
     config.data.eval_split = split
+    config.train.keep_best = False  # evaluating keeps nothing: any split, the test set too
   if data_dir is not None:
     config.data.data_dir = data_dir
   return config
