@@ -181,6 +181,46 @@ TEACHERS = {"ce": "-", "lsr": "-", "kd": "frozen", "tfkd_self": "frozen", "tfkd_
             "ras_kd": "aux_head"}
 
 
+def _jaxkd(*argv):
+  proc = subprocess.run([sys.executable, "-m", "jaxkd.cli", *argv], cwd=ROOT, text=True,
+                        capture_output=True, env={**os.environ, "PYTHONPATH": ROOT},
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout
+
+
+def test_version_and_every_commands_help_as_a_user_reads_them():
+  import jaxkd  # pylint: disable=import-outside-toplevel
+  assert _jaxkd("--version") == f"jaxkd {jaxkd.__version__}\n"
+  helps = {c: _jaxkd(c, "--help") for c in ("train", "eval", "compare", "methods", "report",
+                                            "bench", "prepare", "bench-pipeline")}
+  helps.update({f"report {c}": _jaxkd("report", c, "--help") for c in ("run", "one", "render")})
+  for command, text in helps.items():
+    assert "``" not in text, command  # no reStructuredText marks from the docstrings
+    description = text.split("\n\n")[1]
+    assert description[:1].isalpha() or description.startswith("jaxkd"), (command, description)
+  assert helps["prepare"].split("\n\n")[1].startswith("Write ImageNet's tars")
+  bench = helps["bench"]
+  assert "timed against plain cross-entropy" in bench.split("options:")[0]
+  for flag, default in (("model", "resnet18"), ("batch-size", 128), ("steps", 10),
+                        ("warmup", 2), ("dtype", "float32")):
+    after = " ".join(bench.split(f"--{flag} ")[2].split("--")[0].split())  # its help text
+    assert f"(default: {default})" in after, flag
+
+
+def test_methods_legend_explains_every_teacher_named_in_the_table():
+  out = _jaxkd("methods")
+  legend = out.split("teacher: where the teacher logits come from (- = none):\n")[1]
+  named = {objectives.get(n).teacher for n in objectives.names()} - {None}
+  assert {t.name for t in named} >= {"frozen", "replay", "partner", "ema", "aux_head"}
+  for teacher in named:
+    assert teacher.doc, teacher.name  # each teacher documents itself
+    entry = next(l for l in legend.splitlines() if l.split()[:1] == [teacher.name])
+    assert " ".join(entry.split()[1:]) == " ".join(teacher.doc.split())[:len(
+        " ".join(entry.split()[1:]))], teacher.name
+  assert "model =" not in out
+
+
 def test_methods_lists_every_method_with_teacher_and_defaults(capsys):
   assert cli.main(["methods"]) == 0
   lines = capsys.readouterr().out.splitlines()

@@ -113,7 +113,7 @@ def prepare_imagenet2012(manual_dir: str, data_dir: Optional[str] = None) -> dic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.description = __doc__.split("\n\n", 1)[0]
+  parser.description = HELP[0].upper() + HELP[1:] + "."
   parser.add_argument("dataset", choices=["imagenet2012"], help="the dataset to prepare")
   parser.add_argument("--manual_dir", required=True,
                       help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")

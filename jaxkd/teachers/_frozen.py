@@ -30,6 +30,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+FROZEN_DOC = ("a fixed network: a finished run (--config.teacher.workdir) or torchvision's "
+              "weights (--config.teacher.torchvision_checkpoint=FILE "
+              "--config.teacher.torchvision_model=NAME)")
+
+
 def _no_state(student, **_) -> TeacherState:
   del student
   return TeacherState()
@@ -55,7 +60,7 @@ def frozen(model, variables: dict, *, train_mode: bool = False,
     out, _ = apply_model(model, consts, x, train=train_mode)
     return TeacherOutput(jax.lax.stop_gradient(out["logits"]))
 
-  return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen")
+  return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen", doc=FROZEN_DOC)
 
 
 def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
@@ -93,7 +98,7 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
     raise ValueError("teachers.from_run(): the teacher is not loaded yet; call its setup(env) "
                      "first (jaxkd.train does), or use teachers.frozen(model, variables)")
 
-  return Teacher(init=_no_state, logits=unbound, setup=setup, name="frozen")
+  return Teacher(init=_no_state, logits=unbound, setup=setup, name="frozen", doc=FROZEN_DOC)
 
 
 def renormalize(mean: Sequence[float], std: Sequence[float], to_mean: Sequence[float],
