@@ -146,22 +146,24 @@ def _cosine(step, decay_steps, lr=0.05):
   return 0.5 * lr * (1 + math.cos(math.pi * step / decay_steps))
 
 
-@pytest.mark.parametrize("total_steps,warmup", [(100, 10), (22, 2), (3, 0)])
-def test_warmup_longer_than_a_tenth_of_the_run_is_clipped(total_steps, warmup, caplog):
-  with caplog.at_level(logging.WARNING):
-    rates = _learning_rates(steps_per_epoch=22, total_steps=total_steps, num=total_steps)
-  assert (f"train.optimizer.warmup_epochs=1.0 (22 steps) clipped to {warmup} steps, 10% of this "
-          f"{total_steps}-step run") in caplog.text
+@pytest.mark.parametrize("total_steps,warmup,unit", [(100, 10, "steps"), (22, 2, "steps"),
+                                                     (15, 1, "step"), (3, 0, "steps")])
+def test_warmup_longer_than_a_tenth_of_the_run_is_clipped(total_steps, warmup, unit):
+  rates = _learning_rates(steps_per_epoch=22, total_steps=total_steps, num=total_steps)
+  opt = defaults.get_config().train.optimizer
+  assert run_lib.warmup_note(opt, steps_per_epoch=22, total_steps=total_steps) == (
+      f"train.optimizer.warmup_epochs=1.0 (22 steps) clipped to {warmup} {unit}, 10% of this "
+      f"{total_steps}-step run")
   expected = [0.05 * t / warmup if t < warmup else _cosine(t - warmup, total_steps - warmup)
               for t in range(total_steps)]
   np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-9)
   assert rates[0] == pytest.approx(0.0 if warmup else 0.05)  # no warm-up left: full rate
 
 
-def test_warmup_within_a_tenth_of_the_run_is_kept(caplog):
-  with caplog.at_level(logging.WARNING):
-    rates = _learning_rates(steps_per_epoch=22, total_steps=1000, num=30)
-  assert "clipped" not in caplog.text
+def test_warmup_within_a_tenth_of_the_run_is_kept():
+  rates = _learning_rates(steps_per_epoch=22, total_steps=1000, num=30)
+  opt = defaults.get_config().train.optimizer
+  assert run_lib.warmup_note(opt, steps_per_epoch=22, total_steps=1000) is None
   np.testing.assert_allclose(rates[[0, 11, 22, 26]],
                              [0.0, 0.025, 0.05, _cosine(4, 1000 - 22)], rtol=1e-6)
 

@@ -163,8 +163,19 @@ def test_the_default_run_selects_on_validation_and_eval_best_loads_it(tmp_path):
        "best", "--split", "test", "--out", str(out)], env=env, capture_output=True, text=True,
       timeout=600, check=False)
   assert evaluated.returncode == 0, evaluated.stderr
+  # Nothing about training (the warm-up clipped) nor orbax's optional metadata file.
+  assert "clipped" not in evaluated.stderr and "Metadata file" not in evaluated.stderr
+  assert "clipped to 6 steps" in train.stderr  # said once, by the run that clips it
   (result,) = [json.loads(p.read_text()) for p in out.glob("eval_*.json")]
   assert (result["step"], result["split"], result["num_examples"]) == (best["step"], "test", 355)
+  # A refused config on that workdir: its one line, no training warnings before it.
+  refused = subprocess.run(
+      [sys.executable, "-m", "jaxkd.cli", "train", "--workdir", str(workdir), "--config.seed=1",
+       "--config.mesh.data=1"], env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert refused.returncode == 2
+  assert refused.stderr.startswith("jaxkd: error: workdir=") and refused.stderr.count("\n") == 1, (
+      refused.stderr)
   again = evaluate.evaluate_checkpoint(str(workdir), checkpoint="best")  # on the validation split
   assert again["step"] == best["step"] and again["split"] == "train[90%:]"
   assert again["metrics"]["top1"] == pytest.approx(best["top1"], abs=1e-6)  # the loop's number

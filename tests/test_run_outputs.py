@@ -126,9 +126,13 @@ def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path,
   # 25 and 26, and TensorBoard shows each step once, as metrics.jsonl does.
   shutil.rmtree(workdir / "checkpoints" / "26")
   (workdir / "summary.json").unlink()
-  assert cli.main(args) == 0
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert cli.main(args) == 0
   out, err = capsys.readouterr()
   assert "resumed from step 24 of 26\n" in err and out.startswith("best top-1 ")
+  # Steps 1-22, the teacher's inactive ones, are done: no warning about them again.
+  assert "inactive" not in caplog.text and "clipped" not in caplog.text
   assert json.loads((workdir / "run.json").read_text())["start_step"] == 24
   assert [r["step"] for r in _records(workdir)] == [4, 8, 12, 16, 20, 22, 24, 26, 26]
   _assert_tensorboard_equals_metrics(workdir)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxkd import _quiet
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model)
 
@@ -238,7 +239,9 @@ def _embedding_rows(workdir: str, step: int) -> Optional[int]:
   """The rows of a text model's ``params/embed/embedding`` in checkpoint ``step``'s metadata
   (shapes only, no array is read); None when it has no such table."""
   path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
-  with ocp.StandardCheckpointer() as checkpointer:
+  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
+  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
+      _quiet.ORBAX_NO_METADATA):
     tree = checkpointer.metadata(path).item_metadata
   try:
     return int(tree["params"]["embed"]["embedding"].shape[0])
@@ -279,7 +282,9 @@ def load_variables(workdir: str, *, step: int | None = None,
   # The teacher may have run on another topology (one GPU, a pod slice): restore onto this
   # process's first device, with shapes and dtypes from the checkpoint's own metadata.
   path = os.path.join(directory, str(step), "state")
-  with ocp.StandardCheckpointer() as checkpointer:
+  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
+  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
+      _quiet.ORBAX_NO_METADATA):
     tree = checkpointer.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(

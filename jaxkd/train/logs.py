@@ -180,6 +180,7 @@ class Console:
     self.active = jax.process_index() == 0
     self.tty = sys.stderr.isatty()
     self._bar = None
+    self._unit = "images"  # what the throughput counts; set by `header`
 
   def line(self, text: str) -> None:
     if not self.active:
@@ -192,6 +193,8 @@ class Console:
   def header(self, run, *, num_params: int, workdir: str) -> None:
     """The run in three lines: method and model; data; steps, devices, workdir."""
     data, devices = run.train_data, list(run.mesh.devices.flat)
+    self._unit = ("sentence pairs" if run.augment.seq2seq else "examples" if run.augment.tokens
+                  else "images")
     shape = "x".join(str(n) for n in data.image_shape)
     batch = f"batch {run.config.train.batch_size}"
     what = f"examples, {shape}, {data.num_classes} classes"
@@ -234,7 +237,7 @@ class Console:
     terms = [f"{key.split('/', 1)[1]} {_number(record[key])}" for key in keys]
     self.line(f"step {record['step']}/{self.total_steps} (epoch "
               f"{format_epoch(record['epoch'])}): {', '.join(terms)}, "
-              f"{record['images_per_sec']:.0f} images/s")
+              f"{record['images_per_sec']:.0f} {self._unit}/s")
 
   def evaluation(self, record: dict, lr: float) -> None:
     self.line(f"epoch {format_epoch(record['epoch'])} (step {record['step']}): top-1 "
