@@ -56,16 +56,21 @@ def _source(module_name: str) -> str | None:
                if os.path.isfile(path)), None)
 
 
-def _help_line(module_name: str) -> str:
-  """A command module's ``HELP`` line, read from its source without importing it.
+def _constant(module_name: str, name: str, default=None):
+  """A module's top-level ``name = <literal>``, read from its source without importing it.
 
-  Importing jaxkd.bench imports jax (2.5 s here), too slow for ``jaxkd --help``.
+  Importing jaxkd.bench (or jaxkd) imports jax (2.5 s here), too slow for ``jaxkd --help``.
   """
   with open(_source(module_name), encoding="utf-8") as f:
     tree = ast.parse(f.read())
   return next((ast.literal_eval(node.value) for node in tree.body
                if isinstance(node, ast.Assign)
-               and [getattr(t, "id", None) for t in node.targets] == ["HELP"]), "")
+               and [getattr(t, "id", None) for t in node.targets] == [name]), default)
+
+
+def _help_line(module_name: str) -> str:
+  """A command module's ``HELP`` line."""
+  return _constant(module_name, "HELP", "")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,29 +113,48 @@ def methods_table() -> str:
   """
   from jaxkd import objectives  # pylint: disable=import-outside-toplevel
   width = max(map(len, objectives.names()))
-  indent = " " * (width + 12)
-  lines = [f"{'method':<{width}}  {'teacher':<8}  description / hyperparameters (defaults)"]
+  teachers = {}  # name -> doc, of the teachers the methods use, in order of first use
+  for name in objectives.names():
+    teacher = objectives.get(name).teacher
+    if teacher is not None:
+      teachers.setdefault(teacher.name, teacher.doc)
+  column = max(map(len, ["teacher", *teachers]))
+  indent = " " * (width + column + 4)
+  lines = [f"{'method':<{width}}  {'teacher':<{column}}  description / hyperparameters "
+           "(defaults)"]
   for name in objectives.names():
     teacher = objectives.get(name).teacher
     teacher = "-" if teacher is None else teacher.name
-    lines.append(f"{name:<{width}}  {teacher:<8}  {objectives.describe(name)}")
+    lines.append(f"{name:<{width}}  {teacher:<{column}}  {objectives.describe(name)}")
     hparams = " ".join(f"{k}={_default(v)}" for k, v in objectives.defaults(name).items())
     lines += textwrap.wrap(hparams or "(none)", 100, initial_indent=indent,
                            subsequent_indent=indent)
+  legend = [line for name, doc in teachers.items() for line in textwrap.wrap(
+      doc or "(undocumented)", 100, initial_indent=f"  {name:<{column}}  ",
+      subsequent_indent=" " * (column + 4))]
   return "\n".join(lines + [
       "",
       "[code]: matches the authors' official code; [abs]: only the abstract is public, so the",
       "  method is reconstructed.",
-      "teacher: model = a finished run (--config.teacher.workdir) or torchvision's weights",
-      "  (--config.teacher.torchvision_checkpoint=FILE --config.teacher.torchvision_model=NAME);",
-      "  replay = the student's own earlier weights (MrKD); partner = another example of the",
-      "  same class in the batch.",
+      "teacher: where the teacher logits come from (- = none):", *legend,
       "<run>: filled in from the data and the schedule of the run.",
       "Choose with --config.method.name=NAME, set with --config.method.HPARAM=VALUE."])
 
 
+def _plain(parser: argparse.ArgumentParser) -> None:
+  """Help texts taken from docstrings, without their reStructuredText ````code```` marks."""
+  strip = lambda text: text.replace("``", "") if isinstance(text, str) else text
+  parser.description = strip(parser.description)
+  for action in parser._actions:  # pylint: disable=protected-access
+    action.help = strip(action.help)
+    for sub in getattr(action, "choices", None) or {}:
+      if isinstance(action.choices, dict):
+        _plain(action.choices[sub])
+
+
 def _parser(command: str | None) -> argparse.ArgumentParser:
   parser = _Parser(prog="jaxkd", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--version", action="version", version=f"jaxkd {_constant('jaxkd.__init__', '__version__')}")
   sub = parser.add_subparsers(dest="command", required=True)
   train = sub.add_parser(
       "train", help="train and evaluate one config in a workdir (resumes)",
@@ -146,6 +170,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
       command_parser = sub.add_parser(name, help=_help_line(module_name))
       if name == command:
         importlib.import_module(module_name).add_arguments(command_parser)
+        _plain(command_parser)
   return parser
 
 
@@ -169,16 +194,20 @@ def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     print(f"jaxkd: interrupted; the newest complete checkpoint in {args.workdir}, if any, is "
           "kept; run the same command to resume", file=sys.stderr)
     return 130
-  print(_result_line(summary, args.workdir))
+  print(_result_line(summary, args.workdir, config.data.eval_split))
   return 0
 
 
-def _result_line(summary: dict, workdir: str) -> str:
-  """The last line of ``jaxkd train``: best and last top-1, calibration, the teacher's share."""
+def _result_line(summary: dict, workdir: str, split: str) -> str:
+  """The last line of ``jaxkd train``: best and last top-1 on the evaluation ``split`` (and
+  whether the best one's checkpoint was kept), calibration, the teacher's share."""
   best, last = summary["best"], summary["last"]
   share = summary.get("teacher_active_share")
   teacher = "" if share is None else f"; teacher active in {share:.1%} of steps"
-  return (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}), last top-1 "
+  kept = summary.get("best_checkpoint_step") is not None
+  where = (f"on the validation split {split}, its checkpoint kept (jaxkd eval --checkpoint best); "
+           if kept else f"on {split}, ")
+  return (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}) {where}last top-1 "
           f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}"
           + (f", BLEU {last['bleu']:.2f}" if "bleu" in last else "") + f"{teacher}; {workdir}")
 

@@ -3,7 +3,8 @@
 A config file defines ``get_config(arg=None)`` returning an `ml_collections.ConfigDict`;
 ``load("path.py:arg")`` passes the part after ``:`` as ``arg`` (big_vision style: rows of a
 table, ``smoke``). A table config (``jaxkd report``) also defines ``table()``. Every config
-extends `default` (``configs/default.py``, defined in `jaxkd.train.defaults`).
+extends `default` (`jaxkd.train.defaults.base_config`); without a file, ``jaxkd train`` runs
+``configs/default.py`` (`jaxkd.train.defaults.get_config`).
 
 Overrides are ``--config.KEY=VALUE`` or ``--config.KEY VALUE`` (absl's form, as typed for flax
 and big_vision); a value is a Python literal or a plain string. An unknown key names the closest
@@ -30,9 +31,9 @@ class UsageError(ValueError):
 
 
 def default() -> ml_collections.ConfigDict:
-  """The default config (``configs/default.py``), which every config file extends."""
+  """The base config every config file extends (`jaxkd.train.defaults.base_config`)."""
   from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
-  return defaults.get_config()
+  return defaults.base_config()
 
 
 def load_module(path: str, *, needs: str = "get_config", label: str = "--config") -> ModuleType:
@@ -48,9 +49,11 @@ def load_module(path: str, *, needs: str = "get_config", label: str = "--config"
 
 
 def load(spec: str | None) -> ml_collections.ConfigDict:
-  """``get_config(arg)`` of ``path/to/config.py[:arg]``; None or "": `default`."""
+  """``get_config(arg)`` of ``path/to/config.py[:arg]``; None or "": the default run
+  (``configs/default.py``)."""
   if not spec:
-    return default()
+    from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
+    return defaults.get_config()
   path, _, arg = spec.partition(":")
   return load_module(path).get_config(arg or None)
 

@@ -146,22 +146,24 @@ def _cosine(step, decay_steps, lr=0.05):
   return 0.5 * lr * (1 + math.cos(math.pi * step / decay_steps))
 
 
-@pytest.mark.parametrize("total_steps,warmup", [(100, 10), (22, 2), (3, 0)])
-def test_warmup_longer_than_a_tenth_of_the_run_is_clipped(total_steps, warmup, caplog):
-  with caplog.at_level(logging.WARNING):
-    rates = _learning_rates(steps_per_epoch=22, total_steps=total_steps, num=total_steps)
-  assert (f"train.optimizer.warmup_epochs=1.0 (22 steps) clipped to {warmup} steps, 10% of this "
-          f"{total_steps}-step run") in caplog.text
+@pytest.mark.parametrize("total_steps,warmup,unit", [(100, 10, "steps"), (22, 2, "steps"),
+                                                     (15, 1, "step"), (3, 0, "steps")])
+def test_warmup_longer_than_a_tenth_of_the_run_is_clipped(total_steps, warmup, unit):
+  rates = _learning_rates(steps_per_epoch=22, total_steps=total_steps, num=total_steps)
+  opt = defaults.get_config().train.optimizer
+  assert run_lib.warmup_note(opt, steps_per_epoch=22, total_steps=total_steps) == (
+      f"train.optimizer.warmup_epochs=1.0 (22 steps) clipped to {warmup} {unit}, 10% of this "
+      f"{total_steps}-step run")
   expected = [0.05 * t / warmup if t < warmup else _cosine(t - warmup, total_steps - warmup)
               for t in range(total_steps)]
   np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-9)
   assert rates[0] == pytest.approx(0.0 if warmup else 0.05)  # no warm-up left: full rate
 
 
-def test_warmup_within_a_tenth_of_the_run_is_kept(caplog):
-  with caplog.at_level(logging.WARNING):
-    rates = _learning_rates(steps_per_epoch=22, total_steps=1000, num=30)
-  assert "clipped" not in caplog.text
+def test_warmup_within_a_tenth_of_the_run_is_kept():
+  rates = _learning_rates(steps_per_epoch=22, total_steps=1000, num=30)
+  opt = defaults.get_config().train.optimizer
+  assert run_lib.warmup_note(opt, steps_per_epoch=22, total_steps=1000) is None
   np.testing.assert_allclose(rates[[0, 11, 22, 26]],
                              [0.0, 0.025, 0.05, _cosine(4, 1000 - 22)], rtol=1e-6)
 
@@ -179,6 +181,46 @@ TEACHERS = {"ce": "-", "lsr": "-", "kd": "frozen", "tfkd_self": "frozen", "tfkd_
             "lsrkd": "-", "lsrkd_tc": "-", "mrkd": "replay", "mrkd_tc": "replay", "alr": "-",
             "ols": "-", "pskd": "-", "cskd": "partner", "zipf": "-", "ema_kd": "ema",
             "ras_kd": "aux_head"}
+
+
+def _jaxkd(*argv):
+  proc = subprocess.run([sys.executable, "-m", "jaxkd.cli", *argv], cwd=ROOT, text=True,
+                        capture_output=True, env={**os.environ, "PYTHONPATH": ROOT},
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout
+
+
+def test_version_and_every_commands_help_as_a_user_reads_them():
+  import jaxkd  # pylint: disable=import-outside-toplevel
+  assert _jaxkd("--version") == f"jaxkd {jaxkd.__version__}\n"
+  helps = {c: _jaxkd(c, "--help") for c in ("train", "eval", "compare", "methods", "report",
+                                            "bench", "prepare", "bench-pipeline")}
+  helps.update({f"report {c}": _jaxkd("report", c, "--help") for c in ("run", "one", "render")})
+  for command, text in helps.items():
+    assert "``" not in text, command  # no reStructuredText marks from the docstrings
+    description = text.split("\n\n")[1]
+    assert description[:1].isalpha() or description.startswith("jaxkd"), (command, description)
+  assert helps["prepare"].split("\n\n")[1].startswith("Write ImageNet's tars")
+  bench = helps["bench"]
+  assert "timed against plain cross-entropy" in bench.split("options:")[0]
+  for flag, default in (("model", "resnet18"), ("batch-size", 128), ("steps", 10),
+                        ("warmup", 2), ("dtype", "float32")):
+    after = " ".join(bench.split(f"--{flag} ")[2].split("--")[0].split())  # its help text
+    assert f"(default: {default})" in after, flag
+
+
+def test_methods_legend_explains_every_teacher_named_in_the_table():
+  out = _jaxkd("methods")
+  legend = out.split("teacher: where the teacher logits come from (- = none):\n")[1]
+  named = {objectives.get(n).teacher for n in objectives.names()} - {None}
+  assert {t.name for t in named} >= {"frozen", "replay", "partner", "ema", "aux_head"}
+  for teacher in named:
+    assert teacher.doc, teacher.name  # each teacher documents itself
+    entry = next(l for l in legend.splitlines() if l.split()[:1] == [teacher.name])
+    assert " ".join(entry.split()[1:]) == " ".join(teacher.doc.split())[:len(
+        " ".join(entry.split()[1:]))], teacher.name
+  assert "model =" not in out
 
 
 def test_methods_lists_every_method_with_teacher_and_defaults(capsys):

@@ -7,6 +7,8 @@ reference), not read from the configs.
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -14,9 +16,10 @@ import pytest
 from jaxkd import cli
 from jaxkd import data as data_lib
 from jaxkd import models, objectives
-from jaxkd.data import _offline as data_offline
 from jaxkd.reporting import Row, Table, parse_arg, recipes, runner
 from jaxkd.train import build_run, train_and_evaluate
+
+from conftest import needs_fashion_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE_CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -60,14 +63,16 @@ def test_docstring_names_command_runtime_and_rows(name):
   assert table.rows and all(isinstance(r, Row) for r in table.rows)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# Tables whose full configs write the Fashion-MNIST subset from the real files.
+READS_FASHION_MNIST = {name for name, path in zip(NAMES, TABLE_CONFIGS)
+                       if "fashion_subset.prepare" in open(path, encoding="utf-8").read()}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs_fashion_mnist)
+                                  if n in READS_FASHION_MNIST else n for n in NAMES])
 def test_full_configs_resolve(name, tmp_path, monkeypatch):
   """Every row (and teacher stage) builds its objective, model and dataset names."""
-  if name == "fashion_mnist":
-    # Its configs write the study's subset (into a temporary cache here) from the real files.
-    if data_offline.find_fashion_mnist(None, "train") is None:
-      pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    monkeypatch.setenv("JAXKD_CACHE", str(tmp_path))
+  monkeypatch.setenv("JAXKD_CACHE", str(tmp_path))  # the Fashion-MNIST subset, written afresh
   module, table = _load(name)
   for row in table.teachers + table.rows:
     config = module.get_config(row.arg)
@@ -78,6 +83,27 @@ def test_full_configs_resolve(name, tmp_path, monkeypatch):
     teacher = objectives.get(config.method.name).teacher
     loads_a_run = teacher is not None and teacher.setup is not None
     assert loads_a_run == (row.teacher is not None), row.name
+
+
+def test_without_fashion_mnist_its_tests_skip_saying_why(tmp_path):
+  """A machine without Debian's package, simulated: the guard and the library look in a missing
+  directory, with an empty subset cache. The tests that read Fashion-MNIST skip, naming the
+  package, and none fails (``defaults_sweep`` reads it too)."""
+  assert READS_FASHION_MNIST >= {"fashion_mnist", "defaults_sweep"}
+  env = dict(os.environ, JAXKD_TEST_FASHION_MNIST_DIR=str(tmp_path / "absent"),
+             JAXKD_CACHE=str(tmp_path / "cache"))
+  tests = os.path.join(ROOT, "tests")
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+       os.path.join(tests, "test_configs.py") + "::test_full_configs_resolve",
+       os.path.join(tests, "test_data.py") + "::test_fashion_mnist_from_debian_files",
+       "-k", " or ".join(sorted(READS_FASHION_MNIST) + ["debian"])],
+      env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  skipped = len(READS_FASHION_MNIST) + 1
+  assert f"{skipped} skipped" in proc.stdout and "passed" not in proc.stdout, proc.stdout
+  assert proc.stdout.count("Fashion-MNIST is not installed") == 2, proc.stdout  # [n] and [1]
+  assert "apt-get install dataset-fashion-mnist" in proc.stdout
 
 
 def test_tfkd_published_hyperparameters_and_values():

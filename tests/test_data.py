@@ -2,6 +2,8 @@
 import functools
 import gzip
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +14,9 @@ from PIL import Image
 
 import jaxkd.data as data
 from jaxkd.data import _augment
-from jaxkd.data import _offline
 
-FASHION_DIR = _offline.DEBIAN_FASHION_MNIST_DIR
+from conftest import needs_fashion_mnist
+
 
 
 # ---------------------------------------------------------------- registry
@@ -42,6 +44,21 @@ def test_missing_tfds_dataset_says_how_to_prepare_it(tmp_path):
   assert "tfds build cifar10" in message and "array_record" in message
   assert str(tmp_path) in message
   assert not os.listdir(tmp_path), "nothing may be downloaded or written"
+
+
+def test_a_missing_tfds_dataset_is_one_line_on_the_console(tmp_path):
+  """What `jaxkd train` prints: our line only, not tfds's "Variant folder ... has no
+  dataset_info.json" before it (a version folder without its files, as a failed prepare leaves)."""
+  (tmp_path / "cifar10" / "3.0.2").mkdir(parents=True)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxkd.cli", "train", "--workdir", str(tmp_path / "w"),
+       "--config.data.name=cifar10", f"--config.data.data_dir={tmp_path}"],
+      env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True, timeout=300,
+      check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("jaxkd: error: tensorflow-datasets 'cifar10' is not prepared")
+  assert proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_missing_fashion_mnist_names_both_ways(tmp_path):
@@ -129,9 +146,7 @@ def test_fashion_mnist_idx_parser_on_hand_made_files(tmp_path):
   assert ds.labels.dtype == np.int32 and ds.num_classes == 10
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_DIR),
-                    reason=f"Debian package dataset-fashion-mnist is not installed "
-                    f"({FASHION_DIR} absent); `apt-get install dataset-fashion-mnist`")
+@needs_fashion_mnist
 def test_fashion_mnist_from_debian_files():
   train, test = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
   assert (train.num_examples, test.num_examples) == (60000, 10000)

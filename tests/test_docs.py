@@ -99,3 +99,12 @@ def test_readme_training_loop_example_runs():
   # The ring starts as zeros: after the snapshots both backups hold trained weights.
   for leaf in jax.tree_util.tree_leaves(ring.params):
     assert np.all(np.any(np.asarray(leaf).reshape(2, -1) != 0, axis=1))
+
+
+def test_readme_lists_the_keys_a_resume_may_change_as_the_code_does():
+  from jaxkd.train import workdir  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+  passage = readme[readme.index("- Resume may change only"):readme.index("records them.")]
+  listed = re.findall(r"`([a-z_.]+)`", passage.split("(`jaxkd.train.workdir")[0])
+  assert tuple(listed) == workdir.OPERATIONAL

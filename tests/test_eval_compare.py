@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -116,10 +118,67 @@ def test_best_checkpoint_not_kept_is_a_clear_error(tmp_path):
     (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
   (tmp_path / "config.json").write_text("{}")
   (tmp_path / "summary.json").write_text(json.dumps({"best": {"step": 3, "top1": 0.5}}))
-  with pytest.raises(ValueError, match=r"--checkpoint=best: .*step 3.* was not kept.*\[2, 4\]"):
+  with pytest.raises(ValueError, match=r"--checkpoint=best: .*step 3.* was not kept: the run had "
+                     r"train.keep_best=False.*allowed: last or one of the kept steps \[2, 4\] "
+                     r"\(train with --config.train.keep_best=True"):
     evaluate.resolve_checkpoint(str(tmp_path), "best")
+  with pytest.raises(ValueError, match=r"--checkpoint='5'.*allowed: last or one of the kept "
+                     r"steps \[2, 4\]$"):  # no "best" where it is not kept
+    evaluate.resolve_checkpoint(str(tmp_path), "5")
   assert evaluate.resolve_checkpoint(str(tmp_path), "last") == 4
   assert evaluate.resolve_checkpoint(str(tmp_path), "2") == 2
+  (tmp_path / "checkpoints_best" / "3").mkdir(parents=True)  # kept by train.keep_best
+  assert evaluate.resolve_checkpoint(str(tmp_path), "best") == 3
+  with pytest.raises(ValueError, match=r"allowed: last, best or one of the kept steps \[2, 4\]"):
+    evaluate.resolve_checkpoint(str(tmp_path), "5")
+
+
+def test_the_default_run_selects_on_validation_and_eval_best_loads_it(tmp_path):
+  """The README's commands: `jaxkd train --workdir W` (shortened), then `jaxkd eval --workdir W
+  --checkpoint best --split test`: the best epoch is chosen on train[90%:], said in the last
+  line, and its checkpoint (in checkpoints_best/, not among the latest) is evaluated."""
+  workdir = tmp_path / "run"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  # 1298 training images of 64: 20 steps an epoch, 3 epochs, 1 checkpoint kept; the third
+  # epoch's learning rate (x40) wrecks the model, so the best epoch is not the last.
+  train = subprocess.run(
+      [sys.executable, "-m", "jaxkd.cli", "train", "--workdir", str(workdir),
+       "--config.mesh.data=1", "--config.train.num_epochs=3", "--config.train.keep_checkpoints=1",
+       "--config.train.optimizer.schedule=multistep", "--config.train.optimizer.milestones=(2,)",
+       "--config.train.optimizer.gamma=40.0", "--config.train.skip_nonfinite=True"],
+      env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert train.returncode == 0, train.stderr
+  summary = json.loads((workdir / "summary.json").read_text())
+  best = summary["best"]
+  assert "1298 train / 144 eval examples" in train.stderr
+  assert best["step"] < summary["last"]["step"]
+  assert best["step"] not in checkpoint.checkpoint_steps(str(workdir))  # only in checkpoints_best
+  assert train.stdout.startswith(
+      f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}) on the validation split "
+      "train[90%:], its checkpoint kept (jaxkd eval --checkpoint best); last top-1 ")
+  assert os.listdir(workdir / "checkpoints_best") == [str(best["step"])]
+  out = tmp_path / "eval"
+  evaluated = subprocess.run(
+      [sys.executable, "-m", "jaxkd.cli", "eval", "--workdir", str(workdir), "--checkpoint",
+       "best", "--split", "test", "--out", str(out)], env=env, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert evaluated.returncode == 0, evaluated.stderr
+  # Nothing about training (the warm-up clipped) nor orbax's optional metadata file.
+  assert "clipped" not in evaluated.stderr and "Metadata file" not in evaluated.stderr
+  assert "clipped to 6 steps" in train.stderr  # said once, by the run that clips it
+  (result,) = [json.loads(p.read_text()) for p in out.glob("eval_*.json")]
+  assert (result["step"], result["split"], result["num_examples"]) == (best["step"], "test", 355)
+  # A refused config on that workdir: its one line, no training warnings before it.
+  refused = subprocess.run(
+      [sys.executable, "-m", "jaxkd.cli", "train", "--workdir", str(workdir), "--config.seed=1",
+       "--config.mesh.data=1"], env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert refused.returncode == 2
+  assert refused.stderr.startswith("jaxkd: error: workdir=") and refused.stderr.count("\n") == 1, (
+      refused.stderr)
+  again = evaluate.evaluate_checkpoint(str(workdir), checkpoint="best")  # on the validation split
+  assert again["step"] == best["step"] and again["split"] == "train[90%:]"
+  assert again["metrics"]["top1"] == pytest.approx(best["top1"], abs=1e-6)  # the loop's number
 
 
 def test_compare_prints_both_runs_and_draws_their_curves(runs, tmp_path, capsys):
@@ -137,6 +196,30 @@ def test_compare_prints_both_runs_and_draws_their_curves(runs, tmp_path, capsys)
     assert f"| {method} |" in row and f"| {summary['best']['top1']:.4f} |" in row
   temperature = objectives.defaults("mrkd")["temperature"]
   assert f"temperature={temperature:.4g}" in markdown  # MrKD's resolved hyperparameters
+  with open(out / "compare.png", "rb") as f:
+    assert f.read(8) == PNG
+
+
+def test_compare_writes_its_table_with_steps_and_epochs_beside_the_png(runs, tmp_path):
+  """`jaxkd compare A B --out DIR` as a user runs it: DIR/compare.md holds the printed table,
+  whose steps and epochs columns are each run's (its last evaluation: the end of the run)."""
+  out = tmp_path / "out"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, "-m", "jaxkd.cli", "compare", runs["mrkd"], runs["ce"],
+                         "--out", str(out)], env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  table = (out / "compare.md").read_text()
+  assert proc.stdout == f"{table}wrote {out / 'compare.md'} and {out / 'compare.png'}\n"
+  header, _, *rows = table.splitlines()
+  columns = [c.strip() for c in header.strip("|").split("|")]
+  assert columns[3:5] == ["steps", "epochs"]
+  for method, row in zip(("mrkd", "ce"), rows):
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    summary = _summary(runs[method])
+    assert cells[0] == runs[method] and cells[1] == method
+    assert (int(cells[3]), float(cells[4])) == (summary["steps"], pytest.approx(
+        summary["last"]["epoch"], rel=1e-2))
   with open(out / "compare.png", "rb") as f:
     assert f.read(8) == PNG
 

@@ -175,7 +175,7 @@ def test_pickled_code_and_other_files_are_refused(tmp_path):
 
 
 def _kd_config(checkpoint, name="resnet18_imagenet", **teacher):
-  config = defaults.get_config()
+  config = defaults.base_config()
   config.method = ml_collections.ConfigDict({"name": "kd"})
   config.model.name = "small_cnn"
   config.model.cpu_conv = "xla"

@@ -23,7 +23,7 @@ def _x64():
 
 
 def _trainer(method, model="mlp", **hparams):
-  config = defaults.get_config()
+  config = defaults.base_config()
   config.method.name = method
   config.model.name = model
   with config.method.unlocked():

@@ -151,6 +151,25 @@ def test_committed_fashion_mnist_report_is_reproduced_from_its_json(tmp_path):
   assert table.name == "fashion_mnist"
 
 
+@pytest.mark.skipif(not os.path.isfile(os.path.join(COMMITTED, "fashion_mnist", "REPORT.md")),
+                    reason="the Fashion-MNIST study's results are not committed")
+def test_the_report_marks_each_rows_budget_in_its_table():
+  """A 10-epoch row beside 60-epoch ones says so in its own line, read against each record's
+  config (train.num_epochs), not the summary the column is computed from."""
+  _, table = runner.load_table(FASHION)
+  by_row = render.load_records(COMMITTED, table)
+  text = render.render_markdown(table, by_row, [])
+  lines = text.splitlines()
+  assert sum(l.startswith("| row | seeds | epochs | best top-1 (%) |") for l in lines) == 4
+  budgets = set()
+  for name, records in by_row.items():
+    (epochs,) = {r["config"]["train"]["num_epochs"] for r in records}
+    seeds = ",".join(str(r["seed"]) for r in records)
+    assert f"| {name} | {seeds} | {epochs} | " in text, name
+    budgets.add(epochs)
+  assert budgets >= {10, 60, 120}
+
+
 def test_plan_trains_teachers_first_in_seed_major_order(tiny):
   config, _ = tiny
   _, table = runner.load_table(config)

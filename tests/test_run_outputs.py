@@ -21,9 +21,13 @@ from jaxkd.train import checkpoint, signals
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "default.py") + ":smoke"
-# The default config (MrKD, digits, 22 steps of 64 per epoch), short: 26 steps cross an epoch.
+# The default config (MrKD, digits), short, on the whole training split (22 steps of 64 per
+# epoch) evaluated on test: 26 steps cross an epoch. (The default run's validation split and
+# kept best checkpoint: tests/test_eval_compare.py.)
 SHORT = ["--config.mesh.data=1", "--config.train.num_steps=26",
-         "--config.train.log_every_steps=4", "--config.train.checkpoint_every_steps=8"]
+         "--config.train.log_every_steps=4", "--config.train.checkpoint_every_steps=8",
+         "--config.data.train_split=train", "--config.data.eval_split=test",
+         "--config.train.keep_best=False"]
 
 
 def _records(workdir):
@@ -90,7 +94,7 @@ def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path,
   assert (f"epoch 1.18 (step 26): top-1 {last['top1']:.4f}, NLL {last['nll']:.4f}, ECE "
           f"{last['ece']:.4f}, lr {_lr(25):.4g}") in lines
   best = summary["best"]
-  assert out == (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}), last top-1 "
+  assert out == (f"best top-1 {best['top1']:.4f} (epoch {round(best['epoch'], 2):g}) on test, last top-1 "
                  f"{last['top1']:.4f}, NLL {last['nll']:.4f}, ECE {last['ece']:.4f}; teacher "
                  f"active in {4 / 26:.1%} of steps; {workdir}\n")
   # MrKD's ring fills after one epoch (refresh_every = 22 steps): 4 of 26 steps distil.
@@ -122,9 +126,13 @@ def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path,
   # 25 and 26, and TensorBoard shows each step once, as metrics.jsonl does.
   shutil.rmtree(workdir / "checkpoints" / "26")
   (workdir / "summary.json").unlink()
-  assert cli.main(args) == 0
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert cli.main(args) == 0
   out, err = capsys.readouterr()
   assert "resumed from step 24 of 26\n" in err and out.startswith("best top-1 ")
+  # Steps 1-22, the teacher's inactive ones, are done: no warning about them again.
+  assert "inactive" not in caplog.text and "clipped" not in caplog.text
   assert json.loads((workdir / "run.json").read_text())["start_step"] == 24
   assert [r["step"] for r in _records(workdir)] == [4, 8, 12, 16, 20, 22, 24, 26, 26]
   _assert_tensorboard_equals_metrics(workdir)
@@ -159,6 +167,26 @@ def test_teacher_share_and_the_warning_when_it_is_never_active(start_from_init, 
 
 
 def test_a_signal_stops_after_the_step_and_a_second_one_at_once():
+  # A background job (`nohup pytest ... &`) starts with SIGINT ignored, which StopRequests
+  # rightly keeps; this test needs Python's own handler, as an interactive shell gives it.
+  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    _signal_stops_after_the_step_and_a_second_one_at_once()
+  finally:
+    signal.signal(signal.SIGINT, inherited)
+
+
+def test_the_signal_test_passes_in_a_background_job():
+  """As under `nohup pytest ... &`: SIGINT ignored when the test starts."""
+  inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    test_a_signal_stops_after_the_step_and_a_second_one_at_once()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # given back as found
+  finally:
+    signal.signal(signal.SIGINT, inherited)
+
+
+def _signal_stops_after_the_step_and_a_second_one_at_once():
   before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   with signals.StopRequests() as stop:
     assert stop.requested(sync=False) is None

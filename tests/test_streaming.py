@@ -40,6 +40,37 @@ def test_prepare_writes_tfds_layout_and_labels(imagenet_dir):
     assert valid.dataset_info.features["label"].int2str(example["label"]) == labels[k - 1]
 
 
+def test_prepare_demo_writes_a_tiny_imagenet_and_a_train_command_that_builds(tmp_path):
+  """`jaxkd prepare imagenet2012 --demo DIR`, as the README gives it: the tests' tars (this
+  file's `imagenet_dir`), prepared; its printed train command is a valid streamed run."""
+  import shlex  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from jaxkd import config as config_lib  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  demo = tmp_path / "demo"
+  proc = subprocess.run([sys.executable, "-m", "jaxkd.cli", "prepare", "imagenet2012", "--demo",
+                         str(demo)], env=dict(os.environ, PYTHONPATH=root), capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  assert lines[-2] == (f"prepared imagenet2012: train {NUM_TRAIN} examples, validation "
+                       f"{TINY_IMAGENET['validation']} examples")
+  command = lines[-1].removeprefix("try streaming it: ")
+  argv = shlex.split(command)
+  assert argv[:4] == ["jaxkd", "train", "--workdir", str(demo / "run")]
+  _, overrides = config_lib.split_overrides(argv[1:])
+  config = defaults.get_config()
+  for key, text in overrides:
+    config_lib.override(config, key, text)
+  run = run_lib.build_run(config)  # validates and opens the streams; nothing compiles
+  assert isinstance(run.train_data, data.StreamingSplit)
+  assert config.data.data_dir == str(demo / "data") and run.total_steps == 6
+  assert sorted(os.listdir(demo / "manual")) == ["ILSVRC2012_img_train.tar",
+                                                 "ILSVRC2012_img_val.tar"]
+  assert "Traceback" not in proc.stderr
+
+
 def test_reader_follows_batch_indices_per_process(imagenet_dir):
   stream = data.open_stream("imagenet2012", "train", data_dir=imagenet_dir, image_size=SIZE,
                             num_threads=2)

@@ -299,6 +299,7 @@ def test_alr_text_smoke_row_through_the_cli(tmp_path, capsys):
   captured = capsys.readouterr()
   assert captured.out.startswith("best top-1 ")
   assert "data mock_text: 256 train / 64 eval examples, 16 tokens, vocabulary 64" in captured.err
+  assert " examples/s\n" in captured.err and "images/s" not in captured.err  # not images
 
 
 def test_alr_text_smoke_report_collects_the_text_run(tmp_path):

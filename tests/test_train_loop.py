@@ -132,6 +132,33 @@ smoothed = objectives.Method(
 '''
 
 
+def test_a_recipe_module_in_the_current_directory_is_found_by_the_jaxkd_script(tmp_path):
+  """The `jaxkd` script (unlike `python -m`) does not put the current directory on sys.path;
+  jaxkd does, so ``my_recipes.py`` there is found without PYTHONPATH=."""
+  work, bin_dir = tmp_path / "work", tmp_path / "bin"
+  work.mkdir()
+  bin_dir.mkdir()
+  (work / "my_recipes.py").write_text(USER_RECIPE)
+  script = bin_dir / "jaxkd"  # what pip's console script does: sys.path[0] is its folder
+  script.write_text("import sys\nfrom jaxkd.cli import main\nsys.exit(main())\n")
+  env = dict(os.environ, PYTHONPATH=ROOT)
+
+  def train(*overrides):
+    return subprocess.run([sys.executable, str(script), "train", "--workdir", "w", *overrides],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+  # A bad value of the recipe's own hyperparameter: refused by the imported recipe, before
+  # anything compiles.
+  found = train("--config.method.name=my_recipes:smoothed", "--config.method.mix=1.5")
+  assert found.returncode == 2 and "my_recipes:smoothed.mix=1.5 is not allowed" in found.stderr
+  missing = train("--config.method.name=other_recipes:smoothed")
+  assert missing.returncode == 2
+  assert (f"cannot import module 'other_recipes' (No module named 'other_recipes'); allowed: a "
+          f"module in the current directory ({work}) or on the Python path (PYTHONPATH)."
+          ) in missing.stderr
+  assert not (work / "w").exists()
+
+
 def test_user_recipe_trains_from_the_command_line(tmp_path, monkeypatch, capsys):
   """``--config.method.name=module:attribute`` trains a Method of the user's own module."""
   (tmp_path / "my_recipes.py").write_text(USER_RECIPE)

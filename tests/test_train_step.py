@@ -12,7 +12,7 @@ from references import assert_relative_close
 def _config(method="mrkd", devices=1, batch=16, model="mlp", **method_hparams):
   """A 5-step run of ``method`` on the digits; the MLP (compiles in about a second) unless a
   test needs BatchNorm or convolutions (``model="small_cnn"``)."""
-  config = defaults.get_config()
+  config = defaults.base_config()
   config.method.name = method
   config.model.name = model
   with config.method.unlocked():

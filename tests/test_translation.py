@@ -173,7 +173,7 @@ def test_online_class_matrix_ignores_padding_tokens():
 
 def _config(method="ce", **method_kwargs):
   from jaxkd.train import defaults
-  config = defaults.get_config()
+  config = defaults.base_config()
   config.method = {"name": method, **method_kwargs}
   config.data.name = "mock_translation"
   config.data.crop_padding, config.data.rotation_degrees = 0, 0.0
@@ -255,18 +255,16 @@ def test_transformer_learns_to_reverse_and_beam_search_agrees_with_greedy(tmp_pa
   from jaxkd.train import build
   from jaxkd.train import checkpoint
   workdir = str(tmp_path / "reverse")
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "ls_vs_kd_iwslt.py") + ":method=lsr,smoke"
-  assert cli.main(["train", "--config", path, "--workdir", workdir,
-                   "--config.train.num_steps=-1", f"--config.train.num_epochs={REVERSE_EPOCHS}",
-                   "--config.train.log_every_steps=100",
-                   "--config.train.checkpoint_every_steps=100000",
-                   "--config.train.optimizer.warmup_steps=100",
-                   "--config.train.optimizer.learning_rate=2e-3",
-                   "--config.generate.beam_size=4", "--config.generate.max_len_b=12"]) == 0
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # The README's first translation command (the config's demo variant), as printed there.
+  demo = "configs/ls_vs_kd_iwslt.py:method=lsr,size=demo"
+  with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+    assert f"jaxkd train --config {demo} --workdir" in f.read()
+  assert cli.main(["train", "--config", os.path.join(root, demo), "--workdir", workdir]) == 0
   with open(os.path.join(workdir, "summary.json")) as f:
     summary = json.load(f)
   assert summary["last"]["bleu"] >= 90.0, summary["last"]
+  assert summary["last"]["epoch"] == REVERSE_EPOCHS
   # Beam 1 is greedy, token for token; a wider beam's length-normalised score is no lower.
   from ml_collections import ConfigDict
   with open(os.path.join(workdir, "config.json")) as f:

@@ -8,7 +8,7 @@ process, the JSON rewritten after each (a run cut short keeps what finished):
 
   * ``streamed``: `jaxkd.data.open_stream` (grain over tfds's array_record source: read,
     decode, RandomResizedCrop + flip to ``--size``, batch) on a tiny ``imagenet2012``
-    written by the tests' own writer (``tests/conftest.py``: image-net.org-style tars of real
+    written by `jaxkd prepare imagenet2012 --demo`'s writer (image-net.org-style tars of real
     JPEGs, prepared by `jaxkd.data.prepare_imagenet2012`), with 1 thread and with one per
     core; images/s by wall time and by the process's CPU time. Those JPEGs are 20-48 pixels
     a side, far cheaper to decode than ImageNet's: this row is the pipeline's own cost
@@ -29,7 +29,6 @@ import os
 import sys
 import tempfile
 import time
-import types
 
 import numpy as np
 
@@ -38,30 +37,17 @@ import default_run
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _conftest():
-  """tests/conftest.py as a module (its tiny-ImageNet writer); pytest stubbed where absent."""
-  try:
-    import pytest  # pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:  # the GPU image need not have pytest: conftest only decorates fixtures
-    sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda *a, **k: (
-        a[0] if a and callable(a[0]) else (lambda f: f)))
-  sys.path.insert(0, os.path.join(_ROOT, "tests"))
-  import conftest  # pylint: disable=import-outside-toplevel
-  return conftest
-
-
 def tiny_imagenet(root: str, per_class: int) -> tuple[str, dict]:
-  """A tfds data_dir with a tiny ``imagenet2012`` of ``per_class`` images in each of the tests'
+  """A tfds data_dir with a tiny ``imagenet2012`` of ``per_class`` images in each of the demo's
   classes; ``(data_dir, facts)``."""
   from jaxkd import data  # pylint: disable=import-outside-toplevel
-  conftest = _conftest()
-  conftest.TINY_IMAGENET["per_class"] = per_class
+  from jaxkd.data import _demo  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
-  conftest.write_imagenet_tars(os.path.join(root, "manual"))
+  _demo.write_imagenet_tars(os.path.join(root, "manual"), per_class=per_class)
   counts = data.prepare_imagenet2012(os.path.join(root, "manual"), os.path.join(root, "data"))
   return os.path.join(root, "data"), {
-      "writer": "tests/conftest.py write_imagenet_tars + jaxkd.data.prepare_imagenet2012",
-      "examples": counts, "jpeg_sides": "20-48 pixels (the tests' tiny JPEGs)",
+      "writer": "jaxkd.data._demo.write_imagenet_tars + jaxkd.data.prepare_imagenet2012",
+      "examples": counts, "jpeg_sides": "20-48 pixels (the demo's tiny JPEGs)",
       "prepare_s": time.perf_counter() - start}
 
 

@@ -155,12 +155,11 @@ def main() -> None:
   parser.add_argument("--out", default=None, help="JSON file for the result")
   parser.add_argument("--timeout", type=int, default=10, help="distributed_timeout_s")
   args = parser.parse_args()
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
-  import conftest  # pylint: disable=import-outside-toplevel  (the tiny ImageNet writer)
   from jaxkd import data  # pylint: disable=import-outside-toplevel
+  from jaxkd.data import _demo  # pylint: disable=import-outside-toplevel  (the tiny ImageNet)
   root = tempfile.mkdtemp(prefix="jaxkd-peer-death-")
   try:
-    conftest.write_imagenet_tars(os.path.join(root, "manual"))
+    _demo.write_imagenet_tars(os.path.join(root, "manual"))
     data.prepare_imagenet2012(os.path.join(root, "manual"), os.path.join(root, "data"))
     record = run_trial(os.path.join(root, "data"), root, timeout_s=args.timeout)
   finally:

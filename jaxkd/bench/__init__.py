@@ -114,22 +114,25 @@ def _add_mfu(result: dict, flops_per_image: float, peak: tuple[float | None, str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.description = __doc__.split("\n\n", 1)[0] + "\n\n" + __doc__.split("\n\n")[2]
+  parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
   parser.add_argument("--model", default="resnet18", help="a jaxkd.models name")
-  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--batch-size", type=int, default=128, help="images per step")
   parser.add_argument("--methods", default="all", help="all, or a comma-separated list")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per method")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method")
   parser.add_argument("--augment", default="cifar", choices=sorted(AUGMENTS),
                       help="on-device augmentation in the step (cifar: crop 4, flip, rot 15)")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="compute dtype (model.dtype)")
   parser.add_argument("--cpu-conv", default="xla", choices=models.CPU_CONVS,
                       help="how convolutions run on CPU (model.cpu_conv; fast: im2col for "
                            "small maps, per-tap kernel gradients)")
   parser.add_argument("--num-examples", type=int, default=50_000,
                       help="mock training-set size (sets PS-KD's table and epoch length)")
   parser.add_argument("--peak-tflops", type=float, default=None,
-                      help="the device's dense peak for MFU (default: datasheet table by "
-                           "device kind; none for CPUs)")
+                      help="the device's dense peak for MFU; None: the datasheet table by "
+                           "device kind (no peak for CPUs)")
   parser.add_argument("--out", default=None, help="write the result JSON here")
 
 

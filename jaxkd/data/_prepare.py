@@ -20,7 +20,7 @@ from typing import Optional
 
 from PIL import Image
 
-__all__ = ["HELP", "MANUAL_FILES", "add_arguments", "main", "prepare_imagenet2012"]
+__all__ = ["DEMO_TRAIN", "HELP", "MANUAL_FILES", "add_arguments", "main", "prepare_imagenet2012"]
 
 HELP = "write ImageNet's tars as a tfds array_record dataset (no TensorFlow needed)"
 
@@ -112,22 +112,52 @@ def prepare_imagenet2012(manual_dir: str, data_dir: Optional[str] = None) -> dic
   return {name: split.num_examples for name, split in builder.info.splits.items()}
 
 
+# What `jaxkd prepare imagenet2012 --demo DIR` suggests: a few streamed steps of a small CNN on
+# 32-pixel crops (the host crops and flips; no on-device augmentation).
+DEMO_TRAIN = ("jaxkd train --workdir {workdir} --config.data.name=imagenet2012 "
+              "--config.data.data_dir={data_dir} --config.data.image_size=32 "
+              "--config.data.crop_padding=0 --config.data.rotation_degrees=0 "
+              "--config.train.batch_size=8 --config.train.eval_batch_size=8 "
+              "--config.train.num_steps=6 --config.method.name=ce")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.description = __doc__.split("\n\n", 1)[0]
+  parser.description = (HELP[0].upper() + HELP[1:] + ". Or, with --demo DIR, a tiny ImageNet "
+                        "(4 classes, 34 JPEGs in image-net.org's tars) to try streaming.")
   parser.add_argument("dataset", choices=["imagenet2012"], help="the dataset to prepare")
-  parser.add_argument("--manual_dir", required=True,
+  parser.add_argument("--manual_dir", default=None,
                       help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
   parser.add_argument("--data_dir", default=None,
                       help="tfds data directory to write (default: $TFDS_DATA_DIR or "
                            "~/tensorflow_datasets); train with --config.data.data_dir=DATA_DIR")
+  parser.add_argument("--demo", default=None, metavar="DIR",
+                      help="instead: write a tiny ImageNet's tars into DIR/manual and prepare "
+                           "them into DIR/data (seconds), then print a train command for it")
 
 
 def main(args: argparse.Namespace) -> int:
+  if (args.manual_dir is None) == (args.demo is None):
+    print("jaxkd: error: --manual_dir / --demo: give exactly one; allowed: --manual_dir DIR "
+          "(image-net.org's two tars) or --demo DIR (a tiny ImageNet written there)",
+          file=sys.stderr)
+    return 2
+  if args.demo is not None and args.data_dir is not None:
+    print("jaxkd: error: --data_dir: not with --demo, which prepares into DIR/data; allowed: "
+          "one of them", file=sys.stderr)
+    return 2
+  manual_dir, data_dir = args.manual_dir, args.data_dir
+  if args.demo is not None:
+    from jaxkd.data import _demo  # pylint: disable=import-outside-toplevel
+    manual_dir, data_dir = (os.path.join(args.demo, "manual"), os.path.join(args.demo, "data"))
+    _demo.write_imagenet_tars(manual_dir)
   try:
-    written = prepare_imagenet2012(args.manual_dir, args.data_dir)
+    written = prepare_imagenet2012(manual_dir, data_dir)
   except FileNotFoundError as err:
     print(f"jaxkd: error: --{err}", file=sys.stderr)
     return 2
   print("prepared imagenet2012: " + ", ".join(f"{k} {v:,} examples" for k, v in
                                               sorted(written.items())))
+  if args.demo is not None:
+    print("try streaming it: " + DEMO_TRAIN.format(
+        workdir=os.path.join(args.demo, "run"), data_dir=data_dir))
   return 0

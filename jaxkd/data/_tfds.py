@@ -4,6 +4,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from jaxkd import _quiet
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError
 
 __all__ = ["open_source", "load_in_memory", "prepare_hint"]
@@ -41,13 +42,15 @@ def open_source(name: str, split: str, data_dir: Optional[str], *,
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   try:
-    if decode_images:
-      return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                              builder_kwargs={"file_format": "array_record"})
-    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-    decoders = {key: tfds.decode.SkipDecoding() for key, feature in
-                builder.info.features.items() if isinstance(feature, tfds.features.Image)}
-    return builder.as_data_source(split=split, decoders=decoders)
+    # tfds's "Variant folder ... has no dataset_info.json" is said below, in our words.
+    with _quiet.without_absl_lines(_quiet.TFDS_NO_VARIANT_INFO):
+      if decode_images:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                                builder_kwargs={"file_format": "array_record"})
+      builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+      decoders = {key: tfds.decode.SkipDecoding() for key, feature in
+                  builder.info.features.items() if isinstance(feature, tfds.features.Image)}
+      return builder.as_data_source(split=split, decoders=decoders)
   # A missing dataset surfaces from tfds as one of these, depending on what is
   # absent (no version folder: empty splits -> KeyError; other formats ->
   # NotImplementedError); all mean "not prepared here".

@@ -29,6 +29,8 @@ A recipe of your own is a `Method`: hyperparameter specs and a function building
   objectives.register("smooth_kd", smooth_kd)   # or train it as --config.method.name=pkg.mod:smooth_kd
 """
 import importlib
+import os
+import sys
 from typing import Any
 
 from jaxkd.objectives._core import INPUTS, Objective, Term, with_teacher_fallback
@@ -73,11 +75,17 @@ def _method(name: str) -> Method:
     raise ValueError(f"unknown method {name!r}; allowed: {', '.join(_REGISTRY)}, or "
                      "'package.module:attribute' naming a jaxkd.objectives.Method.")
   module_name, _, attribute = name.partition(":")
+  # The current directory is importable, as `python -m` makes it (the `jaxkd` script does not);
+  # appended, so a file there never shadows an installed module.
+  here = os.getcwd()
+  if not {"", here} & set(sys.path):
+    sys.path.append(here)
   try:
     module = importlib.import_module(module_name)
   except ImportError as err:
     raise ValueError(f"method {name!r}: cannot import module {module_name!r} ({err}); allowed: "
-                     "a module on the Python path.") from None
+                     f"a module in the current directory ({here}) or on the Python path "
+                     "(PYTHONPATH).") from None
   method = getattr(module, attribute, None)
   if not isinstance(method, Method):
     found = "nothing" if method is None else type(method).__name__

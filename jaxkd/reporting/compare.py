@@ -2,9 +2,10 @@
 
     jaxkd compare W1 W2 ... [--out DIR]
 
-Prints one markdown table (workdir, method, the method's resolved hyperparameters, best and
-last top-1 / NLL / ECE, wall time) and draws their evaluation top-1 and training loss against
-the epoch into ``<out>/compare.png``. Each run is read from what its workdir holds:
+Prints one markdown table (workdir, method, the method's resolved hyperparameters, the steps
+and epochs trained, best and last top-1 / NLL / ECE, wall time), writes it to
+``<out>/compare.md`` and draws their evaluation top-1 and training loss against the epoch into
+``<out>/compare.png``. Each run is read from what its workdir holds:
 ``summary.json`` and ``run.json`` when present, else ``config.json`` and ``metrics.jsonl``
 (an unfinished or older run). Bad input prints one line and exits with status 2.
 """
@@ -23,7 +24,7 @@ from jaxkd.config import UsageError
 
 __all__ = ["HELP", "add_arguments", "compare_runs", "main", "plot_curves"]
 
-HELP = "compare finished runs: one markdown table and their curves in one PNG"
+HELP = "compare runs: one markdown table (compare.md) and their curves in one PNG"
 
 _CURVE_KEYS = ("eval/top1", "train/loss")
 
@@ -73,14 +74,16 @@ def _hparams(hparams: dict) -> str:
 
 
 def _markdown(records: Sequence[dict]) -> str:
-  lines = ["| workdir | method | hyperparameters | best top-1 | best NLL | best ECE | "
-           "last top-1 | last NLL | last ECE | wall time |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = ["| workdir | method | hyperparameters | steps | epochs | best top-1 | best NLL | "
+           "best ECE | last top-1 | last NLL | last ECE | wall time |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in records:
     wall = "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
     name = r["workdir"] if r["finished"] else f"{r['workdir']} (unfinished)"
+    last = r["last"] or {}
     lines.append("| " + " | ".join(
         [name, r["method"], _hparams(r["hparams"]).replace("|", "\\|"),
+         str(last.get("step", "-")), f"{last['epoch']:.3g}" if "epoch" in last else "-",
          *(_number(r[which], key) for which in ("best", "last")
            for key in ("top1", "nll", "ece")), wall]) + " |")
   return "\n".join(lines)
@@ -93,7 +96,8 @@ def compare_runs(workdirs: Sequence[str]) -> tuple[str, list[dict]]:
     workdirs: `jaxkd train` workdirs (finished or not).
 
   Returns:
-    ``(markdown, records)``; a record holds ``workdir``, ``method``, ``hparams`` (resolved,
+    ``(markdown, records)``; the table's steps and epochs are those of the last evaluation
+    (the end of a finished run). A record holds ``workdir``, ``method``, ``hparams`` (resolved,
     from ``summary.json`` or ``run.json``; the config's own for older runs), ``model``,
     ``data``, ``best`` and ``last`` (the summary's evaluations: ``top1``, ``top5``, ``nll``,
     ``ece``, ``epoch``, ``step``; None before the first evaluation), ``wall_time_s`` (None
@@ -122,7 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.description = __doc__.split("\n\n", 1)[0]
   parser.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="`jaxkd train` workdirs")
   parser.add_argument("--out", default=".",
-                      help="where compare.png goes (default: the current directory)")
+                      help="where compare.md and compare.png go (default: the current "
+                      "directory)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -135,5 +140,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"jaxkd: error: {err}", file=sys.stderr)
     return 2
   print(markdown)
-  print(f"wrote {plot_curves(args.workdirs, os.path.join(args.out, 'compare.png'))}")
+  png = plot_curves(args.workdirs, os.path.join(args.out, "compare.png"))
+  table = os.path.join(args.out, "compare.md")
+  with open(table, "w", encoding="utf-8") as f:
+    f.write(markdown + "\n")
+  print(f"wrote {table} and {png}")
   return 0

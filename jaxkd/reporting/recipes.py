@@ -1,6 +1,6 @@
 """Training recipes shared by the table configs, and the smoke switch.
 
-Every table config starts from ``configs/default.py``'s ``get_config()`` (`base_config`) and
+Every table config starts from `base_config` (`jaxkd.train.defaults.base_config`) and
 overrides fields with one of these recipes; the values are the papers' or their official
 code's (each docstring names which) unless a docstring says "ours".
 """
@@ -35,7 +35,7 @@ LS_KD_PROTOCOLS = ("shen", "icml22")
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """``configs/default.py``'s ``get_config()``: the base every table config overrides."""
+  """`jaxkd.train.defaults.base_config`: the base every table config overrides."""
   return config_lib.default()
 
 

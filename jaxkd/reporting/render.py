@@ -22,6 +22,8 @@ _COLUMNS = ("best_top1", "best_ece", "best_nll", "last_top1", "ece", "nll",
             "intra_class_variance")
 # Translation rows: token accuracy, calibration and NLL per target token, and BLEU.
 _TRANSLATION_COLUMNS = ("best_top1", "best_nll", "last_top1", "nll", "bleu")
+# The tables' first columns: rows trained at unequal budgets say so in the table itself.
+_BUDGET = "Columns: *epochs*, each row's training budget (its runs' last epoch); the others "
 _FIGURE_ROWS = 6  # rows per curves/reliability figure beyond which panels get unreadable
 
 
@@ -56,18 +58,24 @@ def _columns(by_row) -> tuple[str, ...]:
   return _TRANSLATION_COLUMNS if translation else _COLUMNS
 
 
+def _budget(records) -> str:
+  """The epochs its runs trained (their last evaluation's), so rows of unequal budget show it."""
+  epochs = sorted({round(r["summary"]["last"]["epoch"], 1) for r in records})
+  return ",".join(f"{e:g}" for e in epochs)
+
+
 def _table_lines(rows, by_row, with_published: bool) -> list[str]:
   columns = _columns(by_row)
-  head = ["row", "seeds"] + [_stats.METRICS[m][3] for m in columns]
+  head = ["row", "seeds", "epochs"] + [_stats.METRICS[m][3] for m in columns]
   if with_published:
     head += ["published top-1 (%)", "best - published"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in rows:
     records = by_row.get(row.name)
     if not records:
-      cells = [row.name, "none", "not run"] + [""] * (len(head) - 3)
+      cells = [row.name, "none", "", "not run"] + [""] * (len(head) - 4)
     else:
-      cells = [row.name, ",".join(str(r["seed"]) for r in records)]
+      cells = [row.name, ",".join(str(r["seed"]) for r in records), _budget(records)]
       cells += [_cell(records, m) for m in columns]
       if with_published:
         cells += _published(row, records)
@@ -273,12 +281,13 @@ def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
            "edit by hand.", "", table.description, ""]
   lines += _machine_lines(by_row) + [""]
   if _columns(by_row) == _TRANSLATION_COLUMNS:
-    lines += ["Columns: mean ± sample standard deviation over seeds. Top-1 and NLL are per "
+    lines += [_BUDGET + "mean ± sample standard deviation over seeds. Top-1 and NLL are per "
               "target token under teacher forcing (*best*: the epoch of highest token "
               "accuracy; *last*: the final epoch); BLEU is the corpus BLEU of the last "
               "checkpoint's beam search on the evaluation split.", ""]
   elif table.report_split:
-    lines += [f"Columns: mean ± sample standard deviation over seeds, on the {table.report_split} "
+    lines += [_BUDGET + "mean ± sample standard deviation over seeds, on the "
+              f"{table.report_split} "
               "split. Every run trains on the training split's first part and evaluates each "
               "epoch on a validation split carved from the rest (its data.eval_split; the "
               "curves below are on it); *best* is the checkpoint of highest validation top-1, "
@@ -288,7 +297,7 @@ def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
               "last checkpoint's softmax probabilities (T = 1) on that split (lower = more "
               "information erased; S is their stability).", ""]
   else:
-    lines += ["Columns: mean ± sample standard deviation over seeds. *best* is the epoch of "
+    lines += [_BUDGET + "mean ± sample standard deviation over seeds. *best* is the epoch of "
               "highest test top-1 (as the papers report), *last* the final epoch; ECE with 15 "
               "bins; 1 - S is the intra-class variance of Shen et al. (ICLR 2021, Eq. 2; the "
               "number of their Table 1): the mean over classes of the mean squared distance of "

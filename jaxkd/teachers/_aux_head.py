@@ -46,4 +46,5 @@ def aux_head(*, seed: int = 0) -> Teacher:
     out, rows = head_logits(state.params, inputs.outputs["features"])
     return TeacherOutput(out, class_embeddings=rows)
 
-  return Teacher(init=init, logits=logits, name="aux_head")
+  return Teacher(init=init, logits=logits, name="aux_head",
+                 doc="a linear head on the student's features, trained jointly (RAS-KD)")

@@ -138,6 +138,7 @@ class Teacher(NamedTuple):
     inactive_steps: how many steps from the start of a run the teacher has no valid member
       (its ``mask`` all False), so that the objective's teacher terms are off; the training
       loop warns when that is a large share of the run. 0: valid from the first step.
+    doc: what the teacher is, in one line for ``jaxkd methods``' legend.
   """
   init: Callable[..., TeacherState]
   logits: Callable[[TeacherState, Any, TeacherInputs], TeacherOutput]
@@ -147,6 +148,7 @@ class Teacher(NamedTuple):
   host_batch: Optional[Callable[..., dict]] = None
   name: str = "teacher"
   inactive_steps: int = 0
+  doc: str = ""
 
 
 def apply_model(model: nn.Module, variables: dict, x: chex.Array, *, train: bool,

@@ -62,4 +62,5 @@ def ema(*, decay: targets_lib.Hyperparam = 0.999, average_batch_stats: bool = Tr
     return state.replace(state={"params": ema_update(state.state["params"], student["params"], d),
                                 "batch_stats": stats})
 
-  return Teacher(init=init, logits=logits, update=update, name="ema")
+  return Teacher(init=init, logits=logits, update=update, name="ema",
+                 doc="the moving average of the student's own weights (mean teacher)")

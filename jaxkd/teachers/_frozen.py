@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxkd import _quiet
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model)
 
@@ -30,6 +31,11 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # The normalisation torchvision's published ImageNet weights expect ([0, 1] units).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+FROZEN_DOC = ("a fixed network: a finished run (--config.teacher.workdir) or torchvision's "
+              "weights (--config.teacher.torchvision_checkpoint=FILE "
+              "--config.teacher.torchvision_model=NAME)")
 
 
 def _no_state(student, **_) -> TeacherState:
@@ -57,7 +63,7 @@ def frozen(model, variables: dict, *, train_mode: bool = False,
     out, _ = apply_model(model, consts, x, train=train_mode)
     return TeacherOutput(jax.lax.stop_gradient(out["logits"]))
 
-  return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen")
+  return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen", doc=FROZEN_DOC)
 
 
 def ensemble(members: Sequence[Teacher]) -> Teacher:
@@ -122,7 +128,7 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
     raise ValueError("teachers.from_run(): the teacher is not loaded yet; call its setup(env) "
                      "first (jaxkd.train does), or use teachers.frozen(model, variables)")
 
-  return Teacher(init=_no_state, logits=unbound, setup=setup, name="frozen")
+  return Teacher(init=_no_state, logits=unbound, setup=setup, name="frozen", doc=FROZEN_DOC)
 
 
 def renormalize(mean: Sequence[float], std: Sequence[float], to_mean: Sequence[float],
@@ -262,7 +268,9 @@ def _embedding_rows(workdir: str, step: int) -> Optional[int]:
   """The rows of a text model's ``params/embed/embedding`` in checkpoint ``step``'s metadata
   (shapes only, no array is read); None when it has no such table."""
   path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
-  with ocp.StandardCheckpointer() as checkpointer:
+  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
+  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
+      _quiet.ORBAX_NO_METADATA):
     tree = checkpointer.metadata(path).item_metadata
   try:
     return int(tree["params"]["embed"]["embedding"].shape[0])
@@ -303,7 +311,9 @@ def load_variables(workdir: str, *, step: int | None = None,
   # The teacher may have run on another topology (one GPU, a pod slice): restore onto this
   # process's first device, with shapes and dtypes from the checkpoint's own metadata.
   path = os.path.join(directory, str(step), "state")
-  with ocp.StandardCheckpointer() as checkpointer:
+  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
+  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
+      _quiet.ORBAX_NO_METADATA):
     tree = checkpointer.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(

@@ -172,4 +172,5 @@ def replay(*, num_backups: int = 1, refresh_every: Optional[int] = None,
 
   inactive = 0 if start_from_init or refresh_every is None else int(refresh_every)
   return Teacher(init=init, logits=logits, update=update, name="replay",
-                 inactive_steps=inactive)
+                 inactive_steps=inactive,
+                 doc="the student's own earlier weights, a ring of backups (MrKD)")

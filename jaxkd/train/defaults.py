@@ -1,14 +1,44 @@
-"""The default config and the schema every config extends (see configs/default.py).
+"""The default run (configs/default.py) and the base config every config extends.
 
 It lives in the package so that an installed jaxkd (not only a source checkout) has its
-defaults; ``configs/default.py`` re-exports it as the default config file.
+defaults; ``configs/default.py`` re-exports `get_config` as the default config file.
 """
 import ml_collections
 from ml_collections import config_dict
 
 
+__all__ = ["base_config", "get_config"]
+
+# The default run's validation split, carved from the training set: it selects the best epoch
+# (`train.keep_best`), so the test split chooses nothing.
+MAIN_TRAIN_SPLIT, MAIN_EVAL_SPLIT = "train[:90%]", "train[90%:]"
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The default run (configs/default.py); ``arg`` may be ``"smoke"`` for a few-step run."""
+  """The default run (configs/default.py): `base_config` selecting its best epoch on a
+  validation split carved from train, whose checkpoint it keeps (``train.keep_best``).
+
+  ``arg`` may be ``"smoke"``: a few steps of `base_config` (the whole training split,
+  evaluated on test), for tests.
+  """
+  config = base_config()
+  if arg == "smoke":
+    config.train.num_steps = 4
+    config.train.batch_size = 16
+    config.train.log_every_steps = 2
+    config.train.checkpoint_every_steps = 2
+    config.train.optimizer.warmup_epochs = 0.0
+  elif arg:
+    raise ValueError(f"config argument {arg!r} is not known; allowed: 'smoke' or nothing")
+  else:
+    config.data.train_split, config.data.eval_split = MAIN_TRAIN_SPLIT, MAIN_EVAL_SPLIT
+    config.train.keep_best = True
+  return config
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The base every config extends (`jaxkd.config.default`): every key and its default, the
+  default run's method, model and data, trained on ``train`` and evaluated on ``test``."""
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -124,12 +154,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # exits with a message and status 75 instead of hanging; JAX's own heartbeat check, later.
   config.distributed_timeout_s = 60
 
-  if arg == "smoke":
-    config.train.num_steps = 4
-    config.train.batch_size = 16
-    config.train.log_every_steps = 2
-    config.train.checkpoint_every_steps = 2
-    config.train.optimizer.warmup_epochs = 0.0
-  elif arg:
-    raise ValueError(f"config argument {arg!r} is not known; allowed: 'smoke' or nothing")
   return config

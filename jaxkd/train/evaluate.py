@@ -45,8 +45,9 @@ def _read_json(path: str):
 def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
   """The step of ``checkpoint`` (``last``, ``best`` or a step number) among the workdir's.
 
-  ``best`` is the checkpoint at the step of ``summary.json``'s best evaluation; it exists only
-  if the run kept it (``train.keep_checkpoints``).
+  ``best`` is the checkpoint at the step of ``summary.json``'s best evaluation: the one
+  ``train.keep_best`` keeps in ``checkpoints_best/``, or one still among the latest
+  ``train.keep_checkpoints``.
 
   Raises:
     jaxkd.config.UsageError: no checkpoint there, or none that matches.
@@ -59,24 +60,35 @@ def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
     raise UsageError(f"--workdir={workdir!r}: holds no checkpoint under "
                      f"{os.path.join(workdir, 'checkpoints')}; allowed: a workdir that "
                      "`jaxkd train` has checkpointed")
+  best = _best_step(workdir)
+  kept_best = best is not None and (best in steps or _in_best_store(workdir, best))
+  allowed = f"last, best or one of the kept steps {steps}" if kept_best else (
+      f"last or one of the kept steps {steps}")
   if checkpoint == "last":
     return steps[-1]
   if checkpoint == "best":
-    path = os.path.join(workdir, "summary.json")
-    if not os.path.isfile(path):
+    if best is None:
       raise UsageError(f"--checkpoint=best: {workdir!r} has no summary.json (the run has not "
-                       f"finished), so no best step is known; allowed: last or one of the "
-                       f"kept steps {steps}")
-    best = _read_json(path)["best"]
-    if best["step"] not in steps:
-      raise UsageError(f"--checkpoint=best: the best evaluation (step {best['step']}, top-1 "
-                       f"{best['top1']:.4f}) was not kept (train.keep_checkpoints); allowed: "
-                       f"last or one of the kept steps {steps}")
-    return best["step"]
-  if checkpoint.isdigit() and int(checkpoint) in steps:
+                       f"finished), so no best step is known; allowed: {allowed}")
+    if not kept_best:
+      top1 = _read_json(os.path.join(workdir, "summary.json"))["best"]["top1"]
+      raise UsageError(f"--checkpoint=best: the best evaluation (step {best}, top-1 {top1:.4f}) "
+                       "was not kept: the run had train.keep_best=False, so only its latest "
+                       f"train.keep_checkpoints remain; allowed: {allowed} (train with "
+                       "--config.train.keep_best=True on a validation split to keep it)")
+    return best
+  if checkpoint.isdigit() and (int(checkpoint) in steps or int(checkpoint) == best and kept_best):
     return int(checkpoint)
-  raise UsageError(f"--checkpoint={checkpoint!r}: not a kept checkpoint; allowed: last, best "
-                   f"or one of the kept steps {steps}")
+  raise UsageError(f"--checkpoint={checkpoint!r}: not a kept checkpoint; allowed: {allowed}")
+
+
+def _best_step(workdir: str) -> int | None:
+  path = os.path.join(workdir, "summary.json")
+  return _read_json(path)["best"]["step"] if os.path.isfile(path) else None
+
+
+def _in_best_store(workdir: str, step: int) -> bool:
+  return step in ckpt_lib.checkpoint_steps(workdir, ckpt_lib.BEST)
 
 
 def _config(workdir: str, split: str | None, data_dir: str | None):
@@ -87,6 +99,7 @@ def _config(workdir: str, split: str | None, data_dir: str | None):
     except ValueError as err:
       raise UsageError(f"--{err}") from None
     config.data.eval_split = split
+    config.train.keep_best = False  # evaluating keeps nothing: any split, the test set too
   if data_dir is not None:
     config.data.data_dir = data_dir
   return config
@@ -110,7 +123,8 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
 
   Args:
     workdir: a `jaxkd train` workdir (``config.json`` and ``checkpoints/``).
-    checkpoint: ``"last"``, ``"best"`` (the summary's best step, if kept) or a step number.
+    checkpoint: ``"last"``, ``"best"`` (the summary's best step, if kept: ``train.keep_best``)
+      or a step number.
     split: the split to evaluate (``"test"``, ``"train[90%:]"``); None: the run's eval split.
     data_dir: replaces the run's ``data.data_dir`` (the data moved).
 
@@ -134,7 +148,9 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   config = _config(workdir, split, data_dir)
   trainer = _build(config, split)
   run = trainer.run
-  variables, _ = ckpt_lib.load_variables(workdir, step=step)
+  variables, _ = ckpt_lib.load_variables(
+      workdir, step=step, name="checkpoints" if step in ckpt_lib.checkpoint_steps(workdir)
+      else ckpt_lib.BEST)
   variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
   evaluators = run.task.task.evaluators(run, "checkpoint")
   metrics, totals = trainer.evaluate(variables, evaluators)

@@ -105,10 +105,11 @@ def _summary(run: run_lib.Run, state, meta: dict, info: dict) -> dict:
               **info)
 
 
-def _warn_inactive_teacher(run: run_lib.Run) -> None:
-  """Says for what share of the run the objective's teacher has no valid member."""
+def _warn_inactive_teacher(run: run_lib.Run, start: int) -> None:
+  """Says for what share of the run the objective's teacher has no valid member (not again on
+  a resume past those steps)."""
   inactive = 0 if run.teacher is None else run.teacher.inactive_steps
-  if inactive <= 0:
+  if inactive <= start:
     return
   total, who = run.total_steps, f"the {run.teacher.name} teacher of {run.objective.name}"
   if inactive >= total:
@@ -171,7 +172,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                  f"learning-rate schedule (and what the method derives from the length) is "
                  f"rebuilt for {run.total_steps} steps and read at step {start} on, so a cosine "
                  f"decay jumps back up there; steps 1-{start} are not replayed")
-  _warn_inactive_teacher(run)
+  _warn_inactive_teacher(run, start)
+  note = run_lib.warmup_note(config.train.optimizer, steps_per_epoch=run.steps_per_epoch,
+                             total_steps=run.total_steps)
+  if note and not start:
+    _log.warning(note)
   logs.write_json(os.path.join(workdir, "run.json"), dict(
       info, model=config.model.name, data=config.data.name, workdir=os.path.abspath(workdir),
       start_step=start, total_steps=run.total_steps, config_changes=config_changes,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 from typing import Any
 
@@ -26,7 +25,7 @@ from jaxkd import teachers
 from jaxkd.train import defaults
 
 __all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "derived_hparams",
-           "make_mesh", "make_optimizer", "make_schedule", "precision", "streams"]
+           "make_mesh", "make_optimizer", "make_schedule", "precision", "streams", "warmup_note"]
 
 # float64: the verification mode, under JAX's x64 switch (`precision`).
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
@@ -34,7 +33,6 @@ SCHEDULES = ("constant", "cosine", "multistep", "linear", "inverse_sqrt")
 # The longest warm-up, as a fraction of the run's steps (`make_schedule`).
 _MAX_WARMUP_FRACTION = 0.1
 
-_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -117,11 +115,7 @@ def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
         jnp.sqrt(warmup_steps / jnp.maximum(jnp.asarray(step, jnp.float32), 1.0)))
   if warmup_steps:  # given in steps: taken as it is
     warmup, limit = warmup_steps, warmup_steps
-  if warmup > limit:
-    _log.warning("train.optimizer.warmup_epochs=%r (%d steps) clipped to %d steps, %d%% of "
-                 "this %d-step run", opt.warmup_epochs, warmup, limit,
-                 round(100 * _MAX_WARMUP_FRACTION), total_steps)
-    warmup = limit
+  warmup = min(warmup, limit)  # said by `warmup_note`, once the run starts
   if name == "constant":
     main = optax.constant_schedule(lr)
   elif name == "cosine":
@@ -133,6 +127,22 @@ def make_schedule(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
         lr, {int(m * steps_per_epoch) - warmup: opt.gamma for m in opt.milestones})
   return (optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
           if warmup else main)
+
+
+def warmup_note(opt: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                total_steps: int) -> str | None:
+  """The warning that `make_schedule` clipped the warm-up to 10% of the run, or None.
+
+  `jaxkd.train.train_and_evaluate` logs it once the run is accepted (not for `jaxkd eval`, nor
+  before a refusal).
+  """
+  warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+  limit = int(_MAX_WARMUP_FRACTION * total_steps)
+  if opt.schedule == "inverse_sqrt" or opt.get("warmup_steps", 0) or warmup <= limit:
+    return None
+  return (f"train.optimizer.warmup_epochs={opt.warmup_epochs!r} ({warmup} steps) clipped to "
+          f"{limit} step{'' if limit == 1 else 's'}, {round(100 * _MAX_WARMUP_FRACTION)}% of "
+          f"this {total_steps}-step run")
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int,
@@ -214,7 +224,7 @@ def _bind_teacher(objective, config, dataset):
 
 def _schema() -> dict:
   """The keys of the default config, which every config file extends."""
-  return defaults.get_config().to_dict()
+  return defaults.base_config().to_dict()
 
 
 def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None = None) -> None:

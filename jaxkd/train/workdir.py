@@ -79,7 +79,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str, *, steps_per_e
   if not os.path.exists(path):
     return {}
   with open(path) as f:
-    old = _with_defaults(json.loads(defaults.get_config().to_json()), json.load(f))
+    old = _with_defaults(json.loads(defaults.base_config().to_json()), json.load(f))
   new = json.loads(config.to_json())
   changed = diff_keys(old, new)
   refused = [k for k in changed if k not in OPERATIONAL + _LENGTH]
