@@ -34,7 +34,6 @@ import numpy as np
 
 import default_run
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_imagenet(root: str, per_class: int) -> tuple[str, dict]:

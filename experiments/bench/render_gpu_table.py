@@ -172,7 +172,7 @@ def render(directory: str, root: str = ".") -> str:
                    f"{_num(entry['images_per_s'], 0)} | "
                    + " | ".join(_num(x, 2) for x in ratios) + " |")
     d = r["decode"]
-    for label, rate in ((f"decode + train view, 1 core (CPU time)", d["per_core_images_per_s"]),
+    for label, rate in (("decode + train view, 1 core (CPU time)", d["per_core_images_per_s"]),
                         (f"decode + train view, {max(d['workers'])} processes",
                          d["all_cores_images_per_s"])):
       lines.append(f"| {label} | {_num(rate, 0)} | " + " | ".join(
