@@ -110,9 +110,10 @@ def choose_default(top1: dict, nll: dict, ece: dict, *, nll_bound: float) -> dic
     nll_bound: the highest mean NLL a setting may have.
 
   Returns:
-    ``chosen`` (a name), ``best`` (the admissible setting of highest mean top-1), and per
-    setting ``admissible`` (within the NLL bound, or beyond it but winning top-1 beyond the
-    spread) and ``tied`` (admissible and within the spread of ``best``).
+    ``chosen`` (a name), ``best`` (the admissible setting of highest mean top-1), and the
+    sets ``within`` (mean NLL within the bound), ``admissible`` (within it, or beyond it but
+    winning top-1 beyond the spread; every setting where none is within) and ``tied``
+    (admissible and within the spread of ``best``).
   """
   names = list(top1)
   mean = lambda values: float(np.mean(values))
@@ -126,4 +127,5 @@ def choose_default(top1: dict, nll: dict, ece: dict, *, nll_bound: float) -> dic
   tied = [n for n in admissible
           if n == best or check_claim(top1[best], top1[n])["verdict"] != "supported"]
   chosen = min(tied, key=lambda n: (mean(nll[n]), mean(ece[n])))
-  return {"chosen": chosen, "best": best, "admissible": set(admissible), "tied": set(tied)}
+  return {"chosen": chosen, "best": best, "within": set(within), "admissible": set(admissible),
+          "tied": set(tied)}

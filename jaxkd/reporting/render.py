@@ -183,29 +183,45 @@ def choose(choice, by_row) -> dict:
   return {**result, "bound": bound, "worst": worst}
 
 
+def _bound_words(choice, result) -> str:
+  return (f"{result['bound']:.3f} ({1 + choice.nll_margin:g} x {result['worst']:.3f}, the worse "
+          f"last-epoch NLL of {' and '.join(choice.baselines)})")
+
+
 def _choice_lines(table: Table, by_row) -> list[str]:
-  lines = []
+  """The rule applied to each choice of several settings, then every single-setting choice
+  (a default checked against the bound) in one table."""
+  lines, checks = [], []
+  mark = lambda flag: "yes" if flag else "no"
   for choice in table.choices:
     if not all(n in by_row for n in choice.rows + choice.baselines):
       lines += [f"### {choice.method}", "", "Not every row of the rule has run.", ""]
       continue
     result = choose(choice, by_row)
-    lines += [f"### {choice.method}", "",
-              f"NLL bound: {result['bound']:.3f} ({1 + choice.nll_margin:g} x "
-              f"{result['worst']:.3f}, the worse last-epoch NLL of "
-              f"{' and '.join(choice.baselines)}).", "",
+    if len(choice.rows) == 1:
+      name = choice.rows[0]
+      checks.append(f"| {name} | {_cell(by_row[name], 'best_top1')} | "
+                    f"{_cell(by_row[name], 'nll')} | {_cell(by_row[name], 'ece')} | "
+                    f"{_bound_words(choice, result)} | {mark(name in result['within'])} |")
+      continue
+    lines += [f"### {choice.method}", "", f"NLL bound: {_bound_words(choice, result)}.", "",
               "| setting | best top-1 (%) | last-epoch NLL | last-epoch ECE (%) | "
               "within the NLL bound | within the spread of the best | chosen |",
               "|---|---|---|---|---|---|---|"]
     for name in choice.rows:
-      mark = lambda flag: "yes" if flag else "no"
       lines.append(f"| {name} | {_cell(by_row[name], 'best_top1')} | "
                    f"{_cell(by_row[name], 'nll')} | {_cell(by_row[name], 'ece')} | "
-                   f"{mark(name in result['admissible'])} | "
+                   f"{mark(name in result['within'])} | "
                    f"{mark(name in result['tied']) if name in result['admissible'] else '-'} | "
                    f"{'**chosen**' if name == result['chosen'] else ''} |")
     lines += ["", f"Chosen: `{result['chosen']}`; the library's default of `{choice.method}` "
               f"is this setting: {_library_default(choice, by_row[result['chosen']])}.", ""]
+  if checks:
+    lines += ["### Each default against the NLL bound", "",
+              "| row | best top-1 (%) | last-epoch NLL | last-epoch ECE (%) | NLL bound | "
+              "within the bound |", "|---|---|---|---|---|---|"] + checks + [
+              "", "A row above the bound whose note names an earlier default ran before the "
+              "rule chose the current one.", ""]
   return lines
 
 
