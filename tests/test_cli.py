@@ -180,7 +180,7 @@ def test_negative_warmup_is_rejected():
 TEACHERS = {"ce": "-", "lsr": "-", "kd": "frozen", "tfkd_self": "frozen", "tfkd_reg": "-",
             "lsrkd": "-", "lsrkd_tc": "-", "mrkd": "replay", "mrkd_tc": "replay", "alr": "-",
             "ols": "-", "pskd": "-", "cskd": "partner", "zipf": "-", "ema_kd": "ema",
-            "ras_kd": "aux_head"}
+            "ras_kd": "aux_head", "dkd": "frozen", "dist": "frozen", "ctkd": "frozen+T"}
 
 
 def _jaxkd(*argv):
