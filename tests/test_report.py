@@ -111,7 +111,7 @@ def test_report_numbers_published_difference_and_claims(tiny):
   config, results = tiny
   path = render.render(config, results_dir=results)
   text = open(path).read()
-  assert "| ce | 0,1,2 | 72.00 ± 2.00 |" in text
+  assert "| ce | 0,1,2 | 2 | 72.00 ± 2.00 |" in text
   assert "| 71.00 ± 2.00 |" in text  # last-epoch top-1 is its own column
   assert "| 50.00 | +22.00 |" in text  # published, then best mean - published
   assert "| lsr | none | not run |" in text
