@@ -69,7 +69,8 @@ def _config(model="fasttext_text", method="ce", steps=3, **data):
 def test_mock_text_class_words_set_the_label():
   train, test = data.load("mock_text", "train"), data.load("mock_text", "test")
   assert train.tokens.shape == (256, 16) and train.tokens.dtype == np.int32
-  assert train.image_shape == (16,) and train.images is train.tokens and train.mean == ()
+  assert train.input_shape == (16,) and train.inputs is train.tokens
+  assert train.task == "text_classification" and not hasattr(train, "images")
   assert test.num_examples == 64 and train.vocab_size == test.vocab_size == 64
   for row, label in zip(train.tokens, train.labels):
     words = set(row[(row >= 2) & (row < 2 + 3 * train.num_classes)].tolist())
@@ -153,7 +154,8 @@ def test_a_text_run_needs_no_image_key(tmp_path):
   augmentation off by itself (config.json holds the values it ran with)."""
   tfds = pytest.importorskip("tensorflow_datasets")
   workdir = tmp_path / "run"
-  with tfds.testing.mock_data(num_examples=64):
+  # 160 mock examples: the default run trains on train[:90%], at least its batch of 64.
+  with tfds.testing.mock_data(num_examples=160):
     assert cli.main(["train", "--config", os.path.join(ROOT, "configs", "default.py"),
                      "--workdir", str(workdir), "--config.data.name=ag_news_subset",
                      "--config.model.name=cnn_text", f"--config.data.data_dir={tmp_path}",
