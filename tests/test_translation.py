@@ -194,6 +194,7 @@ def _config(method="ce", **method_kwargs):
     ("zipf", "per-position class votes"),
     ("ras_kd", "penultimate features"),
     ("cskd", "partner rows"),
+    ("dist", "intra-class relation"),
 ])
 def test_methods_that_cannot_apply_per_token_are_refused_by_name(method, why):
   from jaxkd.train import build_run
@@ -202,7 +203,7 @@ def test_methods_that_cannot_apply_per_token_are_refused_by_name(method, why):
   # The list of what is allowed is derived from the methods' inputs and teachers; this is it.
   assert str(err.value).rstrip(".").endswith(
       "allowed on translation: ce, lsr, kd, tfkd_self, tfkd_reg, lsrkd, lsrkd_tc, mrkd, "
-      "mrkd_tc, alr, ols, ema_kd")
+      "mrkd_tc, alr, ols, ema_kd, dkd, ctkd")
 
 
 def test_translation_config_errors_name_the_key():
@@ -302,8 +303,9 @@ REVERSE_EPOCHS = 4  # BLEU 93.3 on the test split (2 CPU cores: about 20 s)
 def test_every_method_trains_per_token_or_is_refused_by_name():
   """No method is silently wrong on sentence pairs: each builds, or says why it cannot."""
   from jaxkd.train import build_run
-  refused = {"pskd", "cskd", "zipf", "ras_kd"}
-  needs_teacher_run = {"kd", "tfkd_self"}  # trained from a teacher run in test_configs' smoke rows
+  refused = {"pskd", "cskd", "zipf", "ras_kd", "dist"}
+  # kd is trained from a teacher run in test_configs' smoke rows
+  needs_teacher_run = {"kd", "tfkd_self", "dkd", "ctkd"}
   for method in objectives.names():
     config = _config(method)
     if method in refused:

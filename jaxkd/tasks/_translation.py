@@ -57,11 +57,15 @@ _NOT_PER_TOKEN = {
 
 def per_token_refusal(objective) -> str | None:
   """Why ``objective`` cannot apply per target token of a translation batch, or None: it needs
-  an input a sequence model does not give per token, or its teacher reads other examples
-  (partner rows), which token-count batches do not carry."""
+  an input a sequence model does not give per token, a term that is a statistic of the whole
+  batch (DIST's intra-class relation), or its teacher reads other examples (partner rows),
+  which token-count batches do not carry."""
   needs = sorted(objective.requires & set(_NOT_PER_TOKEN))
   if needs:
     return _NOT_PER_TOKEN[needs[0]]
+  if any(term.kind == "dist_intra" for term in objective.terms):
+    return ("each class's probabilities over the whole batch (DIST's intra-class relation), "
+            "a statistic that per-token weights cannot weigh")
   teacher = objective.teacher
   if teacher is not None and teacher.host_batch is not None:
     return (f"other examples' outputs through its {getattr(teacher, 'name', '')} teacher "
@@ -83,11 +87,19 @@ def _setup(config, dataset) -> None:
         "generate.max_len_b", gen.max_len_b, "must be an int >= 1 (and max_len_a >= 0)")
 
 
+def _as_listed(name: str):
+  """Method ``name`` with placeholders for the hparams a run derives (steps per epoch, ...):
+  only the kinds of its terms, its inputs and its teacher are read."""
+  derived = {k: 1 for k, v in objectives.defaults(name).items()
+             if v is None and k in ("steps_per_epoch", "num_examples", "total_epochs")}
+  return objectives.get(name, **derived)
+
+
 def _check_objective(config, objective) -> None:
   reason = per_token_refusal(objective)
   if reason is not None:
     allowed = [name for name in objectives.names()
-               if per_token_refusal(objectives.get(name)) is None]
+               if per_token_refusal(_as_listed(name)) is None]
     check(False, "method.name", config.method.name,
           f"it reads {reason}, which a translation model does not give per target token; "
           f"allowed on translation: {', '.join(allowed)}")
