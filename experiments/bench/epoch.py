@@ -46,6 +46,9 @@ def _overrides(args) -> list[str]:
   steps = args.num_examples // args.batch_size
   return [f"--config.{key}={value}" for key, value in (
       ("data.name", "cifar100"), ("data.data_dir", args.data_dir),
+      # A CIFAR run's splits: all of train, evaluated on test (the default run carves a
+      # validation split from train instead).
+      ("data.train_split", "train"), ("data.eval_split", "test"), ("train.keep_best", False),
       ("data.crop_padding", 4), ("data.flip", True), ("data.rotation_degrees", 15.0),
       ("model.name", args.model), ("model.dtype", args.dtype), ("model.cpu_conv", "xla"),
       ("method.name", args.method), ("mesh.data", 1),
