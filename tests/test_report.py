@@ -114,7 +114,7 @@ def test_report_numbers_published_difference_and_claims(tiny):
   assert "| ce | 0,1,2 | 2 | 72.00 ± 2.00 |" in text
   assert "| 71.00 ± 2.00 |" in text  # last-epoch top-1 is its own column
   assert "| 50.00 | +22.00 |" in text  # published, then best mean - published
-  assert "| lsr | none | not run |" in text
+  assert "| lsr | none |  | not run |" in text
   assert "| KD beats CE | best top-1 (%) | kd | ce | +10.00 |" in text
   assert "single runs" in text  # teacher vs CE stability: one teacher run
   # Shen et al.'s S = 0.95 (teacher) and 0.9 (every ce seed): the table prints 1 - S, the
