@@ -123,11 +123,6 @@ def _row(name: str, arg: str, note: str, **kwargs) -> Row:
              **kwargs)
 
 
-# Rows whose committed records ran with a default that has since changed (issue 27's
-# defaults rule): the note says so until the row is trained again with `--rerun`.
-EARLIER_DEFAULTS = {"lsrkd_tc": "b 0.5 (now 0.7)"}
-
-
 def _teacher(name: str):
   """The teacher stage of a method distilling from a frozen run: Tf-KD_self's pretrained copy
   of the student, the resnet20 CE teacher for the others."""
@@ -137,14 +132,8 @@ def _teacher(name: str):
   return "teacher_self" if name == "tfkd_self" else "teacher_ce"
 
 
-def _note(name: str) -> str:
-  earlier = EARLIER_DEFAULTS.get(name)
-  return objectives.describe(name) + (
-      f"; its records ran with the earlier default {earlier}" if earlier else "")
-
-
 def _rows():
-  main = tuple(_row(name, f"method={name}", _note(name), teacher=_teacher(name),
+  main = tuple(_row(name, f"method={name}", objectives.describe(name), teacher=_teacher(name),
                     group="Every method")
                for name in objectives.names())
   study = tuple(
