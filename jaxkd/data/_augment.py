@@ -5,7 +5,7 @@ already live on the device; the whole augmentation is one gather per batch.
 """
 import math
 import numbers
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -100,7 +100,7 @@ def _augment_one(image, offset, flipped, angle, *, padding, rotate, interpolatio
   fr, fc = (src_r - r0)[..., None], (src_c - c0)[..., None]
   r0, c0 = r0.astype(jnp.int32), c0.astype(jnp.int32)
   corner = lambda dr, dc: _read(image, r0 + dr, c0 + dc, offset, flipped,
-                                padding).astype(jnp.float32)
+                                padding).astype(jnp.promote_types(image.dtype, jnp.float32))
   out = ((1 - fr) * ((1 - fc) * corner(0, 0) + fc * corner(0, 1))
          + fr * ((1 - fc) * corner(1, 0) + fc * corner(1, 1)))
   if jnp.issubdtype(image.dtype, jnp.integer):
@@ -154,8 +154,8 @@ def device_augment(rng: jax.Array, images: jax.Array, *, crop_padding: int = 4,
 
 
 def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float], *,
-              max_value: float = 255.0) -> jax.Array:
-  """Per-channel normalisation ``(x / max_value - mean) / std`` in float32.
+              max_value: float = 255.0, dtype: Any = jnp.float32) -> jax.Array:
+  """Per-channel normalisation ``(x / max_value - mean) / std`` in float32 (or ``dtype``).
 
   torchvision's ``ToTensor()`` then ``Normalize(mean, std)``.
 
@@ -164,9 +164,10 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float], *,
     mean: C per-channel means in [0, 1] units.
     std: C per-channel standard deviations in [0, 1] units.
     max_value: the pixel value of white: 255 for uint8 images, 1 for images already scaled.
+    dtype: the result's floating dtype (float64 in the float64 verification mode).
 
   Returns:
-    ``float32`` array of the shape of ``images``.
+    A ``dtype`` array of the shape of ``images``.
   """
   images = jnp.asarray(images)
   mean, std = tuple(mean), tuple(std)
@@ -176,5 +177,5 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float], *,
                      f"mean={mean}, std={std}.")
   if any(isinstance(s, numbers.Real) and not 0 < s < math.inf for s in std):
     raise ValueError(f"std must be positive and finite; got {std}.")
-  x = images.astype(jnp.float32) / max_value
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  x = images.astype(dtype) / max_value
+  return (x - jnp.asarray(mean, dtype)) / jnp.asarray(std, dtype)

@@ -29,19 +29,23 @@ class AugmentConfig:
   crop_padding: int = 0
   flip: bool = False
   rotation_degrees: float = 0.0
+  # float64 for a float64 run (``model.dtype``): pixels in float32 would put float32 rounding,
+  # which XLA's fusion choices can move by an ulp, into the float64 verification mode.
+  dtype: str = "float32"
 
 
 def preprocess_images(aug: AugmentConfig, rng, images):
-  """uint8 ``[B,H,W,C]`` -> normalised float32; augmented when ``rng`` is given.
+  """uint8 ``[B,H,W,C]`` -> normalised float32 (float64 in a float64 run); augmented when
+  ``rng`` is given.
 
   Crops, flips and rotations run on ``[0, 1]`` pixels (padding is black, as torchvision pads
   before ``Normalize``); `jaxkd.data.normalize` follows.
   """
-  x = images.astype(jnp.float32) / 255.0
+  x = images.astype(aug.dtype) / 255.0
   if rng is not None and (aug.crop_padding or aug.flip or aug.rotation_degrees):
     x = data_lib.device_augment(rng, x, crop_padding=aug.crop_padding, flip=aug.flip,
                                 rotation_degrees=aug.rotation_degrees)
-  return data_lib.normalize(x, aug.mean, aug.std, max_value=1.0)
+  return data_lib.normalize(x, aug.mean, aug.std, max_value=1.0, dtype=aug.dtype)
 
 
 def _image_setup(config, dataset) -> AugmentConfig:
@@ -53,7 +57,8 @@ def _image_setup(config, dataset) -> AugmentConfig:
         "must be in [0, 180]")
   return AugmentConfig(mean=tuple(dataset.mean), std=tuple(dataset.std),
                        crop_padding=int(data.crop_padding), flip=bool(data.flip),
-                       rotation_degrees=float(data.rotation_degrees))
+                       rotation_degrees=float(data.rotation_degrees),
+                       dtype="float64" if config.model.dtype == "float64" else "float32")
 
 
 def _no_augmentation(config, dataset) -> None:
