@@ -47,13 +47,17 @@ class CheckpointStore:
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def restore_latest(self, target: Any) -> tuple[Any, dict] | None:
-    """Restores the newest readable checkpoint onto ``target``'s structure and shardings.
+  def restore_latest(self, target: Any, *, at_most: int | None = None
+                     ) -> tuple[Any, dict] | None:
+    """Restores the newest readable checkpoint (of step ``at_most`` or earlier, when given)
+    onto ``target``'s structure and shardings.
 
     Returns:
-      ``(state, meta)``, or ``None`` when the directory holds no checkpoint.
+      ``(state, meta)``, or ``None`` when the directory holds no such checkpoint.
     """
     for step in reversed(self.steps()):
+      if at_most is not None and step > at_most:
+        continue
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))

@@ -217,8 +217,9 @@ class Console:
     if self._bar is not None:
       self._bar.update(1)
 
-  def train(self, record: dict) -> None:
-    """A log step: the bar's postfix on a terminal, one plain line otherwise."""
+  def train(self, record: dict, *, prefix: str = "") -> None:
+    """A log step: the bar's postfix on a terminal, one plain line otherwise (``prefix``:
+    which of several packed runs it is)."""
     if self._bar is not None:
       self._bar.set_postfix(loss=_number(record["train/loss"]), lr=_number(record["train/lr"]),
                             **{f"{self.unit}_s": f"{record['images_per_sec']:.0f}"})
@@ -226,12 +227,12 @@ class Console:
     keys = ["train/loss"] + [k for k in record if k.startswith("train/") and k != "train/loss"
                              and (k != "train/nonfinite" or record[k])]
     terms = [f"{key.split('/', 1)[1]} {_number(record[key])}" for key in keys]
-    self.line(f"step {record['step']}/{self.total_steps} (epoch "
+    self.line(f"{prefix}step {record['step']}/{self.total_steps} (epoch "
               f"{format_epoch(record['epoch'])}): {', '.join(terms)}, "
               f"{record['images_per_sec']:.0f} {self.unit}/s")
 
-  def evaluation(self, record: dict, lr: float) -> None:
-    self.line(f"epoch {format_epoch(record['epoch'])} (step {record['step']}): top-1 "
+  def evaluation(self, record: dict, lr: float, *, prefix: str = "") -> None:
+    self.line(f"{prefix}epoch {format_epoch(record['epoch'])} (step {record['step']}): top-1 "
               f"{record['eval/top1']:.4f}, NLL {record['eval/nll']:.4f}, ECE "
               f"{record['eval/ece']:.4f}, lr {_number(lr)}"
               + "".join(", " + words.format(record[f"eval/{key}"])

@@ -13,10 +13,13 @@ TensorBoard events, the console); SIGINT and SIGTERM stop after a checkpoint
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 import logging
 import os
 import time
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import ml_collections
@@ -30,7 +33,8 @@ from jaxkd.train import trainer as trainer_lib
 from jaxkd.train import watchdog
 from jaxkd.train import workdir as workdir_lib
 
-__all__ = ["NonFiniteError", "maybe_initialize_distributed", "train_and_evaluate"]
+__all__ = ["NonFiniteError", "Program", "maybe_initialize_distributed", "single",
+           "train_and_evaluate", "train_runs"]
 
 _log = logging.getLogger(__name__)
 
@@ -123,6 +127,53 @@ def _warn_inactive_teacher(run: run_lib.Run, start: int) -> None:
                  who, inactive, inactive, total, 100.0 * inactive / total)
 
 
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """How the loop advances its runs: one run, or S seeds packed in one program.
+
+  ``seeds`` are the runs' seeds (one for a plain run); ``init()`` gives the fresh state (for
+  S packed runs: their states stacked on a leading ``[S]`` axis); ``batches`` has ``get(step)``
+  and ``get_many(step, k)`` for ``train`` and ``train_many`` (None: one step per dispatch);
+  ``run_state(state, i)`` and ``run_metrics(metrics, i)`` are run ``i``'s state and host
+  metrics; ``stack(states)`` is the inverse of ``run_state`` (a resume stacks the runs'
+  checkpoints). `single` is the plain run's; `jaxkd.train.packed.program` the packed one's.
+  """
+  seeds: tuple[int, ...]
+  init: Callable[[], Any]
+  batches: Any
+  train: Callable
+  train_many: Optional[Callable]
+  run_state: Callable[[Any, int], Any]
+  run_metrics: Callable[[dict, int], dict]
+  stack: Callable[[list], Any]
+
+
+def single(trainer: trainer_lib.Trainer) -> Program:
+  """The `Program` of one run of the trainer's config."""
+  return Program(seeds=(trainer.run.config.seed,), init=trainer.init_state,
+                 batches=trainer.batches(), train=trainer.steps.train,
+                 train_many=trainer.steps.train_many, run_state=lambda state, i: state,
+                 run_metrics=lambda metrics, i: metrics, stack=lambda states: states[0])
+
+
+@dataclasses.dataclass
+class _Lane:
+  """One run of the loop's program: its workdir, stores, log and progress (``meta``)."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  store: ckpt_lib.CheckpointStore
+  changes: dict = dataclasses.field(default_factory=dict)
+  meta: dict = dataclasses.field(default_factory=dict)
+  best: Optional[ckpt_lib.CheckpointStore] = None
+  log: Optional[logs.MetricsLog] = None
+  label: str = ""  # prefixes its console lines in a packed run
+
+  def close(self) -> None:
+    for closable in (self.log, self.store, self.best):
+      if closable is not None:
+        closable.close()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates one config in ``workdir`` (resuming if it holds checkpoints).
 
@@ -139,57 +190,82 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     NonFiniteError: a non-finite loss or update (unless ``train.skip_nonfinite``).
   """
   with run_lib.precision(config):  # float64 runs: JAX's x64 switch, before any array
-    return _train_and_evaluate(config, workdir)
+    maybe_initialize_distributed(config)
+    return train_runs([config], [workdir], single)[0]
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  maybe_initialize_distributed(config)
-  trainer = trainer_lib.build(config)
+def train_runs(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+               program: Callable[[trainer_lib.Trainer], Program]) -> list[dict]:
+  """Trains the runs of ``configs`` (one config per seed) in their ``workdirs`` as ``program``
+  advances them, each with the checkpoints, logs and summary of `train_and_evaluate`.
+
+  Called inside `run_lib.precision`. ``configs`` differ in ``seed`` alone (the caller checks);
+  the trainer is built from the first. The runs resume together from the newest checkpoint
+  step they all hold.
+
+  Returns:
+    The runs' summaries, in order.
+  """
+  trainer = trainer_lib.build(configs[0])
   run = trainer.run
-  state = trainer.init_state()
-  os.makedirs(workdir, exist_ok=True)  # only once every input is known to be good
-  store = ckpt_lib.CheckpointStore(workdir, max_to_keep=config.train.keep_checkpoints)
+  prog = program(trainer)
+  state = prog.init()
+  lanes = []
   try:
-    changes = workdir_lib.check_config(config, workdir, steps_per_epoch=run.steps_per_epoch,
-                                       latest_step=max(store.steps(), default=None))
-  except run_lib.ConfigError:
-    store.close()
+    for config, workdir in zip(configs, workdirs):
+      os.makedirs(workdir, exist_ok=True)  # only once every input is known to be good
+      lane = _Lane(config, workdir, ckpt_lib.CheckpointStore(
+          workdir, max_to_keep=config.train.keep_checkpoints),
+                   label=f"seed {config.seed}: " if len(configs) > 1 else "")
+      lanes.append(lane)
+      lane.changes = workdir_lib.check_config(
+          config, workdir, steps_per_epoch=run.steps_per_epoch,
+          latest_step=max(lane.store.steps(), default=None))
+    state = _restore(prog, state, lanes)
+  except BaseException:
+    for lane in lanes:
+      lane.store.close()
     raise
-  restored = store.restore_latest(state)
-  state, meta = restored if restored else (state, {"history": [], "wall_time_s": 0.0})
-  start, info = int(state.step), logs.provenance(run)
+  start, info = int(prog.run_state(state, 0).step), logs.provenance(run)
   console = logs.Console(run.total_steps)
-  console.header(run, num_params=_num_params(state), workdir=workdir)
+  console.header(run, num_params=_num_params(prog.run_state(state, 0)),
+                 workdir=", ".join(workdirs))
   if start >= run.total_steps:
-    store.close()
+    for lane in lanes:
+      lane.store.close()
     console.line(f"already finished at step {start}; nothing to train")
-    return _finished(workdir, run, state, meta, info)
+    return [_finished(lane.workdir, run, prog.run_state(state, i), lane.meta, info)
+            for i, lane in enumerate(lanes)]
   if start:
     console.line(f"resumed from step {start} of {run.total_steps}")
-  config_changes = _record_config(config, workdir, start, changes, console)
+  for lane in lanes:
+    history = _record_config(lane.config, lane.workdir, start, lane.changes, console)
+    logs.write_json(os.path.join(lane.workdir, "run.json"), dict(
+        info, model=lane.config.model.name, data=lane.config.data.name,
+        workdir=os.path.abspath(lane.workdir), start_step=start, total_steps=run.total_steps,
+        config_changes=history, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({"packed_seeds": list(prog.seeds)} if len(lanes) > 1 else {})))
+  changes = lanes[0].changes
   if any(key in changes for key in ("train.num_epochs", "train.num_steps")):
     console.line(f"run length now {run.total_steps} steps, from step {start} on: the "
                  f"learning-rate schedule (and what the method derives from the length) is "
                  f"rebuilt for {run.total_steps} steps and read at step {start} on, so a cosine "
                  f"decay jumps back up there; steps 1-{start} are not replayed")
   _warn_inactive_teacher(run, start)
+  config = configs[0]
   note = run_lib.warmup_note(config.train.optimizer, steps_per_epoch=run.steps_per_epoch,
                              total_steps=run.total_steps)
   if note and not start:
     _log.warning(note)
-  logs.write_json(os.path.join(workdir, "run.json"), dict(
-      info, model=config.model.name, data=config.data.name, workdir=os.path.abspath(workdir),
-      start_step=start, total_steps=run.total_steps, config_changes=config_changes,
-      started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
-  log = logs.MetricsLog(workdir, start)
-  best = (ckpt_lib.CheckpointStore(workdir, max_to_keep=1, name=ckpt_lib.BEST)
-          if config.train.keep_best else None)
-  guard = _watchdog(config, workdir)
+  for lane in lanes:
+    lane.log = logs.MetricsLog(lane.workdir, start)
+    lane.best = (ckpt_lib.CheckpointStore(lane.workdir, max_to_keep=1, name=ckpt_lib.BEST)
+                 if config.train.keep_best else None)
+  guard = _watchdog(config, workdirs[0])
   try:
     with signals.StopRequests() as stop:
-      state, meta = _train(trainer, state, meta, store=store, best=best, log=log,
-                           console=console, stop=stop, workdir=workdir,
-                           waiting=guard.waiting if guard else contextlib.nullcontext)
+      state = _train(trainer, prog, state, lanes, console=console, stop=stop,
+                     waiting=guard.waiting if guard else contextlib.nullcontext)
   except BaseException:
     # A peer's death can also surface as an error here (a checkpoint's barrier); what follows
     # (closing the checkpointer, JAX's shutdown barrier at exit) waits on the dead peer too.
@@ -201,13 +277,37 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       guard.close()
   finally:  # waits for the last checkpoint, also when interrupted or stopped on NaNs
     console.close()
-    log.close()
-    store.close()
-    if best is not None:
-      best.close()
-  summary = _summary(run, state, meta, info)
-  logs.write_json(os.path.join(workdir, "summary.json"), summary)
-  return summary
+    for lane in lanes:
+      lane.close()
+  summaries = []
+  for i, lane in enumerate(lanes):
+    summaries.append(_summary(run, prog.run_state(state, i), lane.meta, info))
+    logs.write_json(os.path.join(lane.workdir, "summary.json"), summaries[-1])
+  return summaries
+
+
+def _restore(prog: Program, state, lanes: list[_Lane]):
+  """The state to start from: the runs' checkpoints at the newest step all of them hold
+  (stacked), or ``state`` when none has one; fills each lane's ``meta``."""
+  fresh = {"history": [], "wall_time_s": 0.0}
+  held = [set(lane.store.steps()) for lane in lanes]
+  if not any(held):
+    for lane in lanes:
+      lane.meta = copy.deepcopy(fresh)
+    return state
+  common = set.intersection(*held)
+  restored = [lane.store.restore_latest(prog.run_state(state, i), at_most=max(common))
+              if common else None for i, lane in enumerate(lanes)]
+  steps = {None if r is None else int(r[0].step) for r in restored}
+  if len(steps) != 1 or None in steps:
+    found = ", ".join(f"{lane.workdir}: {sorted(h) or 'none'}" for lane, h in zip(lanes, held))
+    raise run_lib.ConfigError(
+        f"the packed runs of seeds {list(prog.seeds)} hold no common checkpoint step to resume "
+        f"from together (checkpoint steps: {found}); resume them one by one (`jaxkd train`, or "
+        "`jaxkd report run --pack 1`), or delete their workdirs to start again")
+  for lane, (_, meta) in zip(lanes, restored):
+    lane.meta = meta
+  return prog.stack([r[0] for r in restored])
 
 
 def _watchdog(config, workdir: str):
@@ -240,39 +340,40 @@ def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> 
   return summary
 
 
-def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.CheckpointStore,
-           best: ckpt_lib.CheckpointStore | None, log: logs.MetricsLog,
-           console: logs.Console, stop: signals.StopRequests, workdir: str, waiting):
-  """Trains from ``state.step`` to the end; ``(state, meta)`` of the final checkpoint.
+def _train(trainer: trainer_lib.Trainer, prog: Program, state, lanes: list[_Lane], *,
+           console: logs.Console, stop: signals.StopRequests, waiting):
+  """Trains from ``state``'s step to the end; the final state. Each lane's ``meta`` is left
+  at its final checkpoint's.
 
   Each dispatch runs `_dispatch_length` steps (``train.steps_per_dispatch``, or one); the
-  logs, evaluations and checkpoints are those of single steps. ``waiting()`` brackets every
-  wait on the other processes (the watchdog's arming).
+  logs, evaluations and checkpoints are those of single steps, for every run of the program.
+  ``waiting()`` brackets every wait on the other processes (the watchdog's arming).
   """
   run, train_cfg = trainer.run, trainer.run.config.train
-  batches = trainer.batches()
-  history, active = meta["history"], meta.get("teacher_active_steps")
-  start_time = time.time() - meta["wall_time_s"]
+  batches, first_meta = prog.batches, lanes[0].meta
+  histories = [lane.meta["history"] for lane in lanes]
+  active = [lane.meta.get("teacher_active_steps") for lane in lanes]
+  start_time = time.time() - first_meta["wall_time_s"]
   # Host seconds of the loop by where they went: preparing batches, dispatching and waiting
   # on train steps (compilation included), evaluating, saving checkpoints.
   split = dict.fromkeys(("data_s", "step_s", "eval_s", "checkpoint_s"), 0.0)
-  split.update(meta.get("time_split_s") or {})
-  progress = lambda: {"history": history, "wall_time_s": time.time() - start_time,
-                      "teacher_active_steps": active, "time_split_s": dict(split)}
+  split.update(first_meta.get("time_split_s") or {})
+  progress = lambda i: {"history": histories[i], "wall_time_s": time.time() - start_time,
+                        "teacher_active_steps": active[i], "time_split_s": dict(split)}
   # pending: the device metrics of the dispatches since the last fetch, as (metrics, steps);
   # unlogged: the host metrics of each step since the last log record.
-  pending, unlogged, last_log = [], [], (int(state.step), time.time())
-  console.start(int(state.step))
-  step = int(state.step)
+  step = int(prog.run_state(state, 0).step)
+  pending, unlogged, last_log = [], [], (step, time.time())
+  console.start(step)
   while step < run.total_steps:
     k = _dispatch_length(step, run)
     with _timed(split, "data_s"):
       rows = batches.get(step) if k == 1 else batches.get_many(step, k)
     with _timed(split, "step_s"):
       if k == 1:
-        state, metrics = trainer.steps.train(state, trainer.consts, rows)
+        state, metrics = prog.train(state, trainer.consts, rows)
       else:
-        state, metrics = trainer.steps.train_many(state, trainer.consts, rows)
+        state, metrics = prog.train_many(state, trainer.consts, rows)
       # One dispatch in flight: the host prepares and dispatches dispatch t+1 while the device
       # runs dispatch t, and waits only for dispatch t-1. An unbounded queue of sharded steps
       # times out in XLA:CPU's collectives.
@@ -296,34 +397,44 @@ def _train(trainer: trainer_lib.Trainer, state, meta: dict, *, store: ckpt_lib.C
       with _timed(split, "step_s"):  # awaits the dispatches since the last fetch
         unlogged += _per_step(jax.device_get(pending))
       pending, now = [], time.time()
-      for done in log_steps:
-        # The steps of one dispatch are taken as evenly spaced in time.
-        at = started + (now - started) * (done - first + 1) / k
-        count = done - last_log[0]
-        record, last_log = _train_record(unlogged[:count], done, run, last_log, at,
-                                         _learning_rate(trainer, done))
-        unlogged = unlogged[count:]
-        _check_finite(record, store, train_cfg.skip_nonfinite)
-        if "train/teacher_active" in record:
-          active = (active or 0.0) + record["train/teacher_active"] * count
-        log.write(record)
-        console.train(record)
+      lr = {done: _learning_rate(trainer, done) for done in log_steps}
+      for i, lane in enumerate(lanes):
+        since = last_log
+        mine = [prog.run_metrics(m, i) for m in unlogged]
+        for done in log_steps:
+          # The steps of one dispatch are taken as evenly spaced in time.
+          at = started + (now - started) * (done - first + 1) / k
+          count = done - since[0]
+          record, since = _train_record(mine[:count], done, run, since, at, lr[done])
+          mine = mine[count:]
+          _check_finite(record, lane.store, train_cfg.skip_nonfinite)
+          if "train/teacher_active" in record:
+            active[i] = (active[i] or 0.0) + record["train/teacher_active"] * count
+          lane.log.write(record)
+          console.train(record, prefix=lane.label)
+      unlogged = unlogged[log_steps[-1] - last_log[0]:]
+      last_log = since
     if step % run.steps_per_epoch == 0 or step == run.total_steps:
-      with _timed(split, "eval_s"):
-        numbers = _evaluate(trainer, state, waiting, final=step == run.total_steps)
-      record = {"step": step, "epoch": step / run.steps_per_epoch,
-                **{f"eval/{k}": v for k, v in numbers.items()}}
-      history.append(record)
-      _keep_if_best(best, state, history)
-      log.write(record)
-      console.evaluation(record, _learning_rate(trainer, step))
+      for i, lane in enumerate(lanes):
+        run_state = prog.run_state(state, i)
+        with _timed(split, "eval_s"):
+          numbers = _evaluate(trainer, run_state, waiting, final=step == run.total_steps)
+        record = {"step": step, "epoch": step / run.steps_per_epoch,
+                  **{f"eval/{key}": v for key, v in numbers.items()}}
+        histories[i].append(record)
+        _keep_if_best(lane.best, run_state, histories[i])
+        lane.log.write(record)
+        console.evaluation(record, _learning_rate(trainer, step), prefix=lane.label)
     if save:
-      with waiting(), _timed(split, "checkpoint_s"):  # a collective write
-        store.save(step, state, progress())
-      log.flush()
+      for i, lane in enumerate(lanes):
+        with waiting(), _timed(split, "checkpoint_s"):  # a collective write
+          lane.store.save(step, prog.run_state(state, i), progress(i))
+        lane.log.flush()
     if signum is not None and step < run.total_steps:
-      raise signals.Interrupted(step, signum, workdir)
-  return state, progress()
+      raise signals.Interrupted(step, signum, ", ".join(lane.workdir for lane in lanes))
+  for i, lane in enumerate(lanes):
+    lane.meta = progress(i)
+  return state
 
 
 @contextlib.contextmanager

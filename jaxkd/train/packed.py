@@ -18,20 +18,30 @@ for conv nets on CPU).
 
 Settings packing vmaps over hyperparameters as well: ``build(setting)`` returns the train step
 of one setting (float hyperparameters arrive as tracers, which `jaxkd.objectives` accepts).
+
+``train_and_evaluate(config, workdirs, seeds)`` is the training loop (`jaxkd.train.loop`) over
+a packed program: every seed gets the workdir a separate run of it would write (``config.json``,
+``run.json``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/``, ``checkpoints_best/``),
+evaluated through `Trainer.predict` on its own state. ``jaxkd report run --pack S`` trains a
+table's rows this way.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from jaxkd.train import loop
+from jaxkd.train import run as run_lib
 from jaxkd.train import state as state_lib
 from jaxkd.train import trainer as trainer_lib
 
-__all__ = ["Batches", "init_states", "pack_settings_step", "pack_step", "shard_rows", "stack",
-           "unstack"]
+__all__ = ["Batches", "check", "init_states", "pack_settings_step", "pack_step", "program",
+           "shard_rows", "stack", "train_and_evaluate", "unstack"]
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -144,3 +154,90 @@ def pack_step(train_fn: Callable, *, mesh: jax.sharding.Mesh,
     return packed(states, {}, consts, batch)
 
   return step
+
+
+def check(trainer: trainer_lib.Trainer, seeds: Sequence[int]) -> None:
+  """Refuses, naming the setting, what a packed program cannot train; traces (does not
+  compile) the packed step, so a method whose step cannot be vmapped is refused here too.
+
+  Raises:
+    ConfigError: no seeds or repeated ones; a run of several processes; streamed data; more
+      than one step per dispatch; a step that does not trace under `jax.vmap`.
+  """
+  config = trainer.run.config
+  seeds = list(seeds)
+  if not seeds or len(set(seeds)) != len(seeds) or not all(
+      isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    raise run_lib.ConfigError(f"seeds={seeds!r}: allowed: distinct int seeds, at least one")
+  if jax.process_count() > 1:
+    raise run_lib.ConfigError(
+        f"seeds={seeds!r}: a run of {jax.process_count()} processes cannot be packed; "
+        "allowed: packing on one process (train its seeds one by one instead)")
+  if run_lib.streams(trainer.run):
+    raise run_lib.ConfigError(
+        f"config.data.in_memory={config.data.in_memory!r}: dataset {config.data.name!r} is "
+        "streamed, and streamed batches cannot be packed; allowed: an in-memory dataset "
+        "(data.in_memory=True where it fits), or the seeds one by one")
+  if config.train.steps_per_dispatch != 1:
+    raise run_lib.ConfigError(
+        f"config.train.steps_per_dispatch={config.train.steps_per_dispatch!r}: packed seeds "
+        "run one step per dispatch; allowed: 1")
+  states = jax.eval_shape(lambda: init_states(trainer, seeds=seeds))
+  batch = jax.eval_shape(lambda: Batches(trainer, seeds=seeds).get(0))
+  try:
+    jax.eval_shape(pack_step(trainer.steps.train_fn, mesh=trainer.run.mesh),
+                   states, trainer.consts, batch)
+  except Exception as err:  # a transform's error: any type  pylint: disable=broad-except
+    raise run_lib.ConfigError(
+        f"config.method.name={config.method.name!r}: its train step cannot be packed with "
+        f"jax.vmap ({type(err).__name__}: {err}); allowed: its seeds one by one") from err
+
+
+def program(seeds: Sequence[int], *, strategy: str = "vmap"
+            ) -> Callable[[trainer_lib.Trainer], loop.Program]:
+  """The loop's `jaxkd.train.loop.Program` of ``seeds`` packed in one step (`pack_step`)."""
+  seeds = tuple(int(s) for s in seeds)
+
+  def make(trainer: trainer_lib.Trainer) -> loop.Program:
+    check(trainer, seeds)
+    mesh = trainer.run.mesh
+    return loop.Program(
+        seeds=seeds, init=lambda: init_states(trainer, seeds=seeds),
+        batches=Batches(trainer, seeds=seeds),
+        train=pack_step(trainer.steps.train_fn, mesh=mesh, strategy=strategy), train_many=None,
+        run_state=unstack, run_metrics=lambda metrics, i: {k: v[i] for k, v in metrics.items()},
+        stack=jax.jit(stack, out_shardings=_replicated(mesh)))
+
+  return make
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdirs: Sequence[str],
+                       seeds: Sequence[int], *, strategy: str = "vmap") -> list[dict]:
+  """Trains ``config`` for each of ``seeds`` in one packed program, seed ``seeds[i]`` in
+  ``workdirs[i]``, writing what `jaxkd.train.train_and_evaluate` writes for a separate run.
+
+  Each run is evaluated, keeps its best epoch (``train.keep_best``) and checkpoints on its own;
+  a run whose workdir holds a separate run's config of another seed is refused as usual. An
+  interrupted packed run resumes from the newest checkpoint step all its workdirs hold (a
+  resume of workdirs without a common step is refused, naming their steps). One seed is the
+  plain loop.
+
+  Returns:
+    The summaries, in the order of ``seeds``.
+
+  Raises:
+    ConfigError: what cannot be packed (`check`), before anything compiles.
+  """
+  seeds = list(seeds)
+  if len(workdirs) != len(seeds):
+    raise run_lib.ConfigError(f"workdirs={list(workdirs)!r}: allowed: one workdir per seed of "
+                              f"seeds={seeds!r}")
+  configs = []
+  for seed in seeds:
+    configs.append(copy.deepcopy(config))
+    configs[-1].seed = seed
+  with run_lib.precision(config):
+    loop.maybe_initialize_distributed(config)
+    if len(seeds) == 1:
+      return loop.train_runs(configs, workdirs, loop.single)
+    return loop.train_runs(configs, workdirs, program(seeds, strategy=strategy))
