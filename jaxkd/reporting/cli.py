@@ -1,8 +1,10 @@
 """``jaxkd report``: run a paper table for several seeds and write its markdown report.
 
-    jaxkd report run configs/TABLE.py --seeds 0,1,2 [--workers 2] [--rows a,b] [--rerun] [--smoke]
+    jaxkd report run configs/TABLE.py --seeds 0,1,2 [--workers 2] [--pack 3] [--rows a,b]
+        [--rerun] [--smoke]
     jaxkd report render configs/TABLE.py [--smoke]
     jaxkd report one configs/TABLE.py ROW --seed S      (one run; what `run` starts)
+    jaxkd report one configs/TABLE.py ROW --seed 0,1,2  (three seeds packed in one program)
 
 ``run`` trains the teacher stages, then every row for every seed (workdirs under
 ``--workroot``, results JSON under ``--results-dir/<table>/runs/``), then renders; a run whose
@@ -10,7 +12,8 @@ record exists counts as done unless ``--rerun``. ``render`` rebuilds
 ``<results-dir>/<table>/REPORT.md`` and its figures from the JSON alone, byte for byte the same
 each time. The default directories are relative to the current directory, never inside the
 installed package; ``--smoke`` runs (a few steps on mock data) have their own, so they never
-mix with real results.
+mix with real results. ``--pack S`` trains up to S seeds of a row in one vmapped program
+(`jaxkd.train.packed`), writing the same workdirs and records as separate runs.
 """
 from __future__ import annotations
 
@@ -89,13 +92,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"render the smoke results (./{SMOKE_RESULTS_DIR} unless "
                       "--results-dir)")
   run.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="e.g. 0,1,2 (default)")
-  run.add_argument("--workers", type=int, default=1, help="runs at once (default 1)")
+  run.add_argument("--workers", type=int, default=1,
+                   help="subprocesses at once, a packed group of seeds counting as one "
+                   "(default 1)")
+  run.add_argument("--pack", type=int, default=1, metavar="S",
+                   help="train up to S seeds of a row in one subprocess and one vmapped "
+                   "program (jaxkd.train.packed), each seed with the workdir and record its "
+                   "separate run would write (float64: equal to 1e-12); teacher stages and rows "
+                   "with init_from run one seed a job; refused by name for what cannot be "
+                   "packed (streamed data, several processes, steps_per_dispatch > 1). Default "
+                   "1: every seed its own run")
   run.add_argument("--rows", default="", help="only these rows (comma-separated names)")
   run.add_argument("--rerun", action="store_true",
                    help="train the chosen rows (all without --rows) and seeds again even where "
                    "records exist: their workdirs are deleted and their records overwritten")
   one.add_argument("row", help="the row (or teacher stage) name")
-  one.add_argument("--seed", type=int, required=True)
+  one.add_argument("--seed", type=_seeds, required=True,
+                   help="the seed; several separated by commas train packed in one program")
 
 
 def _check_records(config: str, results_dir: str, smoke: bool) -> None:
@@ -127,16 +140,18 @@ def main(args: argparse.Namespace) -> int:
                                           workroot=getattr(args, "workroot", None))
     failed = []
     if args.report_command == "one":
-      runner.run_one(args.config, args.row, args.seed, workroot=workroot,
-                     results_dir=results_dir, smoke=args.smoke)
+      runner.run_seeds(args.config, args.row, args.seed, workroot=workroot,
+                       results_dir=results_dir, smoke=args.smoke)
       return 0
     if args.report_command == "run":
       if args.workers < 1:
         raise ValueError(f"--workers={args.workers}: must be >= 1")
+      if args.pack < 1:
+        raise ValueError(f"--pack={args.pack}: must be >= 1 (1: every seed its own run)")
       rows = [r for r in args.rows.split(",") if r] or None
       failed = runner.run_table(args.config, seeds=args.seeds, workroot=workroot,
                                 results_dir=results_dir, workers=args.workers, rows=rows,
-                                smoke=args.smoke, rerun=args.rerun,
+                                smoke=args.smoke, rerun=args.rerun, pack=args.pack,
                                 log=lambda m: print(m, flush=True))
       if failed:
         print(f"jaxkd report: {len(failed)} runs failed or were skipped: {', '.join(failed)}",

@@ -10,6 +10,7 @@ copying old checkpoints' numbers.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -22,7 +23,8 @@ from typing import Callable, Optional, Sequence
 from jaxkd import config as config_lib
 from jaxkd.reporting._table import Row, Table
 
-__all__ = ["Job", "load_table", "plan", "result_path", "run_one", "run_table", "workdir"]
+__all__ = ["Job", "load_table", "pack_jobs", "plan", "result_path", "run_one", "run_seeds",
+           "run_table", "workdir"]
 
 
 def load_table(config_path: str):
@@ -57,14 +59,27 @@ def _trained_for_elsewhere(run_dir: str, record: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """One run: a row (or teacher stage) and a seed, after the jobs named in ``needs``."""
+  """One run: a row (or teacher stage) and a seed, after the jobs named in ``needs``; or,
+  with ``packed``, the runs of that row for the seeds ``packed`` in one program (`pack_jobs`).
+  """
   row: Row
   seed: int
   needs: tuple[str, ...] = ()
+  packed: tuple[int, ...] = ()
+
+  @property
+  def seeds(self) -> tuple[int, ...]:
+    return self.packed or (self.seed,)
 
   @property
   def key(self) -> str:
-    return f"{self.row.name}/s{self.seed}"
+    """``row/s0`` (``row/s0+s1`` for packed seeds)."""
+    return f"{self.row.name}/" + "+".join(f"s{s}" for s in self.seeds)
+
+  @property
+  def keys(self) -> tuple[str, ...]:
+    """The keys of the runs it trains (`plan`'s ``row/s<seed>``)."""
+    return tuple(f"{self.row.name}/s{s}" for s in self.seeds)
 
 
 def plan(table: Table, seeds: Sequence[int], rows: Optional[Sequence[str]] = None) -> list[Job]:
@@ -91,45 +106,93 @@ def plan(table: Table, seeds: Sequence[int], rows: Optional[Sequence[str]] = Non
   return jobs
 
 
+def pack_jobs(jobs: Sequence[Job], pack: int, table: Table) -> list[Job]:
+  """``jobs`` with the runs of each row grouped by up to ``pack`` seeds, one packed job each,
+  in the order of each group's first run; teacher stages and rows that start from another
+  row's runs (``init_from``) stay one run a job."""
+  if pack == 1:
+    return list(jobs)
+  groups, out = {}, []
+  for job in jobs:
+    if job.row in table.teachers or job.row.init_from:
+      out.append([job])
+      continue
+    group = groups.get(job.row.name)
+    if group is None or len(group) == pack:
+      group = groups[job.row.name] = []
+      out.append(group)
+    group.append(job)
+  return [group[0] if len(group) == 1 else dataclasses.replace(
+      group[0], needs=tuple(dict.fromkeys(n for j in group for n in j.needs)),
+      packed=tuple(j.seed for j in group)) for group in out]
+
+
 def run_one(config_path: str, row_name: str, seed: int, *, workroot: str, results_dir: str,
             smoke: bool = False) -> dict:
   """Trains one row for one seed (resuming its workdir) and writes its result record."""
+  return run_seeds(config_path, row_name, [seed], workroot=workroot, results_dir=results_dir,
+                   smoke=smoke)[0]
+
+
+def run_seeds(config_path: str, row_name: str, seeds: Sequence[int], *, workroot: str,
+              results_dir: str, smoke: bool = False) -> list[dict]:
+  """Trains one row for ``seeds`` and writes their result records: one seed as `run_one`,
+  several packed in one program (`jaxkd.train.packed.train_and_evaluate`), each in the
+  workdir and with the record its own run would have."""
   from jaxkd.reporting import _collect  # pylint: disable=import-outside-toplevel
-  from jaxkd.train import loop  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import loop, packed  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import run as run_lib  # pylint: disable=import-outside-toplevel
   module, table = load_table(config_path)
   row = table.row(row_name)
+  if len(seeds) > 1 and row.init_from:
+    raise run_lib.ConfigError(
+        f"row {row.name!r} starts each seed from its own run of row {row.init_from!r} "
+        "(model.init_from), which packed seeds cannot; allowed: its seeds one by one (--pack 1)")
   config = module.get_config(row.arg + (",smoke" if smoke else ""))
-  config.seed = seed
+  config.seed = seeds[0]
   if row.teacher:
     config.teacher.workdir = workdir(workroot, table, row.teacher, table.teacher_seed)
   if row.init_from:
-    config.model.init_from = workdir(workroot, table, row.init_from, seed)
-  run_dir = workdir(workroot, table, row.name, seed)
-  path = result_path(results_dir, table, row.name, seed)
-  os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-  with open(_claim_path(run_dir), "w") as f:
-    f.write(os.path.abspath(path) + "\n")
-  summary = loop.train_and_evaluate(config, run_dir)
+    config.model.init_from = workdir(workroot, table, row.init_from, seeds[0])
+  run_dirs = [workdir(workroot, table, row.name, seed) for seed in seeds]
+  paths = [result_path(results_dir, table, row.name, seed) for seed in seeds]
+  for run_dir, path in zip(run_dirs, paths):
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    with open(_claim_path(run_dir), "w") as f:
+      f.write(os.path.abspath(path) + "\n")
+  if len(seeds) == 1:
+    summaries = [loop.train_and_evaluate(config, run_dirs[0])]
+  else:  # `config` comes back resolved, as the loop's (its data defaults filled in)
+    summaries = packed.train_and_evaluate(config, run_dirs, seeds)
+  configs = [config] if len(seeds) == 1 else [copy.deepcopy(config) for _ in seeds]
+  for seed, seeded in zip(seeds, configs):
+    seeded.seed = seed
   is_teacher = row in table.teachers
   classes = table.projection_classes if (is_teacher or row.name in table.projection_rows) \
       else None
-  record = {"table": table.name, "row": row.name, "seed": seed, "arg": row.arg,
-            "teacher": row.teacher, "smoke": smoke,
-            "config": json.loads(config.to_json()),
-            # A smoke run (mock data, a few steps) has no validation split to select on.
-            **_collect.collect(config, run_dir, summary, projection_classes=classes,
-                               report_split=None if smoke else table.report_split)}
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(record, f, indent=1, sort_keys=True)
-    f.write("\n")
-  os.replace(path + ".tmp", path)
-  return record
+  records = []
+  for seed, config, run_dir, path, summary in zip(seeds, configs, run_dirs, paths, summaries):
+    with run_lib.precision(config):  # a float64 run is read back in float64
+      collected = _collect.collect(config, run_dir, summary, projection_classes=classes,
+                                   # A smoke run (mock data, a few steps) has no validation
+                                   # split to select on.
+                                   report_split=None if smoke else table.report_split)
+    record = {"table": table.name, "row": row.name, "seed": seed, "arg": row.arg,
+              "teacher": row.teacher, "smoke": smoke,
+              "config": json.loads(config.to_json()), **collected}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump(record, f, indent=1, sort_keys=True)
+      f.write("\n")
+    os.replace(path + ".tmp", path)
+    records.append(record)
+  return records
 
 
 def _command(config_path, job, *, workroot, results_dir, smoke):
   command = [sys.executable, "-m", "jaxkd.cli", "report", "one", config_path, job.row.name,
-             "--seed", str(job.seed), "--workroot", workroot, "--results-dir", results_dir]
+             "--seed", ",".join(str(s) for s in job.seeds), "--workroot", workroot,
+             "--results-dir", results_dir]
   return command + (["--smoke"] if smoke else [])
 
 
@@ -179,17 +242,20 @@ def _fresh_starts(jobs, table, *, workroot, results_dir, rerun, rows, log) -> di
 
 def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_dir: str,
               workers: int = 1, rows: Optional[Sequence[str]] = None, smoke: bool = False,
-              rerun: bool = False, log: Callable[[str], None] = print) -> list[str]:
+              rerun: bool = False, pack: int = 1, log: Callable[[str], None] = print
+              ) -> list[str]:
   """Runs the jobs of `plan` with up to ``workers`` subprocesses at once.
 
   A job starts when the jobs it needs have finished; a failed job's dependants are skipped.
   Each job's output goes to ``<workdir>.log``. A job whose record exists counts as done,
   unless ``rerun``: then the chosen ``rows`` (every job without ``rows``) train again from an
-  empty workdir and overwrite their records. Progress is logged as ``n/N runs done`` with an
-  ETA from the runs finished so far.
+  empty workdir and overwrite their records. ``pack`` > 1 trains up to ``pack`` seeds of a
+  row in one subprocess and one packed program (`pack_jobs`; its output goes to
+  ``<row workdirs>/s0+s1.log``), writing the records and workdirs the separate runs would.
+  Progress is logged as ``n/N runs done`` with an ETA from the runs finished so far.
 
   Returns:
-    The keys of the jobs that failed or were skipped (empty when all succeeded).
+    The keys of the runs that failed or were skipped (empty when all succeeded).
   """
   _, table = load_table(config_path)
   jobs = plan(table, seeds, rows)
@@ -204,23 +270,26 @@ def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_
       + ("; --rerun trains them again, a new --results-dir starts from nothing" if done else "")
       + f"), {len(pending)} to run")
   progress = _Progress(len(pending))
+  pending = pack_jobs(pending, pack, table)
+  steps = lambda job, ran: [progress.step(ran=ran) for _ in job.keys][-1]
   while pending or running:
     for job in list(pending):
       if len(running) >= workers:
         break
       if any(n in failed for n in job.needs):
         pending.remove(job)
-        failed.append(job.key)
-        log(f"skip {job.key}: its teacher failed; {progress.step(ran=False)}"
+        failed.extend(job.keys)
+        log(f"skip {job.key}: its teacher failed; {steps(job, False)}"
             if job.row.teacher and f"{job.row.teacher}/s{table.teacher_seed}" in failed else
-            f"skip {job.key}: its init_from run failed; {progress.step(ran=False)}")
+            f"skip {job.key}: its init_from run failed; {steps(job, False)}")
       elif all(n in done for n in job.needs):
         pending.remove(job)
-        run_dir = workdir(workroot, table, job.row.name, job.seed)
-        if job.key in fresh:
-          shutil.rmtree(run_dir, ignore_errors=True)
-        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-        out = open(run_dir + ".log", "a")  # pylint: disable=consider-using-with
+        for key, seed in zip(job.keys, job.seeds):
+          if key in fresh:
+            shutil.rmtree(workdir(workroot, table, job.row.name, seed), ignore_errors=True)
+        out_path = _log_path(workroot, table, job)
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        out = open(out_path, "a")  # pylint: disable=consider-using-with
         process = subprocess.Popen(_command(config_path, job, workroot=workroot,
                                             results_dir=results_dir, smoke=smoke),
                                    stdout=out, stderr=subprocess.STDOUT)
@@ -235,8 +304,14 @@ def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_
       out.close()
       del running[key]
       ok = process.returncode == 0
-      (done.add if ok else failed.append)(key)
+      (done.update if ok else failed.extend)(job.keys)
       log(f"{'done' if ok else 'FAILED'} {key} in {time.time() - start:.0f} s"
-          + ("" if ok else f" (see {workdir(workroot, table, job.row.name, job.seed)}.log)")
-          + f"; {progress.step(ran=True)}")
+          + ("" if ok else f" (see {_log_path(workroot, table, job)})")
+          + f"; {steps(job, True)}")
   return failed
+
+
+def _log_path(workroot: str, table: Table, job: Job) -> str:
+  """Where a job's output goes: ``<workdir>.log``, for packed seeds ``<row>/s0+s1.log``."""
+  return os.path.join(workroot, table.name, job.row.name,
+                      job.key.split("/", 1)[1] + ".log")

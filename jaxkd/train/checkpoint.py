@@ -69,6 +69,14 @@ class CheckpointStore:
       return restored.state, dict(restored.meta)
     return None
 
+  def discard_after(self, step: int) -> list[int]:
+    """Deletes the checkpoints newer than ``step`` (a packed run resuming its seeds together
+    from an older step than one of them holds); the steps deleted."""
+    later = [s for s in self.steps() if s > step]
+    for s in later:
+      self._manager.delete(s)
+    return later
+
   def _quarantine(self, step: int) -> str:
     """Moves an unreadable step aside (kept for inspection, never overwritten or reused)."""
     target = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable",

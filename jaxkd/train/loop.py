@@ -191,35 +191,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   with run_lib.precision(config):  # float64 runs: JAX's x64 switch, before any array
     maybe_initialize_distributed(config)
-    return train_runs([config], [workdir], single)[0]
+    return train_runs(config, [workdir], single)[0]
 
 
-def train_runs(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+def train_runs(config: ml_collections.ConfigDict, workdirs: Sequence[str],
                program: Callable[[trainer_lib.Trainer], Program]) -> list[dict]:
-  """Trains the runs of ``configs`` (one config per seed) in their ``workdirs`` as ``program``
-  advances them, each with the checkpoints, logs and summary of `train_and_evaluate`.
+  """Trains the runs of ``program`` (one per seed of `Program.seeds`) of ``config`` in their
+  ``workdirs``, each with the checkpoints, logs and summary of `train_and_evaluate`.
 
-  Called inside `run_lib.precision`. ``configs`` differ in ``seed`` alone (the caller checks);
-  the trainer is built from the first. The runs resume together from the newest checkpoint
-  step they all hold.
+  Called inside `run_lib.precision`. ``config`` is resolved in place (`jaxkd.train.build`);
+  run ``i`` is ``config`` with ``seed = seeds[i]`` (``config`` itself for a single run). The
+  runs resume together from the newest checkpoint step they all hold.
 
   Returns:
     The runs' summaries, in order.
   """
-  trainer = trainer_lib.build(configs[0])
+  trainer = trainer_lib.build(config)
   run = trainer.run
   prog = program(trainer)
+  _require_one_per_seed(workdirs, prog.seeds)
+  configs = [config] if len(prog.seeds) == 1 else [_with_seed(config, s) for s in prog.seeds]
   state = prog.init()
   lanes = []
   try:
-    for config, workdir in zip(configs, workdirs):
+    for seeded, workdir in zip(configs, workdirs):
       os.makedirs(workdir, exist_ok=True)  # only once every input is known to be good
-      lane = _Lane(config, workdir, ckpt_lib.CheckpointStore(
+      lane = _Lane(seeded, workdir, ckpt_lib.CheckpointStore(
           workdir, max_to_keep=config.train.keep_checkpoints),
-                   label=f"seed {config.seed}: " if len(configs) > 1 else "")
+                   label=f"seed {seeded.seed}: " if len(configs) > 1 else "")
       lanes.append(lane)
       lane.changes = workdir_lib.check_config(
-          config, workdir, steps_per_epoch=run.steps_per_epoch,
+          seeded, workdir, steps_per_epoch=run.steps_per_epoch,
           latest_step=max(lane.store.steps(), default=None))
     state = _restore(prog, state, lanes)
   except BaseException:
@@ -252,7 +254,6 @@ def train_runs(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
                  f"rebuilt for {run.total_steps} steps and read at step {start} on, so a cosine "
                  f"decay jumps back up there; steps 1-{start} are not replayed")
   _warn_inactive_teacher(run, start)
-  config = configs[0]
   note = run_lib.warmup_note(config.train.optimizer, steps_per_epoch=run.steps_per_epoch,
                              total_steps=run.total_steps)
   if note and not start:
@@ -286,6 +287,18 @@ def train_runs(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[
   return summaries
 
 
+def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  config = copy.deepcopy(config)
+  config.seed = seed
+  return config
+
+
+def _require_one_per_seed(workdirs: Sequence[str], seeds: Sequence[int]) -> None:
+  if len(workdirs) != len(seeds):
+    raise run_lib.ConfigError(f"workdirs={list(workdirs)!r}: allowed: one workdir per seed of "
+                              f"seeds={list(seeds)!r}")
+
+
 def _restore(prog: Program, state, lanes: list[_Lane]):
   """The state to start from: the runs' checkpoints at the newest step all of them hold
   (stacked), or ``state`` when none has one; fills each lane's ``meta``."""
@@ -305,8 +318,13 @@ def _restore(prog: Program, state, lanes: list[_Lane]):
         f"the packed runs of seeds {list(prog.seeds)} hold no common checkpoint step to resume "
         f"from together (checkpoint steps: {found}); resume them one by one (`jaxkd train`, or "
         "`jaxkd report run --pack 1`), or delete their workdirs to start again")
+  at = steps.pop()
   for lane, (_, meta) in zip(lanes, restored):
     lane.meta = meta
+    later = lane.store.discard_after(at)
+    if later:
+      _log.warning("%s: resuming with the other packed seeds from an earlier step; its "
+                   "checkpoints of steps %s are deleted", lane.workdir, later)
   return prog.stack([r[0] for r in restored])
 
 

@@ -27,7 +27,6 @@ table's rows this way.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -216,11 +215,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdirs: Sequence[str
   """Trains ``config`` for each of ``seeds`` in one packed program, seed ``seeds[i]`` in
   ``workdirs[i]``, writing what `jaxkd.train.train_and_evaluate` writes for a separate run.
 
-  Each run is evaluated, keeps its best epoch (``train.keep_best``) and checkpoints on its own;
-  a run whose workdir holds a separate run's config of another seed is refused as usual. An
-  interrupted packed run resumes from the newest checkpoint step all its workdirs hold (a
-  resume of workdirs without a common step is refused, naming their steps). One seed is the
-  plain loop.
+  ``config`` (its ``seed`` aside) is resolved in place as `jaxkd.train.train_and_evaluate`
+  resolves it. Each run is evaluated through `Trainer.predict`, keeps its best epoch
+  (``train.keep_best``) and checkpoints on its own. An interrupted packed run resumes from the
+  newest checkpoint step all its workdirs hold; workdirs without a common step are refused,
+  naming their steps. One seed is the plain loop.
 
   Returns:
     The summaries, in the order of ``seeds``.
@@ -229,15 +228,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdirs: Sequence[str
     ConfigError: what cannot be packed (`check`), before anything compiles.
   """
   seeds = list(seeds)
-  if len(workdirs) != len(seeds):
-    raise run_lib.ConfigError(f"workdirs={list(workdirs)!r}: allowed: one workdir per seed of "
-                              f"seeds={seeds!r}")
-  configs = []
-  for seed in seeds:
-    configs.append(copy.deepcopy(config))
-    configs[-1].seed = seed
   with run_lib.precision(config):
     loop.maybe_initialize_distributed(config)
     if len(seeds) == 1:
-      return loop.train_runs(configs, workdirs, loop.single)
-    return loop.train_runs(configs, workdirs, program(seeds, strategy=strategy))
+      config.seed = seeds[0]
+      return loop.train_runs(config, workdirs, loop.single)
+    return loop.train_runs(config, workdirs, program(seeds, strategy=strategy))
