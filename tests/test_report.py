@@ -451,3 +451,37 @@ def test_library_defaults_are_the_ones_the_rule_picks_from_the_committed_sweep()
     defaults = objectives.defaults(choice.method)
     assert {k: defaults[k] for k in settings if k != "name"} == {
         k: v for k, v in settings.items() if k != "name"}, (choice.method, chosen)
+
+
+def test_pack_groups_a_rows_seeds_into_one_job(tiny, tmp_path, monkeypatch):
+  """``--pack 2``: each row's seeds two to a job (``report one ROW --seed 0,1``), in the order
+  of their first seed; the teacher stage alone; every run's record counted."""
+  config, _ = tiny
+  _, table = runner.load_table(config)
+  jobs = runner.pack_jobs(runner.plan(table, [0, 1, 2]), 2, table)
+  assert [j.key for j in jobs] == ["teacher/s100", "ce/s0+s1", "kd/s0+s1", "lsr/s0+s1",
+                                   "ce/s2", "kd/s2", "lsr/s2"]
+  assert jobs[2].needs == ("teacher/s100",) and jobs[2].keys == ("kd/s0", "kd/s1")
+  command = runner._command(config, jobs[1], workroot="w", results_dir="r", smoke=False)
+  assert command[command.index("--seed") + 1] == "0,1"
+  results, workroot = str(tmp_path / "fresh"), str(tmp_path / "work")
+  os.makedirs(workroot)
+
+  def fake(config_path, job, *, workroot, results_dir, smoke):  # writes every seed's record
+    del config_path, smoke
+    paths = [os.path.join(results_dir, "tiny", "runs", job.row.name, f"s{s}.json")
+             for s in job.seeds]
+    code = (f"import os\nopen(os.path.join({workroot!r}, 'order'), 'a').write({job.key!r} + "
+            f"'\\n')\nfor p in {paths!r}:\n  os.makedirs(os.path.dirname(p), exist_ok=True)\n"
+            f"  open(p, 'w').write('{{}}')\n")
+    return [sys.executable, "-c", code]
+
+  monkeypatch.setattr(runner, "_command", fake)
+  messages = []
+  assert runner.run_table(config, seeds=[0, 1, 2], workroot=workroot, results_dir=results,
+                          workers=2, pack=2, log=messages.append) == []
+  assert sorted(open(os.path.join(workroot, "order")).read().split()) == sorted(
+      j.key for j in jobs)
+  assert messages[-1].startswith("done ") and "; 10/10 runs done in " in messages[-1]
+  assert os.path.isfile(os.path.join(workroot, "tiny", "ce", "s0+s1.log"))
+  assert cli.main(["report", "run", config, "--pack", "0"]) == 2
