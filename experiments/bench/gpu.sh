@@ -6,7 +6,7 @@
 #   python experiments/bench/render_gpu_table.py OUT_DIR --readme README.md   # the table
 #
 # Stages (each under its own time limit, each writing OUT_DIR/<stage>.json as soon as it
-# ends, so a run cut short keeps what finished; the limits of the full run add up to 540 s,
+# ends, so a run cut short keeps what finished; the limits of the full run add up to 580 s,
 # guesses until a GPU run has measured the stages):
 #   1. bench_core (160 s): jaxkd bench, ResNet18 on CIFAR shapes, batch 128, bfloat16: the
 #      core methods against ce, images/s and MFU (datasheet peak of the device);
@@ -20,7 +20,9 @@
 #   5. kd_teacher (30 s, its programs mostly in the compilation cache from stage 1): the KD step from a frozen teacher against ce (and against a cached
 #      teacher once jaxkd has a cache; skipped, said so in its JSON, until then);
 #   6. packing_small_cnn, packing_mlp (30 s, 20 s): S = 2, 4, 8 seeds in one step;
-#   7. bench_rest (40 s): jaxkd bench of the remaining methods.
+#   7. packed_loop (40 s): S = 1, 2, 4, 8 seeds of a Fashion-MNIST-study run (resnet8, 14x14,
+#      random images of the subset's sizes) through the packed training loop, wall time per seed;
+#   8. bench_rest (40 s): jaxkd bench of the remaining methods.
 # A package the machine lacks travels as a wheel in .whl/ (git-ignored), installed here
 # without an index: pip download --no-deps -d .whl ml_collections==1.1.0 (see README.md).
 set -uo pipefail
@@ -40,6 +42,7 @@ bench=experiments/bench
 
 if [ "$mode" = smoke ]; then  # every stage's code path at the smallest sizes; limits: hangs only
   model=mlp batch=8 steps=2 examples=64 seeds=2 pack_steps=2 limit=600
+  loop="--model mlp --seeds 1,2 --steps 2"
   pack_cnn=unroll pack_mlp=vmap  # SmallCNN's vmap (grouped convolutions) is slow on a CPU
   core=ce,lsr rest=tfkd_reg torch_model=small_cnn torch_methods=ce torch_warmup=1
   epoch="--model mlp --batch-size 8 --num-examples 32 --epochs 1 --steps-per-dispatch 2"
@@ -47,6 +50,7 @@ if [ "$mode" = smoke ]; then  # every stage's code path at the smallest sizes; l
             --models mlp --steps 2 --warmup 1"
 else
   model=resnet18 batch=128 steps=20 examples=50000 seeds=2,4,8 pack_steps=50 limit=
+  loop="--seeds 1,2,4,8 --steps 198"  # 6 epochs of the study's 33 steps
   pack_cnn=vmap,unroll pack_mlp=vmap,unroll
   core=ce,lsr,tfkd_reg,lsrkd,ols,pskd,mrkd,kd torch_model=resnet18
   torch_methods=ce,tfkd_reg,mrkd torch_warmup=3
@@ -92,6 +96,9 @@ stage packing_small_cnn 30 python3 $bench/packing.py --model small_cnn --seeds "
   --steps "$pack_steps" --strategies "$pack_cnn" --out "$out/packing_small_cnn.json"
 stage packing_mlp 20 python3 $bench/packing.py --model mlp --seeds "$seeds" \
   --steps "$pack_steps" --strategies "$pack_mlp" --out "$out/packing_mlp.json"
+# shellcheck disable=SC2086
+stage packed_loop 40 python3 $bench/packed_loop.py $loop --synthetic --strategies vmap \
+  --out "$out/packed_loop.json"
 stage bench_rest 40 python3 -m jaxkd.cli bench --model "$model" --batch-size "$batch" \
   --methods "ce,$rest" --steps "$steps" --dtype bfloat16 --num-examples "$examples" \
   --out "$out/bench_rest.json"

@@ -54,6 +54,9 @@ SCHEMA = {
     "packing_mlp": ("packing_mlp.json", _MACHINE + [
         "model", "batch_size", "results.*.num_seeds", "results.*.strategy",
         "results.*.speedup", "results.*.packed_images_per_s"]),
+    "packed_loop": ("packed_loop.json", _MACHINE + [
+        "model", "batch_size", "steps", "results.*.num_seeds", "results.*.strategy",
+        "results.*.wall_per_seed_s", "results.*.to_one_seed"]),
     "bench_rest": ("bench_rest.json", _BENCH),
 }
 
@@ -211,6 +214,16 @@ def render(directory: str, root: str = ".") -> str:
       for x in r["results"]:
         lines.append(f"| {r['model']} | {x['num_seeds']} | {x['strategy']} | "
                      f"{_num(x['speedup'], 2)}x | {_num(x['packed_images_per_s'], 0)} |")
+  r = results["packed_loop"]
+  if r:
+    lines += ["", f"Seeds packed through the training loop (`jaxkd report run --pack S`; "
+              f"{r['model']}, batch {r['batch_size']}, {r['steps']} steps of the Fashion-MNIST "
+              f"study's run with its evaluations and checkpoints, compilation included; "
+              f"{link('packed_loop')}):", "",
+              "| S | strategy | wall s per seed | to one seed |", "|---|---|---|---|"]
+    for x in r["results"]:
+      lines.append(f"| {x['num_seeds']} | {x['strategy']} | {_num(x['wall_per_seed_s'], 1)} | "
+                   f"{_num(x['to_one_seed'], 2)} |")
   return "\n".join(lines)
 
 
