@@ -195,13 +195,15 @@ def test_version_and_every_commands_help_as_a_user_reads_them():
   import jaxkd  # pylint: disable=import-outside-toplevel
   assert _jaxkd("--version") == f"jaxkd {jaxkd.__version__}\n"
   helps = {c: _jaxkd(c, "--help") for c in ("train", "eval", "compare", "methods", "report",
-                                            "bench", "prepare", "bench-pipeline")}
+                                            "bench", "prepare", "bench-pipeline",
+                                            "cache-teacher")}
   helps.update({f"report {c}": _jaxkd("report", c, "--help") for c in ("run", "one", "render")})
   for command, text in helps.items():
     assert "``" not in text, command  # no reStructuredText marks from the docstrings
     description = text.split("\n\n")[1]
     assert description[:1].isalpha() or description.startswith("jaxkd"), (command, description)
   assert helps["prepare"].split("\n\n")[1].startswith("Write ImageNet's tars")
+  assert "--config.teacher.cache=DIR" in helps["cache-teacher"]
   bench = helps["bench"]
   assert "timed against plain cross-entropy" in bench.split("options:")[0]
   for flag, default in (("model", "resnet18"), ("batch-size", 128), ("steps", 10),

@@ -27,7 +27,7 @@ import flax.linen as nn
 import flax.struct
 
 __all__ = ["Teacher", "TeacherEnv", "TeacherInputs", "TeacherOutput", "TeacherState",
-           "apply_model", "keep_state"]
+           "apply_model", "keep_state", "no_state"]
 
 
 @flax.struct.dataclass
@@ -102,6 +102,10 @@ class TeacherEnv(NamedTuple):
       images.
     data: the run's ``data`` config section (a text teacher run's ``data.vocab_size`` and
       ``data.max_length`` must be these); None: unknown.
+    config: the run's whole config, the data's task defaults filled in (a teacher cache must
+      have been made for its seed, batch size and augmentation); None: unknown.
+    steps_per_epoch: the run's steps per epoch (0: unknown).
+    total_steps: the run's number of steps (0: unknown).
   """
   settings: Any
   data_name: str
@@ -111,6 +115,15 @@ class TeacherEnv(NamedTuple):
   std: tuple = ()
   vocab_size: Optional[int] = None
   data: Any = None
+  config: Any = None
+  steps_per_epoch: int = 0
+  total_steps: int = 0
+
+
+def no_state(student: dict, **sizes) -> TeacherState:
+  """The ``init`` of a teacher that keeps nothing on the device."""
+  del student, sizes
+  return TeacherState()
 
 
 def keep_state(state: TeacherState, student: dict, step: chex.Numeric) -> TeacherState:

@@ -21,8 +21,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxkd import _quiet
+from jaxkd.teachers._cached import bind_cache
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
-                                  TeacherState, apply_model)
+                                  TeacherState, apply_model, no_state)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "checkpoint_steps", "ensemble", "frozen",
            "from_run", "from_torchvision", "load_variables", "renormalize", "workdirs"]
@@ -36,11 +37,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FROZEN_DOC = ("a fixed network: a finished run (--config.teacher.workdir) or torchvision's "
               "weights (--config.teacher.torchvision_checkpoint=FILE "
               "--config.teacher.torchvision_model=NAME)")
-
-
-def _no_state(student, **_) -> TeacherState:
-  del student
-  return TeacherState()
 
 
 def frozen(model, variables: dict, *, train_mode: bool = False,
@@ -63,7 +59,7 @@ def frozen(model, variables: dict, *, train_mode: bool = False,
     out, _ = apply_model(model, consts, x, train=train_mode)
     return TeacherOutput(jax.lax.stop_gradient(out["logits"]))
 
-  return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen", doc=FROZEN_DOC)
+  return Teacher(init=no_state, logits=logits, consts=variables, name="frozen", doc=FROZEN_DOC)
 
 
 def ensemble(members: Sequence[Teacher]) -> Teacher:
@@ -75,7 +71,7 @@ def ensemble(members: Sequence[Teacher]) -> Teacher:
     outs = [m.logits(state, c, inputs).logits for m, c in zip(members, consts)]
     return TeacherOutput(jnp.stack([jnp.asarray(o, jnp.float32) for o in outs]))
 
-  return Teacher(init=_no_state, logits=logits, consts=tuple(m.consts for m in members),
+  return Teacher(init=no_state, logits=logits, consts=tuple(m.consts for m in members),
                  name=f"ensemble of {len(members)} frozen")
 
 
@@ -97,10 +93,18 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
   student's dataset (text: with its ``data.vocab_size``, ``data.max_length`` and tokenizer; see
   `_check_run`). A ``torchvision_checkpoint`` in the section is a teacher too
   (`from_torchvision`): alone, or one more member beside the runs. ``members``: the number of
-  teachers the method's ``teacher_weights`` give weights for (None: any number).
+  teachers the method's ``teacher_weights`` give weights for (None: any number). With
+  ``teacher.cache=DIR`` the teacher's outputs are read from a cache made for this run by
+  ``jaxkd cache-teacher`` (`bind_cache`) and its forward pass is not run.
   """
 
   def setup(env: TeacherEnv) -> Teacher:
+    cache = (env.settings.get("cache") or "") if workdir is None else ""
+    if cache:  # the teacher's outputs were stored: its forward pass leaves the step
+      return bind_cache(cache, env, load=lambda: load(env), members=members)
+    return load(env)
+
+  def load(env: TeacherEnv) -> Teacher:
     settings = env.settings
     checkpoint = (settings.get("torchvision_checkpoint") or "") if workdir is None else ""
     paths = workdirs(settings.workdir if workdir is None else workdir)
@@ -128,7 +132,7 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
     raise ValueError("teachers.from_run(): the teacher is not loaded yet; call its setup(env) "
                      "first (jaxkd.train does), or use teachers.frozen(model, variables)")
 
-  return Teacher(init=_no_state, logits=unbound, setup=setup, name="frozen", doc=FROZEN_DOC)
+  return Teacher(init=no_state, logits=unbound, setup=setup, name="frozen", doc=FROZEN_DOC)
 
 
 def renormalize(mean: Sequence[float], std: Sequence[float], to_mean: Sequence[float],

@@ -140,6 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
       # student's data must be ImageNet's.
       "torchvision_checkpoint": "",
       "torchvision_model": "",
+      # A directory written by `jaxkd cache-teacher` for this run: the frozen teacher's
+      # outputs are read from it instead of running the teacher ("": run it).
+      "cache": "",
   })
 
   # Translation: the beam search that decodes the evaluation split for BLEU at the end of a

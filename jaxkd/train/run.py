@@ -24,8 +24,8 @@ from jaxkd import tasks
 from jaxkd import teachers
 from jaxkd.train import defaults
 
-__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "derived_hparams",
-           "make_mesh", "make_optimizer", "make_schedule", "precision", "streams", "warmup_note"]
+__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "bind_teacher", "build_run",
+           "derived_hparams", "make_mesh", "make_optimizer", "make_schedule", "precision", "streams", "warmup_note"]
 
 # float64: the verification mode, under JAX's x64 switch (`precision`).
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
@@ -206,16 +206,27 @@ def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: 
     raise ConfigError(f"method: {err}") from None
 
 
-def _bind_teacher(objective, config, dataset):
-  """The objective's teacher bound to this run (``Teacher.setup``), or None."""
-  teacher = objective.teacher
+def bind_teacher(teacher, config, dataset, *, steps_per_epoch: int, total_steps: int):
+  """``teacher`` bound to the run of ``config`` on ``dataset`` (``Teacher.setup``; a frozen
+  teacher loads its checkpoint, or reads ``teacher.cache``), or None; its refusals as
+  `ConfigError`."""
+  cache = config.teacher.get("cache") or ""
+  _require(isinstance(cache, str), "teacher.cache", cache,
+           "allowed: a directory written by `jaxkd cache-teacher`, or \"\" (run the teacher)")
+  _require(not cache or (teacher is not None and teacher.setup is not None), "teacher.cache",
+           cache, f"method {config.method.name!r} has "
+           + ("no teacher" if teacher is None else f"a {teacher.name} teacher, made from the "
+              "student during the run") + "; allowed: a method with a frozen teacher (kd, "
+           "dkd, dist, ctkd, ...), or \"\"")
   if teacher is None or teacher.setup is None:
     return teacher
   env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
                             num_classes=dataset.num_classes, cpu_conv=config.model.cpu_conv,
                             mean=tuple(getattr(dataset, "mean", ())),
                             std=tuple(getattr(dataset, "std", ())),
-                            vocab_size=getattr(dataset, "vocab_size", None), data=config.data)
+                            vocab_size=getattr(dataset, "vocab_size", None), data=config.data,
+                            config=config, steps_per_epoch=steps_per_epoch,
+                            total_steps=total_steps)
   try:
     return teacher.setup(env)
   except ValueError as err:
@@ -462,7 +473,11 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   _task_call(task.check_objective, config, objective)
   if teacher is None:
-    teacher = _bind_teacher(objective, config, train_data)
+    teacher = bind_teacher(objective.teacher, config, train_data,
+                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  _require(not isinstance(train_data, data_lib.StreamingSplit) or not config.teacher.cache,
+           "teacher.cache", config.teacher.cache, "a teacher cache feeds in-memory data only; "
+           "allowed with streamed data (data.in_memory=False): \"\" (run the teacher)")
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
            or teacher.host_batch is None, "method.name", config.method.name,
            f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "

@@ -29,7 +29,7 @@ from jaxkd.train import state as state_lib
 from jaxkd.train import step as step_lib
 
 __all__ = ["Batches", "StreamBatches", "Trainer", "build", "example_rows", "finalize",
-           "init_state", "replicate", "shard_batch", "state_sharding"]
+           "init_state", "replicate", "shard_batch", "state_key", "state_sharding"]
 
 
 def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
@@ -60,9 +60,21 @@ def example_rows(run: run_lib.Run) -> int:
   return -(-run.train_data.num_examples // devices) * devices
 
 
+def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """``(init, state)``: the key of the model's initialisation and the train state's ``rng``,
+  from which every step draws its augmentation (`jaxkd.train.step_keys`)."""
+  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+  return init_key, state_key
+
+
+def state_key(seed: int) -> jax.Array:
+  """The train state's initial ``rng`` of a run with ``seed``."""
+  return _keys(seed)[1]
+
+
 def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed: int):
   """``(init, sizes)``: the function building the initial state, and the sizes it passes."""
-  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+  init_key, state_key = _keys(seed)  # pylint: disable=redefined-outer-name
   zeros = jnp.zeros((1,) + run.train_data.input_shape, run.train_data.input_dtype)
   sample = run.task.model_input(None, zeros, zeros)
   feature_dim = jax.eval_shape(

@@ -1,0 +1,200 @@
+"""Cached teachers: `jaxkd cache-teacher` stores a frozen teacher's outputs for every step of a
+run; a run with ``teacher.cache`` reads them and no longer runs the teacher."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from jaxkd import cli, teachers
+from jaxkd.train import ConfigError, build, cache_teacher, defaults, precision
+
+# 1442 digits at batch 256: 5 steps an epoch, so 7 steps read two epochs of the cache.
+STEPS, BATCH = 7, 256
+
+
+def _config(method="kd", *, teacher="", cache="", dtype="float64", **changes):
+  config = defaults.base_config()
+  config.method.name = method
+  config.model.name, config.model.dtype = "mlp", dtype
+  config.mesh.data = 1
+  config.train.batch_size, config.train.num_steps = BATCH, STEPS
+  config.train.optimizer.warmup_epochs = 0.0
+  config.teacher.workdir, config.teacher.cache = teacher, cache
+  for key, value in changes.items():
+    *parents, leaf = key.split("__")
+    section = config
+    for part in parents:
+      section = section[part]
+    section[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  assert cli.main(["train", "--workdir", workdir, "--config.method.name=ce",
+                   "--config.model.name=mlp", "--config.mesh.data=1",
+                   "--config.train.batch_size=64", "--config.train.num_steps=20"]) == 0
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def full_cache(teacher_run, tmp_path_factory):
+  """A k = K cache of the float64 KD run, and its manifest."""
+  directory = str(tmp_path_factory.mktemp("cache") / "full")
+  manifest = cache_teacher(_config(teacher=teacher_run), directory)
+  return directory, manifest
+
+
+def _train(config):
+  """The params after `STEPS` steps of ``config``, and its trainer."""
+  with precision(config):
+    trainer = build(config)
+    state, batches = trainer.init_state(), trainer.batches()
+    for step in range(STEPS):
+      state, _ = trainer.steps.train(state, trainer.consts, batches.get(step))
+    return jax.device_get(state.params), trainer
+
+
+def _flops(trainer):
+  with precision(trainer.run.config):
+    state, batch = trainer.init_state(), trainer.batches().get(0)
+    cost = trainer.steps.train.lower(state, trainer.consts, batch).compile().cost_analysis()
+  return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+
+def test_kd_from_a_full_cache_equals_kd_from_the_online_teacher_and_costs_what_ce_costs(
+    teacher_run, full_cache):
+  directory, manifest = full_cache
+  assert manifest["k"] == manifest["num_classes"] == 10 and "classes" not in manifest["shapes"]
+  online, online_trainer = _train(_config(teacher=teacher_run))
+  cached, cached_trainer = _train(_config(teacher=teacher_run, cache=directory))
+  diffs = [np.max(np.abs(a - b)) for a, b in zip(jax.tree_util.tree_leaves(online),
+                                                 jax.tree_util.tree_leaves(cached))]
+  print(f"\nkd from a k=K cache vs the online teacher, {STEPS} steps in float64: max |param "
+        f"difference| {max(diffs):.3g}; cache {manifest['bytes_per_example']:.0f} bytes per "
+        "example and step")
+  assert max(diffs) <= 1e-9
+  # The parameters moved: the test compares trained students, not initialisations.
+  with precision(online_trainer.run.config):
+    start = jax.device_get(online_trainer.init_state().params)
+  assert max(np.max(np.abs(a - b)) for a, b in zip(jax.tree_util.tree_leaves(start),
+                                                   jax.tree_util.tree_leaves(online))) > 1e-3
+  ce = _flops(_ce_trainer())
+  kd_online, kd_cached = _flops(online_trainer), _flops(cached_trainer)
+  print(f"XLA flops of a step: ce {ce:.4g}, kd online {kd_online:.4g} ({kd_online / ce:.3f}x), "
+        f"kd cached {kd_cached:.4g} ({kd_cached / ce:.4f}x)")
+  assert abs(kd_cached / ce - 1.0) < 0.03
+  assert kd_online / ce > 1.15
+
+
+def test_an_ensembles_full_cache_gives_the_online_ensembles_run_bit_for_bit(teacher_run,
+                                                                            tmp_path):
+  """Two teachers (``teacher.workdir`` a list): the cache stacks them per example, ``[B, M,
+  K]``; in float32 the MLP's run from it is the online run's, bit for bit."""
+  directory = str(tmp_path / "ensemble")
+  pair = dict(teacher=f"{teacher_run},{teacher_run}", dtype="float32", method__ensemble="kl")
+  manifest = cache_teacher(_config(**pair), directory)
+  assert manifest["members"] == 2 and manifest["shapes"]["values"] == [STEPS, BATCH, 2, 10]
+  online, _ = _train(_config(**pair))
+  cached, trainer = _train(_config(cache=directory, **pair))
+  assert trainer.run.teacher.name.startswith("cached")
+  for a, b in zip(jax.tree_util.tree_leaves(online), jax.tree_util.tree_leaves(cached)):
+    np.testing.assert_array_equal(a, b)
+
+
+def _ce_trainer():
+  config = _config("ce")
+  with precision(config):
+    return build(config)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("seed", 1), ("data__name", "mock"), ("data__rotation_degrees", 5.0),
+    ("data__flip", True), ("train__batch_size", 128), ("train__num_steps", STEPS + 1),
+    ("model__dtype", "float32"), ("teacher__step", 10)])
+def test_a_cache_made_for_another_run_is_refused_naming_the_field(field, value, teacher_run,
+                                                                  full_cache):
+  config = _config(teacher=teacher_run, cache=full_cache[0], **{field: value})
+  name = field.replace("__", ".")
+  with precision(config), pytest.raises(ConfigError) as err:
+    build(config)
+  message = str(err.value)
+  assert message.startswith(f"config.{name}={value!r}: ")
+  assert "teacher.cache=" in message and "was made for" in message
+
+
+def test_a_cache_of_another_teacher_is_refused(teacher_run, full_cache, tmp_path):
+  other = str(tmp_path / "other_teacher")
+  shutil.copytree(teacher_run, other)
+  config = _config(teacher=other, cache=full_cache[0])
+  with precision(config), pytest.raises(ConfigError, match=r"^config\.teacher\.workdir=.*"
+                                        r"was made for teacher\.workdir="):
+    build(config)
+  # The same workdir with other variables (retrained in place): refused by the fingerprint.
+  copy = str(tmp_path / "cache")
+  shutil.copytree(full_cache[0], copy)
+  path = os.path.join(copy, "manifest.json")
+  with open(path) as f:
+    manifest = json.load(f)
+  manifest["fingerprint"] = "0" * 64
+  with open(path, "w") as f:
+    json.dump(manifest, f)
+  config = _config(teacher=teacher_run, cache=copy)
+  with precision(config), pytest.raises(ConfigError, match=r"teacher\.workdir=.*fingerprint"):
+    build(config)
+
+
+def test_a_method_without_a_frozen_teacher_refuses_a_cache(full_cache):
+  with pytest.raises(ConfigError, match=r"^config\.teacher\.cache=.*method 'ce' has no teacher"):
+    build(_config("ce", cache=full_cache[0], dtype="float32"))
+
+
+def _softmax(z, axis=-1):
+  z = z - z.max(axis=axis, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("rest", ["renormalize", "uniform"])
+def test_top_k_cache_holds_numpys_top_k_and_its_rest_convention(rest, teacher_run, full_cache,
+                                                                tmp_path):
+  k, num_classes = 3, 10
+  directory = str(tmp_path / "top3")
+  manifest = cache_teacher(_config(teacher=teacher_run), directory, k=k, rest=rest)
+  # The teacher's logits, as the k = K cache holds them (equal to the online teacher's).
+  full = np.load(os.path.join(full_cache[0], "values.npy")).astype(np.float64)
+  values, classes, lse = (np.load(os.path.join(directory, f"{n}.npy"))
+                          for n in ("values", "classes", "lse"))
+  size = np.dtype(manifest["dtype"]).itemsize
+  assert manifest["bytes_per_example"] == 4 + k * (size + 4) + size  # id, values, classes, lse
+  values, lse = values.astype(np.float64), lse.astype(np.float64)
+  probs = _softmax(full)
+  order = np.argsort(-probs, axis=-1)[..., :k]
+  np.testing.assert_array_equal(classes, order)
+  np.testing.assert_allclose(np.exp(values - lse[..., None]),
+                             np.take_along_axis(probs, order, axis=-1), rtol=1e-6, atol=0)
+  temperature = 1.0 if rest == "uniform" else 2.0
+  with jax.enable_x64(True):
+    expanded = np.asarray(teachers.expand(values, classes, lse, num_classes=num_classes,
+                                          rest=rest))
+  got = _softmax(expanded / temperature)
+  kept = np.take_along_axis(probs, order, axis=-1)
+  want = np.zeros_like(probs)
+  if rest == "uniform":  # at T = 1: the top-k probabilities, the rest shared evenly
+    want += ((1.0 - kept.sum(-1)) / (num_classes - k))[..., None]
+    np.put_along_axis(want, order, kept, axis=-1)
+  else:  # the top-k probabilities at T, renormalised over the kept classes; none elsewhere
+    tempered = kept ** (1.0 / temperature)
+    np.put_along_axis(want, order, tempered / tempered.sum(-1, keepdims=True), axis=-1)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+
+
+def test_cache_teacher_command_refuses_a_bad_k_naming_it(teacher_run, tmp_path, capsys):
+  assert cli.main(["cache-teacher", "--out", str(tmp_path / "c"), "--k", "11",
+                   "--config.method.name=kd", f"--config.teacher.workdir={teacher_run}",
+                   "--config.model.name=mlp", "--config.mesh.data=1"]) == 2
+  assert "config.k=11: allowed: 1..10" in capsys.readouterr().err
