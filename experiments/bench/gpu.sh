@@ -6,7 +6,7 @@
 #   python experiments/bench/render_gpu_table.py OUT_DIR --readme README.md   # the table
 #
 # Stages (each under its own time limit, each writing OUT_DIR/<stage>.json as soon as it
-# ends, so a run cut short keeps what finished; the limits of the full run add up to 540 s,
+# ends, so a run cut short keeps what finished; the limits of the full run add up to 570 s,
 # guesses until a GPU run has measured the stages):
 #   1. bench_core (160 s): jaxkd bench, ResNet18 on CIFAR shapes, batch 128, bfloat16: the
 #      core methods against ce, images/s and MFU (datasheet peak of the device);
@@ -17,8 +17,9 @@
 #      the host's cores against ResNet-50's and ResNet-18's steps at 224;
 #   4. torch (60 s): compare_torch, the step of 1 in PyTorch on the same GPU (bfloat16
 #      autocast): ce, tfkd_reg, mrkd;
-#   5. kd_teacher (30 s, its programs mostly in the compilation cache from stage 1): the KD step from a frozen teacher against ce (and against a cached
-#      teacher once jaxkd has a cache; skipped, said so in its JSON, until then);
+#   5. kd_teacher (60 s, its ce and kd programs in the compilation cache from stage 1): the
+#      KD step from a frozen teacher against ce, and from a cached teacher (`jaxkd
+#      cache-teacher`'s writer over 8 batches; one new step program and the teacher's forward);
 #   6. packing_small_cnn, packing_mlp (30 s, 20 s): S = 2, 4, 8 seeds in one step;
 #   7. bench_rest (40 s): jaxkd bench of the remaining methods.
 # A package the machine lacks travels as a wheel in .whl/ (git-ignored), installed here
@@ -86,7 +87,7 @@ stage imagenet_host 100 python3 $bench/imagenet_host.py $imagenet --out "$out/im
 stage torch 60 python3 $bench/compare_torch.py --model "$torch_model" \
   --batch-size "$batch" --methods "$torch_methods" --conv xla --dtype bfloat16 \
   --steps "$steps" --warmup "$torch_warmup" --num-examples "$examples" --out "$out/torch.json"
-stage kd_teacher 30 python3 $bench/kd_teacher.py --model "$model" --batch-size "$batch" \
+stage kd_teacher 60 python3 $bench/kd_teacher.py --model "$model" --batch-size "$batch" \
   --steps "$steps" --dtype bfloat16 --num-examples "$examples" --out "$out/kd_teacher.json"
 stage packing_small_cnn 30 python3 $bench/packing.py --model small_cnn --seeds "$seeds" \
   --steps "$pack_steps" --strategies "$pack_cnn" --out "$out/packing_small_cnn.json"
