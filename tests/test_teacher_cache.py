@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxkd import cli, teachers
+from jaxkd import config as config_lib
 from jaxkd.train import ConfigError, build, cache_teacher, defaults, precision
 
 # 1442 digits at batch 256: 5 steps an epoch, so 7 steps read two epochs of the cache.
@@ -16,6 +17,7 @@ STEPS, BATCH = 7, 256
 
 
 def _config(method="kd", *, teacher="", cache="", dtype="float64", **changes):
+  """The run's config; ``changes``: ``section__key=value`` overrides."""
   config = defaults.base_config()
   config.method.name = method
   config.model.name, config.model.dtype = "mlp", dtype
@@ -24,11 +26,7 @@ def _config(method="kd", *, teacher="", cache="", dtype="float64", **changes):
   config.train.optimizer.warmup_epochs = 0.0
   config.teacher.workdir, config.teacher.cache = teacher, cache
   for key, value in changes.items():
-    *parents, leaf = key.split("__")
-    section = config
-    for part in parents:
-      section = section[part]
-    section[leaf] = value
+    config_lib.override(config, key.replace("__", "."), repr(value))
   return config
 
 
