@@ -196,3 +196,28 @@ def test_cache_teacher_command_refuses_a_bad_k_naming_it(teacher_run, tmp_path, 
                    "--config.method.name=kd", f"--config.teacher.workdir={teacher_run}",
                    "--config.model.name=mlp", "--config.mesh.data=1"]) == 2
   assert "config.k=11: allowed: 1..10" in capsys.readouterr().err
+
+
+def test_a_renormalised_top_k_teacher_has_the_finite_difference_temperature_gradient():
+  """CTKD differentiates the teacher's tempered distribution; the classes a renormalised top-k
+  cache leaves out have probability 0 there, and the KL's gradient through them must be 0,
+  not NaN: the temperature's gradient equals a central difference of the numpy KL over the
+  kept classes."""
+  from jaxkd import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  logits, student = rng.normal(size=(4, 10)) * 3, rng.normal(size=(4, 10))
+  classes = np.argsort(-logits, axis=-1)[:, :3]
+  values = np.take_along_axis(logits, classes, axis=-1)
+  lse = np.log(np.exp(logits).sum(-1))
+  with jax.enable_x64(True):
+    teacher = teachers.expand(values, classes, lse, num_classes=10)
+    grad = jax.grad(lambda t: losses.kl_divergence(
+        student, jax.nn.softmax(teacher / t)).sum())(2.0)
+
+  def kl(t):
+    q = _softmax(values / t)
+    log_p = np.log(_softmax(student))
+    return float(np.sum(q * (np.log(q) - np.take_along_axis(log_p, classes, axis=-1))))
+
+  assert np.isfinite(grad)
+  np.testing.assert_allclose(float(grad), (kl(2.0 + 1e-6) - kl(2.0 - 1e-6)) / 2e-6, rtol=1e-6)

@@ -188,6 +188,6 @@ def main(args: argparse.Namespace) -> int:
   size = manifest["bytes_per_example"] * steps * batch
   print(f"cached {steps} steps x {batch} examples, top {manifest['k']} of "
         f"{manifest['num_classes']} classes ({manifest['dtype']}): "
-        f"{manifest['bytes_per_example']:.0f} bytes per example and step, {size / 1e6:.1f} MB, "
+        f"{manifest['bytes_per_example']:.0f} bytes per example and step, {size / 1e6:.3g} MB, "
         f"in {time.time() - started:.1f} s; train with --config.teacher.cache={args.out}")
   return 0
