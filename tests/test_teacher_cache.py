@@ -195,7 +195,7 @@ def test_cache_teacher_command_refuses_a_bad_k_naming_it(teacher_run, tmp_path, 
   assert cli.main(["cache-teacher", "--out", str(tmp_path / "c"), "--k", "11",
                    "--config.method.name=kd", f"--config.teacher.workdir={teacher_run}",
                    "--config.model.name=mlp", "--config.mesh.data=1"]) == 2
-  assert "config.k=11: allowed: 1..10" in capsys.readouterr().err
+  assert "k=11 (jaxkd cache-teacher --k): allowed: 1..10" in capsys.readouterr().err
 
 
 def test_a_renormalised_top_k_teacher_has_the_finite_difference_temperature_gradient():

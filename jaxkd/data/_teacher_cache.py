@@ -6,7 +6,7 @@ and the augmentation of step t is a pure function of (seed, t) and the batch's e
 position in the batch), written once by ``jaxkd cache-teacher`` (`jaxkd.train.cache_teacher`)
 and read back by the teacher `jaxkd.teachers.cached` one step at a time. A directory holds:
 
-* ``manifest.json``: what the cache was made for (`run_key`: the data, split, seed,
+* ``manifest.json``: what the cache was made for (`cache_run_key`: the data, split, seed,
   augmentation, batch size, dtype and steps of the run; the teacher and the fingerprint of its
   variables), ``k``, the convention for the classes beyond the top k (``rest``), the stored
   dtype and the array shapes. Written last: a directory without it is not a cache.
@@ -29,17 +29,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CACHE_FILES", "MANIFEST", "RESTS", "RUN_FIELDS", "create_cache", "finish_cache",
-           "open_cache", "run_key", "run_mismatches"]
+__all__ = ["CACHE_MANIFEST", "CACHE_RUN_FIELDS", "cache_run_key", "cache_run_mismatches",
+           "create_cache", "finish_cache", "open_cache"]
 
-MANIFEST = "manifest.json"
-CACHE_FILES = ("ids", "values", "classes", "lse")
+CACHE_MANIFEST = "manifest.json"
 _VERSION = 1
-# How the classes beyond the top k share the probability the top k leave (`jaxkd.teachers`).
-RESTS = ("renormalize", "uniform")
 # The config fields that decide what the teacher sees at every step. The data directory is
 # recorded but not compared (the same data may be moved); the example ids are, per epoch.
-RUN_FIELDS = ("data.name", "data.train_split", "seed", "train.batch_size", "model.dtype",
+CACHE_RUN_FIELDS = ("data.name", "data.train_split", "seed", "train.batch_size", "model.dtype",
               "data.crop_padding", "data.flip", "data.rotation_degrees", "data.vocab_size",
               "data.max_length")
 
@@ -55,19 +52,19 @@ def _field(config: Any, dotted: str) -> Any:
   return json.loads(json.dumps(value))
 
 
-def run_key(config: Any, *, steps_per_epoch: int, total_steps: int) -> dict:
-  """What a cache for the run of ``config`` must have been made for: the `RUN_FIELDS`, the
+def cache_run_key(config: Any, *, steps_per_epoch: int, total_steps: int) -> dict:
+  """What a cache for the run of ``config`` must have been made for: the `CACHE_RUN_FIELDS`, the
   steps per epoch and the run's number of steps."""
-  key = {name: _field(config, name) for name in RUN_FIELDS}
+  key = {name: _field(config, name) for name in CACHE_RUN_FIELDS}
   key.update(steps_per_epoch=int(steps_per_epoch), total_steps=int(total_steps))
   return key
 
 
-def run_mismatches(cached: dict, run: dict) -> list[tuple[str, Any, Any]]:
+def cache_run_mismatches(cached: dict, run: dict) -> list[tuple[str, Any, Any]]:
   """``(field, cache's value, run's value)`` for each field where a run may not read a cache
-  (`run_key`s): any difference, but a run shorter than the cache reads its first steps."""
+  (`cache_run_key`s): any difference, but a run shorter than the cache reads its first steps."""
   found = []
-  for name in RUN_FIELDS + ("steps_per_epoch",):
+  for name in CACHE_RUN_FIELDS + ("steps_per_epoch",):
     if cached.get(name) != run.get(name):
       found.append((name, cached.get(name), run.get(name)))
   if run["total_steps"] > cached["total_steps"]:
@@ -102,7 +99,7 @@ def finish_cache(directory: str, arrays: dict, manifest: dict) -> dict:
                   shapes={name: list(a.shape) for name, a in arrays.items()},
                   dtypes={name: str(a.dtype) for name, a in arrays.items()},
                   bytes_per_example=sum(a.nbytes for a in arrays.values()) / rows)
-  path = os.path.join(directory, MANIFEST)
+  path = os.path.join(directory, CACHE_MANIFEST)
   with open(path + ".tmp", "w") as f:
     json.dump(manifest, f, indent=1)
   os.replace(path + ".tmp", path)
@@ -115,9 +112,9 @@ def open_cache(directory: str) -> tuple[dict, dict]:
   Raises:
     ValueError: ``directory`` holds no finished cache (no manifest), or one of another version.
   """
-  path = os.path.join(directory, MANIFEST)
+  path = os.path.join(directory, CACHE_MANIFEST)
   if not os.path.isfile(path):
-    raise ValueError(f"config.teacher.cache={directory!r}: no {MANIFEST} there; allowed: a "
+    raise ValueError(f"config.teacher.cache={directory!r}: no {CACHE_MANIFEST} there; allowed: a "
                      "directory written by `jaxkd cache-teacher --out DIR` (it writes the "
                      "manifest last, once every step is stored)")
   with open(path) as f:

@@ -2,7 +2,7 @@
 
 ``jaxkd cache-teacher`` (`jaxkd.train.cache_teacher`) runs a frozen teacher (one run, several,
 or torchvision's weights) once over exactly the augmented batches a run will see and stores
-the top k of its logits per (step, example) (`jaxkd.data` ``_teacher_cache``: ``values``,
+the top k of its logits per (step, example) (`jaxkd.data.open_cache`: ``values``,
 ``classes``, and each row's log-sum-exp ``lse``). A run with ``teacher.cache=DIR`` binds its
 frozen teacher (`from_run`) to `bind_cache` instead: the teacher's ``host_batch`` adds each
 step's rows to the batch, like labels, and ``logits`` turns them back into ``[B, K]`` logits
@@ -105,12 +105,12 @@ def _refuse(field: str, ours: Any, theirs: Any, directory: str, why: str = "") -
 
 
 def _check_run(manifest: dict, env: TeacherEnv, directory: str) -> None:
-  """The run sees the inputs the cache was made for (`run_key`), else a ValueError naming the
+  """The run sees the inputs the cache was made for (`jaxkd.data.cache_run_key`), else a ValueError naming the
   first field that differs."""
-  from jaxkd.data import _teacher_cache  # pylint: disable=import-outside-toplevel
-  run = _teacher_cache.run_key(env.config, steps_per_epoch=env.steps_per_epoch,
-                               total_steps=env.total_steps)
-  for field, theirs, ours in _teacher_cache.run_mismatches(manifest["run"], run):
+  from jaxkd import data  # pylint: disable=import-outside-toplevel
+  run = data.cache_run_key(env.config, steps_per_epoch=env.steps_per_epoch,
+                           total_steps=env.total_steps)
+  for field, theirs, ours in data.cache_run_mismatches(manifest["run"], run):
     if field == "total_steps":
       length = "num_steps" if env.config.train.num_steps > 0 else "num_epochs"
       raise ValueError(f"config.train.{length}={env.config.train[length]!r}: this run takes "
@@ -154,8 +154,8 @@ def bind_cache(directory: str, env: TeacherEnv, *, load: Callable[[], Teacher],
   ``teacher_weights`` weigh (None: any). Raises ValueError naming the field, the run's and the
   cache's values, before anything compiles.
   """
-  from jaxkd.data import _teacher_cache  # pylint: disable=import-outside-toplevel
-  manifest, arrays = _teacher_cache.open_cache(directory)
+  from jaxkd import data  # pylint: disable=import-outside-toplevel
+  manifest, arrays = data.open_cache(directory)
   _check_run(manifest, env, directory)
   _check_teacher(manifest, env, directory, load)
   count = manifest["members"] or 1

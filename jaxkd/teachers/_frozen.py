@@ -36,7 +36,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 FROZEN_DOC = ("a fixed network: a finished run (--config.teacher.workdir) or torchvision's "
               "weights (--config.teacher.torchvision_checkpoint=FILE "
-              "--config.teacher.torchvision_model=NAME)")
+              "--config.teacher.torchvision_model=NAME); its outputs may be stored once by "
+              "`jaxkd cache-teacher` and read with --config.teacher.cache=DIR")
 
 
 def frozen(model, variables: dict, *, train_mode: bool = False,

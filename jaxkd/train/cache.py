@@ -27,7 +27,7 @@ import ml_collections
 
 from jaxkd import config as config_lib
 from jaxkd import teachers
-from jaxkd.data import _teacher_cache
+from jaxkd import data as data_lib
 from jaxkd.train import run as run_lib
 from jaxkd.train import step as step_lib
 from jaxkd.train import trainer as trainer_lib
@@ -107,16 +107,22 @@ def cache_teacher(config: ml_collections.ConfigDict, directory: str, *, k: int =
                           teacher=teacher, progress=progress)
 
 
+def _option(ok: bool, name: str, value: Any, allowed: str) -> None:
+  """A refusal of an argument of `cache_teacher` (``--NAME`` of the command)."""
+  if not ok:
+    raise run_lib.ConfigError(f"{name}={value!r} (jaxkd cache-teacher --{name}): {allowed}")
+
+
 def _cache_teacher(config, directory, *, k, rest, datasets, teacher, progress) -> dict:
-  require = run_lib._require  # pylint: disable=protected-access
-  require(not config.teacher.get("cache"), "teacher.cache", config.teacher.get("cache"),
-          "the run a cache is made for runs its teacher; allowed: \"\"")
-  require(rest in teachers.RESTS, "rest", rest, f"allowed: {', '.join(teachers.RESTS)}")
-  require(not os.path.exists(os.path.join(directory, _teacher_cache.MANIFEST)), "out",
+  run_lib._require(  # pylint: disable=protected-access
+      not config.teacher.get("cache"), "teacher.cache", config.teacher.get("cache"),
+      "the run a cache is made for runs its teacher; allowed: \"\"")
+  _option(rest in teachers.RESTS, "rest", rest, f"allowed: {', '.join(teachers.RESTS)}")
+  _option(not os.path.exists(os.path.join(directory, data_lib.CACHE_MANIFEST)), "out",
           directory, "holds a cache already; allowed: a new or empty directory")
   run = _data_run(config, datasets)
   num_classes, total = run.train_data.num_classes, run.total_steps
-  require(isinstance(k, int) and 0 <= k <= num_classes, "k", k,
+  _option(isinstance(k, int) and 0 <= k <= num_classes, "k", k,
           f"allowed: 1..{num_classes} classes kept per example, or 0 for all of them")
   k = k or num_classes
   sizes = dict(steps_per_epoch=run.steps_per_epoch, total_steps=total)
@@ -131,9 +137,9 @@ def _cache_teacher(config, directory, *, k, rest, datasets, teacher, progress) -
   batches = trainer_lib.Batches(run)
   first = jax.eval_shape(outputs, consts, teacher_consts, batches.get(0), jnp.int32(0))
   members = first[0].shape[1] if len(first[0].shape) == 3 else 0
-  arrays = _teacher_cache.create_cache(directory, steps=total, batch_size=run.config.train.batch_size,
-                                       members=members, k=k, num_classes=num_classes,
-                                       dtype=first[0].dtype)
+  arrays = data_lib.create_cache(directory, steps=total, batch_size=run.config.train.batch_size,
+                                 members=members, k=k, num_classes=num_classes,
+                                 dtype=first[0].dtype)
   for step in range(total):
     values, classes, lse = jax.device_get(
         outputs(consts, teacher_consts, batches.get(step), jnp.int32(step)))
@@ -143,8 +149,8 @@ def _cache_teacher(config, directory, *, k, rest, datasets, teacher, progress) -
       arrays["classes"][step] = classes
     if progress is not None and ((step + 1) % 100 == 0 or step + 1 == total):
       progress(step + 1, total)
-  return _teacher_cache.finish_cache(directory, arrays, dict(
-      run=_teacher_cache.run_key(run.config, **sizes), data_dir=run.config.data.data_dir,
+  return data_lib.finish_cache(directory, arrays, dict(
+      run=data_lib.cache_run_key(run.config, **sizes), data_dir=run.config.data.data_dir,
       teacher=teachers.teacher_key(run.config.teacher),
       fingerprint=teachers.fingerprint(teacher.consts), k=k, num_classes=num_classes,
       rest=rest, members=members, dtype=str(first[0].dtype),
