@@ -75,10 +75,9 @@ def _method(config, model: str, method: str) -> None:
   elif method == "dkd":
     m.alpha, m.beta, m.temperature, m.ce_weight, m.warmup_epochs = (
         1.0, DKD_BETA[model], 4.0, 1.0, 20)
-  elif method == "kd_ls":  # CE 0.1, KD w: alpha 0.9 and the KD term scaled by w / 0.9
+  elif method == "kd_ls":  # CE 0.1, KD w
     temperature, weight = KD_LS[model]
-    m.alpha, m.multiplier, m.temperature = 0.9, weight / 0.9, temperature
-    m.kl_reduction, m.logit_standardization = "batchmean", True
+    recipes.kd_logit_standardization(config, temperature=temperature, weight=weight)
   elif method == "dkd_ls":  # their train script multiplies alpha and beta by the KD weight
     temperature, weight, beta = DKD_LS[model]
     m.alpha, m.beta, m.temperature, m.ce_weight, m.warmup_epochs = (

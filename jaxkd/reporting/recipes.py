@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxkd import config as config_lib
 
-__all__ = ["base_config", "check_ls_kd_row", "cskd_cifar", "fashion_subset_cpu", "kd_only", "ls_kd_protocol",
+__all__ = ["base_config", "check_ls_kd_row", "cskd_cifar", "fashion_subset_cpu", "kd_logit_standardization", "kd_only", "ls_kd_protocol",
            "mdistiller_cifar",
            "only_with", "pskd_cifar", "row_config", "smoke", "smoke_streamed", "smoke_text",
            "streamed", "text_classification", "tfkd_cifar", "tfkd_imagenet", "LS_KD_PROTOCOLS",
@@ -75,6 +75,22 @@ def kd_only(config: ml_collections.ConfigDict, temperature: float) -> None:
   config.method.temperature = float(temperature)
   config.method.kl_reduction = "batchmean"
   config.method.temperature_squared = True
+
+
+def kd_logit_standardization(config: ml_collections.ConfigDict, *, temperature: float = 2.0,
+                             weight: float = 9.0) -> None:
+  """``kd`` in Sun et al.'s (CVPR 2024) CIFAR setting: logit standardization, CE weight 0.1,
+  KD weight ``weight`` (9), base temperature ``temperature`` (2), ``batchmean``.
+
+  ``kd`` weighs CE by ``1 - alpha`` and the KD term by ``alpha * multiplier``: alpha 0.9 and
+  multiplier ``weight / 0.9`` give CE 0.1 and KD ``weight``.
+  """
+  config.method.name = "kd"
+  config.method.alpha = 0.9
+  config.method.multiplier = weight / 0.9
+  config.method.temperature = float(temperature)
+  config.method.kl_reduction = "batchmean"
+  config.method.logit_standardization = True
 
 
 def _sgd_cifar(config, *, dataset: str, rotation: float, batch_size: int, epochs: int,
