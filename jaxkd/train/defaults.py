@@ -42,9 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  # Method hyperparameters not given here take `jaxkd.objectives.defaults(name)`; keys that
-  # depend on the data (steps_per_epoch, total_epochs, num_examples, refresh_every) are filled
-  # in by the engine.
+  # Method hyperparameters not given here take `jaxkd.objectives.defaults(name)`; those that
+  # follow from the run (steps per epoch, ...) the method derives from it
+  # (`jaxkd.objectives.Method.derive`).
   config.method = ml_collections.ConfigDict({"name": "mrkd"})
 
   # dtype: "float32" | "bfloat16" | "float64", the computation dtype. float64 is the

@@ -24,8 +24,8 @@ from jaxkd import tasks
 from jaxkd import teachers
 from jaxkd.train import defaults
 
-__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "derived_hparams",
-           "make_mesh", "make_optimizer", "make_schedule", "precision", "streams", "warmup_note"]
+__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "make_mesh",
+           "make_optimizer", "make_schedule", "precision", "streams", "warmup_note"]
 
 # float64: the verification mode, under JAX's x64 switch (`precision`).
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
@@ -176,32 +176,13 @@ def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, tota
                      mask=mask)
 
 
-def derived_hparams(method: str, *, num_examples: int, steps_per_epoch: int,
-                    total_steps: int) -> dict:
-  """The hyperparameters of ``method`` that follow from the data and the schedule of a run.
-
-  Only those the method has: ``steps_per_epoch``, ``num_examples``, ``total_epochs`` and
-  ``refresh_every`` (one epoch).
-  """
-  derived = {"steps_per_epoch": steps_per_epoch, "num_examples": num_examples,
-             "total_epochs": max(1, -(-total_steps // steps_per_epoch)),
-             "refresh_every": steps_per_epoch}
-  return {k: v for k, v in derived.items() if k in objectives.defaults(method)}
-
-
-def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: int):
+def _objective(config, run_info: objectives.RunInfo):
+  """The config's objective, its run-derived hyperparameters (`jaxkd.objectives.Method.derive`)
+  filled from ``run_info``."""
   method = config.method.to_dict()
   name = method.pop("name", None)
   try:
-    derived = derived_hparams(name, num_examples=num_examples, steps_per_epoch=steps_per_epoch,
-                              total_steps=total_steps)
-  except ValueError as err:
-    raise ConfigError(f"config.method.name={name!r}: {err}") from None
-  for key, value in derived.items():
-    if method.get(key) is None:
-      method[key] = value
-  try:
-    return objectives.get(name, **method)
+    return objectives.get(name, run_info=run_info, **method)
   except ValueError as err:
     raise ConfigError(f"method: {err}") from None
 
@@ -458,8 +439,9 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   model = models.get(config.model.name, num_classes=train_data.num_classes,
                      dtype=DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv,
                      vocab_size=vocab_size)
-  objective = _objective(config, num_examples=train_data.num_examples,
-                         steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  objective = _objective(config, objectives.RunInfo(
+      num_examples=train_data.num_examples, steps_per_epoch=steps_per_epoch,
+      total_steps=total_steps, num_classes=train_data.num_classes))
   _task_call(task.check_objective, config, objective)
   if teacher is None:
     teacher = _bind_teacher(objective, config, train_data)
