@@ -22,7 +22,7 @@ from jaxkd import models
 from jaxkd import objectives
 from jaxkd import tasks
 from jaxkd import teachers
-from jaxkd.train import defaults
+from jaxkd.config import ConfigError
 
 __all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "make_mesh",
            "make_optimizer", "make_schedule", "precision", "streams", "warmup_note"]
@@ -32,11 +32,6 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float
 SCHEDULES = ("constant", "cosine", "multistep", "linear", "inverse_sqrt")
 # The longest warm-up, as a fraction of the run's steps (`make_schedule`).
 _MAX_WARMUP_FRACTION = 0.1
-
-
-
-class ConfigError(ValueError):
-  """A config value that cannot run; the message names the key, the value and what is allowed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,24 +198,6 @@ def _bind_teacher(objective, config, dataset):
     raise ConfigError(str(err)) from None
 
 
-def _schema() -> dict:
-  """The keys of the default config, which every config file extends."""
-  return defaults.base_config().to_dict()
-
-
-def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None = None) -> None:
-  root = schema if root is None else root
-  for key, value in config.items():
-    if prefix == "method.":  # method hyperparameters are checked by jaxkd.objectives
-      continue
-    if key not in schema:
-      raise ConfigError(f"config.{prefix}{key}={value!r}: unknown key"
-                        f"{config_lib.did_you_mean(prefix + key, root)}; "
-                        f"allowed here: {', '.join(sorted(schema))}")
-    if isinstance(value, dict) and isinstance(schema[key], dict):
-      _check_keys(value, schema[key], f"{prefix}{key}.", root)
-
-
 def _check_train(config, mesh) -> None:
   train = config.train
   positive = ("num_epochs", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps",
@@ -375,7 +352,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
     datasets: ``(train, eval)`` `jaxkd.data.ArrayDataset` replacing ``config.data.name``.
     teacher: a bound `jaxkd.teachers.Teacher` replacing the objective's own.
   """
-  _check_keys(config.to_dict(), _schema())
+  config_lib.check_keys(config.to_dict())
   train_cfg = config.train
   _require(config.data.name in data_lib.names(), "data.name", config.data.name,
            f"allowed: {', '.join(data_lib.names())}")
