@@ -177,6 +177,10 @@ def _objective(config, run_info: objectives.RunInfo):
   method = config.method.to_dict()
   name = method.pop("name", None)
   try:
+    objectives.describe(name)  # a registered method or an importable `module:attr`
+  except ValueError as err:
+    raise ConfigError(f"config.method.name={name!r}: {err}") from None
+  try:
     return objectives.get(name, run_info=run_info, **method)
   except ValueError as err:
     raise ConfigError(f"method: {err}") from None
