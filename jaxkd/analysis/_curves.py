@@ -6,12 +6,14 @@ from typing import List, Tuple
 
 import numpy as np
 
+from jaxkd import rundir
+
 __all__ = ["load_metrics", "metric_series"]
 
 
 def _metrics_path(path):
   path = os.fspath(path)
-  return os.path.join(path, "metrics.jsonl") if os.path.isdir(path) else path
+  return rundir.RunDir(path).metrics if os.path.isdir(path) else path
 
 
 def _parse_line(line):

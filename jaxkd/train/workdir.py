@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxkd import rundir
 from jaxkd.config import ConfigError, defaults
 
 __all__ = ["OPERATIONAL", "check_config", "diff_keys"]
@@ -74,7 +75,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str, *, steps_per_e
     ConfigError: a change of a key outside `OPERATIONAL`, or a change of the run's length
       that is not the extension of a finished run with ``train.extend=True``.
   """
-  path = os.path.join(workdir, "config.json")
+  path = rundir.RunDir(workdir).config
   if not os.path.exists(path):
     return {}
   with open(path) as f:
