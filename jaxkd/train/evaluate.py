@@ -134,7 +134,7 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
 
   Raises:
     jaxkd.config.UsageError: no such workdir, checkpoint or split.
-    jaxkd.train.ConfigError: the saved config no longer builds.
+    jaxkd.config.ConfigError: the saved config no longer builds.
   """
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
