@@ -60,7 +60,8 @@ each other and checks the papers' claims.
 """
 from jaxkd import objectives
 from jaxkd.data import fashion_subset
-from jaxkd.reporting import Choice, Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Choice, Claim, Row, Table, parse_arg
 
 EPOCHS = 10  # the short budget (rows no claim compares)
 CONVERGED_EPOCHS = 60  # the claims' rows and the teachers (measured: see the docstring)

@@ -16,7 +16,8 @@ import pytest
 from jaxkd import cli
 from jaxkd import data as data_lib
 from jaxkd import models, objectives
-from jaxkd.reporting import Row, Table, parse_arg, recipes, runner
+from jaxkd.config import recipes
+from jaxkd.reporting import Row, Table, parse_arg, runner
 from jaxkd.train import build_run, train_and_evaluate
 
 from conftest import needs_fashion_mnist

@@ -20,6 +20,7 @@ import time
 from typing import Callable, Optional, Sequence
 
 from jaxkd import config as config_lib
+from jaxkd import rundir
 from jaxkd.reporting._table import Row, Table
 
 __all__ = ["Job", "job_config", "load_table", "plan", "result_path", "run_one", "run_table", "workdir"]
@@ -46,7 +47,7 @@ def _claim_path(run_dir: str) -> str:
 
 def _trained_for_elsewhere(run_dir: str, record: str) -> bool:
   """Whether ``run_dir`` holds a finished run whose record belongs to another results dir."""
-  if not os.path.isfile(os.path.join(run_dir, "summary.json")):
+  if not os.path.isfile(rundir.RunDir(run_dir).summary):
     return False  # nothing there, or an interrupted run: resuming it is the same training
   try:
     with open(_claim_path(run_dir)) as f:
