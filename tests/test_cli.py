@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxkd import cli, config as config_lib, data, models, objectives
-from jaxkd.train import defaults
+from jaxkd.config import defaults
 from jaxkd.train import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ def test_unknown_key_far_from_every_field_gets_no_suggestion(key):
 
 def test_config_file_with_an_unknown_key_suggests_the_closest(tmp_path, capsys):
   path = tmp_path / "mine.py"
-  path.write_text("from jaxkd.train.defaults import get_config as base\n\n"
+  path.write_text("from jaxkd.config.defaults import get_config as base\n\n"
                   "def get_config(arg=None):\n  config = base()\n"
                   "  config.train.learning_rate = 0.1\n  return config\n")
   assert cli.main(["train", "--config", str(path), "--workdir", str(tmp_path / "w")]) == 2

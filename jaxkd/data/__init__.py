@@ -13,12 +13,12 @@ from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, from_arrays,
 from jaxkd.data._decode import DecodeError
 from jaxkd.data._order import batch_indices, partner_indices
 from jaxkd.data._prepare import prepare_imagenet2012
-from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec
+from jaxkd.data._registry import DatasetSpec, load, names, parse_split, spec, token_settings
 from jaxkd.data._streaming import RecordError, StreamingSplit, epoch_order, open_stream
 from jaxkd.data._teacher_cache import (CACHE_MANIFEST, CACHE_RUN_FIELDS, cache_run_key,
                                        cache_run_mismatches, create_cache, finish_cache,
                                        open_cache)
-from jaxkd.data._text import TokenDataset, mock_text, read_csv, token_settings
+from jaxkd.data._text import TokenDataset, mock_text, read_csv
 from jaxkd.data._translation import PAD, ParallelDataset, Vocabulary, mock_translation
 
 __all__ = [

@@ -11,16 +11,14 @@ checkpoints.
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from jaxkd import _quiet
+# A finished run's checkpoints are read by `jaxkd.rundir`; re-exported as teachers' own names.
+from jaxkd.rundir import CONFIG, RunDir, checkpoint_steps, load_variables
 from jaxkd.teachers._cached import bind_cache
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
                                   TeacherState, apply_model, no_state)
@@ -226,11 +224,10 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
     _fail("teacher.workdir", workdir, "this method needs a teacher: the workdir of a finished "
           "run (or teacher.torchvision_checkpoint with teacher.torchvision_model, torchvision's "
           "weights of an ImageNet network)")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    _fail("teacher.workdir", workdir, "must be the workdir of a jaxkd run (no config.json there)")
-  with open(path) as f:
-    teacher = json.load(f)
+  teacher = RunDir(workdir).read(CONFIG)
+  if teacher is None:
+    _fail("teacher.workdir", workdir, f"must be the workdir of a jaxkd run (no {CONFIG} "
+          "there)")
   if teacher["data"]["name"] != env.data_name:
     _fail("teacher.workdir", workdir, f"the teacher was trained on {teacher['data']['name']!r} "
           f"(its classes), the student on {env.data_name!r}")
@@ -272,57 +269,8 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
 def _embedding_rows(workdir: str, step: int) -> Optional[int]:
   """The rows of a text model's ``params/embed/embedding`` in checkpoint ``step``'s metadata
   (shapes only, no array is read); None when it has no such table."""
-  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
-  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
-  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
-      _quiet.ORBAX_NO_METADATA):
-    tree = checkpointer.metadata(path).item_metadata
+  tree = RunDir(workdir).state_metadata(step)
   try:
     return int(tree["params"]["embed"]["embedding"].shape[0])
   except (KeyError, TypeError, AttributeError):
     return None
-
-
-def checkpoint_steps(workdir: str, name: str = "checkpoints") -> list[int]:
-  """The steps of a run's complete checkpoints under ``<workdir>/<name>``, ascending."""
-  # orbax renames a step's temporary directory to its plain number only once it is complete.
-  directory = os.path.join(os.path.abspath(workdir), name)
-  return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) \
-      if os.path.isdir(directory) else []
-
-
-def load_variables(workdir: str, *, step: int | None = None,
-                   name: str = "checkpoints") -> tuple[dict, int]:
-  """A finished run's model variables (``params``, ``batch_stats``) for use as a frozen teacher.
-
-  Args:
-    workdir: the teacher run's workdir (the one holding ``checkpoints/``).
-    step: which checkpoint; ``None`` takes the latest (De-KD uses an early one).
-    name: the checkpoint folder: ``checkpoints``, or ``checkpoints_best`` (the state of the
-      best evaluation, kept by ``train.keep_best``).
-
-  Returns:
-    ``({"params": ..., "batch_stats": ...}, step)`` as host arrays.
-  """
-  directory = os.path.join(os.path.abspath(workdir), name)
-  steps = checkpoint_steps(workdir, name)
-  if not steps:
-    raise FileNotFoundError(f"teacher.workdir={workdir!r} holds no checkpoint under {directory}; "
-                            "train the teacher there first (jaxkd train --workdir ...)")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise ValueError(f"teacher.step={step} is not among the checkpoints of {workdir!r}: {steps}")
-  # The teacher may have run on another topology (one GPU, a pod slice): restore onto this
-  # process's first device, with shapes and dtypes from the checkpoint's own metadata.
-  path = os.path.join(directory, str(step), "state")
-  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
-  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
-      _quiet.ORBAX_NO_METADATA):
-    tree = checkpointer.metadata(path).item_metadata
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-    state = checkpointer.restore(path, target)
-  variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
-  return jax.device_get(variables), step

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxkd import rundir
 from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd.train import logs
 from jaxkd.train import run as run_lib
@@ -73,7 +74,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
                    changes: dict, console: logs.Console) -> list[dict]:
   """Writes ``config.json``; the workdir's config history, with ``changes`` at ``start``."""
   history = []
-  path = os.path.join(workdir, "run.json")
+  path = rundir.RunDir(workdir).run
   if changes and os.path.exists(path):
     with open(path) as f:
       history = json.load(f).get("config_changes", [])
@@ -81,7 +82,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
     history = history + [{"step": start, "changes": changes}]
     console.line(f"config changed at step {start}: " + ", ".join(
         f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items()))
-  logs.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  logs.write_json(rundir.RunDir(workdir).config, json.loads(config.to_json()))
   return history
 
 
@@ -177,7 +178,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                              total_steps=run.total_steps)
   if note and not start:
     _log.warning(note)
-  logs.write_json(os.path.join(workdir, "run.json"), dict(
+  logs.write_json(rundir.RunDir(workdir).run, dict(
       info, model=config.model.name, data=config.data.name, workdir=os.path.abspath(workdir),
       start_step=start, total_steps=run.total_steps, config_changes=config_changes,
       started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
@@ -206,7 +207,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if best is not None:
       best.close()
   summary = _summary(run, state, meta, info)
-  logs.write_json(os.path.join(workdir, "summary.json"), summary)
+  logs.write_json(rundir.RunDir(workdir).summary, summary)
   return summary
 
 
@@ -231,7 +232,7 @@ def _watchdog(config, workdir: str):
 
 def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> dict:
   """The summary of a complete run: its file, or rebuilt when a kill came before it."""
-  path = os.path.join(workdir, "summary.json")
+  path = rundir.RunDir(workdir).summary
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
