@@ -16,8 +16,9 @@ the teacher's logits themselves, so a run from the cache computes what the onlin
 With k < K, the classes outside the top k (`expand`, ``rest``):
 
 * ``"renormalize"`` (default): get no probability; a softmax over the kept logits renormalises
-  them, at every temperature. This is what MaxText's offline distillation does with the top-k
-  logits and indices ``save_top_k_teacher_logits.py`` stores (a softmax over the kept entries).
+  them, at every temperature: what a softmax over stored top-k logits gives, as in Tan et al.'s
+  word-level KD code and ``kd``'s ``teacher_top_k``. MaxText's offline distillation stores the
+  same top-k logits and their indices (``save_top_k_teacher_logits.py``, ``jax.lax.top_k``).
 * ``"uniform"``: share the probability the top k leave at temperature 1, ``1 - sum_i
   exp(values_i - lse)``, evenly (the "other bucket" spread over its classes); the temperature
   then applies to these logits like to the others.

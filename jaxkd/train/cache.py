@@ -140,15 +140,23 @@ def _cache_teacher(config, directory, *, k, rest, datasets, teacher, progress) -
   arrays = data_lib.create_cache(directory, steps=total, batch_size=run.config.train.batch_size,
                                  members=members, k=k, num_classes=num_classes,
                                  dtype=first[0].dtype)
-  for step in range(total):
-    values, classes, lse = jax.device_get(
-        outputs(consts, teacher_consts, batches.get(step), jnp.int32(step)))
+
+  def store(step, out):
+    values, classes, lse = jax.device_get(out)
     arrays["ids"][step] = batches.host(step)["indices"]
     arrays["values"][step], arrays["lse"][step] = values, lse
     if classes is not None:
       arrays["classes"][step] = classes
     if progress is not None and ((step + 1) % 100 == 0 or step + 1 == total):
       progress(step + 1, total)
+
+  pending = None  # one step in flight: step t + 1 is dispatched before step t is stored
+  for step in range(total):
+    out = outputs(consts, teacher_consts, batches.get(step), jnp.int32(step))
+    if pending is not None:
+      store(*pending)
+    pending = (step, out)
+  store(*pending)
   return data_lib.finish_cache(directory, arrays, dict(
       run=data_lib.cache_run_key(run.config, **sizes), data_dir=run.config.data.data_dir,
       teacher=teachers.teacher_key(run.config.teacher),
@@ -169,9 +177,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="classes kept per example (their logits and classes); 0: all K, so "
                            "the run's KD equals the online teacher's (default: 0)")
   parser.add_argument("--rest", default="renormalize", choices=teachers.RESTS,
-                      help="with k < K, the other classes: renormalize (no probability; as "
-                           "MaxText's top-k logits) or uniform (the mass the top k leave, "
-                           "spread evenly) (default: renormalize)")
+                      help="with k < K, the other classes: renormalize (no probability: a "
+                           "softmax over the kept logits) or uniform (the mass the top k "
+                           "leave, spread evenly) (default: renormalize)")
   parser.epilog = ("example:\n  jaxkd train --workdir /tmp/ce --config.method.name=ce\n"
                    "  jaxkd cache-teacher --out /tmp/ce_cache --config.method.name=kd "
                    "--config.teacher.workdir=/tmp/ce\n"
