@@ -12,6 +12,8 @@ from jaxkd import cli, teachers
 from jaxkd import config as config_lib
 from jaxkd.train import ConfigError, build, cache_teacher, defaults, precision
 
+SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                     "default.py") + ":smoke"
 # 1442 digits at batch 256: 5 steps an epoch, so 7 steps read two epochs of the cache.
 STEPS, BATCH = 7, 256
 
@@ -159,10 +161,20 @@ def _softmax(z, axis=-1):
 
 @pytest.mark.parametrize("rest", ["renormalize", "uniform"])
 def test_top_k_cache_holds_numpys_top_k_and_its_rest_convention(rest, teacher_run, full_cache,
-                                                                tmp_path):
+                                                                tmp_path, capsys):
   k, num_classes = 3, 10
   directory = str(tmp_path / "top3")
-  manifest = cache_teacher(_config(teacher=teacher_run), directory, k=k, rest=rest)
+  # The command line writes it, from the flags of the full cache's run (`_config`: the base
+  # config, which the default config's smoke variant is, trained on the whole train split).
+  assert cli.main(["cache-teacher", "--out", directory, "--k", str(k), "--rest", rest,
+                   "--config", SMOKE, "--config.method.name=kd", "--config.model.name=mlp",
+                   "--config.model.dtype=float64", "--config.mesh.data=1",
+                   f"--config.train.batch_size={BATCH}", f"--config.train.num_steps={STEPS}",
+                   f"--config.teacher.workdir={teacher_run}"]) == 0
+  assert f"train with --config.teacher.cache={directory}" in capsys.readouterr().out
+  with open(os.path.join(directory, "manifest.json")) as f:
+    manifest = json.load(f)
+  assert manifest["run"] == full_cache[1]["run"] and manifest["rest"] == rest
   # The teacher's logits, as the k = K cache holds them (equal to the online teacher's).
   full = np.load(os.path.join(full_cache[0], "values.npy")).astype(np.float64)
   values, classes, lse = (np.load(os.path.join(directory, f"{n}.npy"))
