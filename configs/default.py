@@ -25,7 +25,8 @@ Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <
   train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite, train.keep_best,
   train.extend, train.steps_per_dispatch (K steps as one lax.scan dispatch; default 1);
   teacher.workdir, teacher.step, teacher.train_mode, teacher.torchvision_checkpoint,
-  teacher.torchvision_model; mesh.data; distributed, distributed_timeout_s.
+  teacher.torchvision_model, teacher.cache (`jaxkd cache-teacher`'s directory); mesh.data;
+  distributed, distributed_timeout_s.
 """
 from jaxkd.config.defaults import get_config  # defined in the package, so installs have it
 
