@@ -18,13 +18,15 @@ SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, BATCH = 7, 256
 
 
-def _config(method="kd", *, teacher="", cache="", dtype="float64", **changes):
+def _config(method="kd", *, teacher="", cache="", dtype="float64", num_steps=STEPS,
+            image_size=224, **changes):
   """The run's config; ``changes``: ``section__key=value`` overrides."""
   config = defaults.base_config()
   config.method.name = method
   config.model.name, config.model.dtype = "mlp", dtype
   config.mesh.data = 1
-  config.train.batch_size, config.train.num_steps = BATCH, STEPS
+  config.train.batch_size, config.train.num_steps = BATCH, num_steps
+  config.data.image_size = image_size
   config.train.optimizer.warmup_epochs = 0.0
   config.teacher.workdir, config.teacher.cache = teacher, cache
   for key, value in changes.items():
@@ -50,11 +52,11 @@ def full_cache(teacher_run, tmp_path_factory):
 
 
 def _train(config):
-  """The params after `STEPS` steps of ``config``, and its trainer."""
+  """The params at the end of the run of ``config``, and its trainer."""
   with precision(config):
     trainer = build(config)
     state, batches = trainer.init_state(), trainer.batches()
-    for step in range(STEPS):
+    for step in range(trainer.run.total_steps):
       state, _ = trainer.steps.train(state, trainer.consts, batches.get(step))
     return jax.device_get(state.params), trainer
 
@@ -233,3 +235,36 @@ def test_a_renormalised_top_k_teacher_has_the_finite_difference_temperature_grad
 
   assert np.isfinite(grad)
   np.testing.assert_allclose(float(grad), (kl(2.0 + 1e-6) - kl(2.0 - 1e-6)) / 2e-6, rtol=1e-6)
+
+
+def test_a_streamed_run_reads_its_cache_and_ends_as_the_online_run(imagenet_dir, tmp_path):
+  """Streamed data (the tests' tiny ImageNet, read and cropped on host threads): the cache is
+  written through the run's own reader, each process's rows of it ride with the batch, and the
+  KD run from it ends with the online run's parameters (float64, 4 steps over two epochs); from
+  a k = 2 cache, with those of the online ``kd`` keeping its teacher's top 2
+  (``teacher_top_k=2``, its own implementation of the renormalised top k)."""
+  from jaxkd.train import loop  # pylint: disable=import-outside-toplevel
+
+  def streamed(method, **changes):
+    config = _config(method, num_steps=4, image_size=16, **changes)
+    config.data.name, config.data.data_dir, config.data.num_workers = (
+        "imagenet2012", imagenet_dir, 2)
+    config.data.crop_padding, config.data.rotation_degrees, config.data.flip = 0, 0.0, False
+    config.train.batch_size = 8  # 3 steps an epoch
+    return config
+
+  teacher = str(tmp_path / "teacher")
+  loop.train_and_evaluate(streamed("ce", dtype="float32"), teacher)
+  directory = str(tmp_path / "cache")
+  manifest = cache_teacher(streamed("kd", teacher=teacher), directory, k=2)
+  assert manifest["shapes"]["classes"] == [4, 8, 2]
+  for k, path in ((0, str(tmp_path / "full")), (2, directory)):
+    if k == 0:
+      cache_teacher(streamed("kd", teacher=teacher), path)
+    online, _ = _train(streamed("kd", teacher=teacher, method__teacher_top_k=k))
+    cached, trainer = _train(streamed("kd", teacher=teacher, cache=path))
+    assert trainer.run.teacher.name.startswith("cached")
+    gap = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(online),
+                                                            jax.tree_util.tree_leaves(cached)))
+    print(f"\nstreamed kd from a k={k or 'K'} cache vs online (teacher_top_k={k}): {gap:.3g}")
+    assert gap <= 1e-9

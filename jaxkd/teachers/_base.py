@@ -145,13 +145,17 @@ class Teacher(NamedTuple):
       never checkpointed with the student.
     setup: ``setup(env) -> Teacher`` binds the teacher to a run before anything compiles
       (`TeacherEnv`); raises ValueError naming the setting when it cannot. None: ready.
-    host_batch: ``host_batch(labels, order, *, seed, epoch) -> {name: int [steps, B]}`` adds
-      rows of example indices to every batch of an epoch; None: nothing.
+    host_batch: ``host_batch(labels, order, *, seed, epoch) -> {name: [steps, B, ...]}`` adds
+      per-example rows to every batch of an epoch (partner indices, a cache's outputs);
+      ``order``: the epoch's example ids ``[steps, B]``, ``labels`` the split's (None when
+      streamed); None: nothing.
     name: a short name for messages and logs.
     inactive_steps: how many steps from the start of a run the teacher has no valid member
       (its ``mask`` all False), so that the objective's teacher terms are off; the training
       loop warns when that is a large share of the run. 0: valid from the first step.
     doc: what the teacher is, in one line for ``jaxkd methods``' legend.
+    loads_examples: ``logits`` reads other training examples through ``TeacherInputs.load``
+      (CS-KD's partners), which streamed data does not offer (refused there).
   """
   init: Callable[..., TeacherState]
   logits: Callable[[TeacherState, Any, TeacherInputs], TeacherOutput]
@@ -162,6 +166,7 @@ class Teacher(NamedTuple):
   name: str = "teacher"
   inactive_steps: int = 0
   doc: str = ""
+  loads_examples: bool = False
 
 
 def apply_model(model: nn.Module, variables: dict, x: chex.Array, *, train: bool,

@@ -106,8 +106,8 @@ def _refuse(field: str, ours: Any, theirs: Any, directory: str, why: str = "") -
 
 
 def _check_run(manifest: dict, env: TeacherEnv, directory: str) -> None:
-  """The run sees the inputs the cache was made for (`jaxkd.data.cache_run_key`), else a ValueError naming the
-  first field that differs."""
+  """The run sees the inputs the cache was made for (`jaxkd.data.cache_run_key`), else a
+  ValueError naming the first field that differs."""
   from jaxkd import data  # pylint: disable=import-outside-toplevel
   run = data.cache_run_key(env.config, steps_per_epoch=env.steps_per_epoch,
                            total_steps=env.total_steps)

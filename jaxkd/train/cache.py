@@ -11,7 +11,8 @@ logits per example, with each row's log-sum-exp, are stored under DIR with a man
 the cache was made for (`jaxkd.teachers.bind_cache`). Then ``jaxkd train ...
 --config.teacher.cache=DIR`` reads them instead of running the teacher; a run that differs in
 its data, split, seed, augmentation, batch size, dtype, length or teacher is refused, naming
-the field. In-memory data only.
+the field. Streamed data (ImageNet) is cached through the run's own reader: the teacher sees
+the crops the host makes for the run. Written from one process.
 """
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ def _data_run(config: ml_collections.ConfigDict, datasets: Any) -> run_lib.Run:
   plain = ml_collections.ConfigDict(config.to_dict())
   plain.method = ml_collections.ConfigDict({"name": "ce"})
   run = run_lib.build_run(plain, datasets=datasets)
-  run_lib._require(not run_lib.streams(run), "data.in_memory",  # pylint: disable=protected-access
-                   config.data.in_memory, "a teacher cache is made for data held in memory; "
-                   "allowed: True or None, on a dataset that fits in memory")
+  run_lib._require(jax.process_count() == 1, "distributed",  # pylint: disable=protected-access
+                   config.distributed, "jaxkd cache-teacher writes from one process; allowed: "
+                   "one process (its devices all used)")
   run_lib._require(not run.task.task.by_token_count,  # pylint: disable=protected-access
                    "data.name", config.data.name, "batched by token count, so a step's rows "
                    "are not a fixed batch; allowed: classification data")
@@ -128,40 +129,45 @@ def _cache_teacher(config, directory, *, k, rest, datasets, teacher, progress) -
   sizes = dict(steps_per_epoch=run.steps_per_epoch, total_steps=total)
   if teacher is None:
     teacher = run_lib.bind_teacher(teachers.from_run(), run.config, run.train_data, **sizes)
-  mesh = run.mesh
-  consts = {name: trainer_lib.replicate(mesh, getattr(run.train_data, name))
-            for name in ("inputs", "labels")}
+  mesh, streamed = run.mesh, run_lib.streams(run)
+  consts = {} if streamed else {name: trainer_lib.replicate(mesh, getattr(run.train_data, name))
+                                for name in ("inputs", "labels")}
   teacher_consts = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(mesh, x),
                                           teacher.consts)
   outputs = _outputs_fn(run, teacher, k)
-  batches = trainer_lib.Batches(run)
-  first = jax.eval_shape(outputs, consts, teacher_consts, batches.get(0), jnp.int32(0))
-  members = first[0].shape[1] if len(first[0].shape) == 3 else 0
-  arrays = data_lib.create_cache(directory, steps=total, batch_size=run.config.train.batch_size,
+  # Streamed batches carry the images the host decoded and cropped, as the run's will.
+  batches = (trainer_lib.StreamBatches if streamed else trainer_lib.Batches)(run)
+  batch_size = run.config.train.batch_size
+  step_ids = lambda step: data_lib.batch_indices(
+      run.train_data.num_examples, batch_size, seed=run.config.seed,
+      epoch=step // run.steps_per_epoch)[step % run.steps_per_epoch]
+  pending = (0, outputs(consts, teacher_consts, batches.get(0), jnp.int32(0)))
+  first = pending[1][0]
+  members = first.shape[1] if first.ndim == 3 else 0
+  arrays = data_lib.create_cache(directory, steps=total, batch_size=batch_size,
                                  members=members, k=k, num_classes=num_classes,
-                                 dtype=first[0].dtype)
+                                 dtype=first.dtype)
 
   def store(step, out):
     values, classes, lse = jax.device_get(out)
-    arrays["ids"][step] = batches.host(step)["indices"]
+    arrays["ids"][step] = step_ids(step)
     arrays["values"][step], arrays["lse"][step] = values, lse
     if classes is not None:
       arrays["classes"][step] = classes
     if progress is not None and ((step + 1) % 100 == 0 or step + 1 == total):
       progress(step + 1, total)
 
-  pending = None  # one step in flight: step t + 1 is dispatched before step t is stored
-  for step in range(total):
+  # One step in flight: step t + 1 is dispatched before step t is stored.
+  for step in range(1, total):
     out = outputs(consts, teacher_consts, batches.get(step), jnp.int32(step))
-    if pending is not None:
-      store(*pending)
+    store(*pending)
     pending = (step, out)
   store(*pending)
   return data_lib.finish_cache(directory, arrays, dict(
       run=data_lib.cache_run_key(run.config, **sizes), data_dir=run.config.data.data_dir,
       teacher=teachers.teacher_key(run.config.teacher),
       fingerprint=teachers.fingerprint(teacher.consts), k=k, num_classes=num_classes,
-      rest=rest, members=members, dtype=str(first[0].dtype),
+      rest=rest, members=members, dtype=str(first.dtype),
       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
 
 

@@ -439,11 +439,8 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   if teacher is None:
     teacher = bind_teacher(objective.teacher, config, train_data,
                            steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-  _require(not isinstance(train_data, data_lib.StreamingSplit) or not config.teacher.cache,
-           "teacher.cache", config.teacher.cache, "a teacher cache feeds in-memory data only; "
-           "allowed with streamed data (data.in_memory=False): \"\" (run the teacher)")
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
-           or teacher.host_batch is None, "method.name", config.method.name,
+           or not teacher.loads_examples, "method.name", config.method.name,
            f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "
            "rows), which streamed data (data.in_memory=False) does not hold on the device; "
            "allowed with streaming: every method without partner rows")

@@ -175,8 +175,12 @@ class Batches:
       self._epoch, self._rows = epoch, rows
     return {k: v[i] for k, v in self._rows.items()}
 
+  def place(self, rows: dict) -> dict:
+    """One step's host rows (`host`) sharded over the mesh."""
+    return {k: shard_batch(self.run.mesh, v) for k, v in rows.items()}
+
   def get(self, step: int) -> dict:
-    return {k: shard_batch(self.run.mesh, v) for k, v in self.host(step).items()}
+    return self.place(self.host(step))
 
   def get_many(self, step: int, k: int) -> dict:
     rows = [self.host(s) for s in range(step, step + k)]
@@ -190,7 +194,7 @@ _STREAM_KEYS = {"image": "inputs", "label": "labels", "id": "indices", "mask": "
 def _from_process_local(mesh: jax.sharding.Mesh, local: dict, *, axis: int = 0) -> dict:
   """This process's rows of a global batch (`StreamingSplit.batches`; ``axis``: the batch
   axis, after K stacked steps) as global arrays sharded over ``data``: ``inputs``, ``labels``,
-  ``indices`` (example ids) and ``mask``."""
+  ``indices`` (example ids) and ``mask``, and the teacher's rows under their own names."""
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*(None,) * axis, "data"))
 
   def place(rows):
@@ -198,7 +202,7 @@ def _from_process_local(mesh: jax.sharding.Mesh, local: dict, *, axis: int = 0) 
     shape[axis] *= jax.process_count()
     return jax.make_array_from_process_local_data(sharding, rows, tuple(shape))
 
-  return {name: place(local[key]) for key, name in _STREAM_KEYS.items() if key in local}
+  return {_STREAM_KEYS.get(key, key): place(rows) for key, rows in local.items()}
 
 
 class StreamBatches:
@@ -217,6 +221,7 @@ class StreamBatches:
     self.run = run
     self.seed = run.config.seed if seed is None else seed
     self._next, self._reader = None, None
+    self._epoch, self._rows = None, None
 
   def host(self, step: int) -> dict:
     """This process's rows of ``step``'s batch: ``image``, ``label``, ``id`` (host arrays)."""
@@ -230,10 +235,29 @@ class StreamBatches:
     if self._next % self.run.steps_per_epoch == 0:
       self._next = None  # the next epoch starts a new reader
     del local["mask"]  # every training row is real
-    return local
+    return {**local, **self._teacher_rows(epoch, i, len(local["id"]))}
+
+  def _teacher_rows(self, epoch: int, i: int, local: int) -> dict:
+    """This process's part of the teacher's ``host_batch`` rows of step ``i`` of ``epoch`` (a
+    teacher cache's outputs), for the epoch's global order (`jaxkd.data.epoch_order`)."""
+    teacher = self.run.teacher
+    if teacher is None or teacher.host_batch is None:
+      return {}
+    if epoch != self._epoch:
+      order, _ = data_lib.epoch_order(self.run.train_data.num_examples,
+                                      self.run.config.train.batch_size, train=True,
+                                      seed=self.seed, epoch=epoch)
+      self._epoch, self._rows = epoch, teacher.host_batch(None, order, seed=self.seed,
+                                                          epoch=epoch)
+    start = jax.process_index() * local
+    return {k: np.asarray(v[i][start:start + local]) for k, v in self._rows.items()}
+
+  def place(self, rows: dict) -> dict:
+    """This process's rows of one step (`host`) as global arrays sharded over the mesh."""
+    return _from_process_local(self.run.mesh, rows)
 
   def get(self, step: int) -> dict:
-    return _from_process_local(self.run.mesh, self.host(step))
+    return self.place(self.host(step))
 
   def get_many(self, step: int, k: int) -> dict:
     rows = [self.host(s) for s in range(step, step + k)]
