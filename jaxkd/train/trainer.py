@@ -175,12 +175,8 @@ class Batches:
       self._epoch, self._rows = epoch, rows
     return {k: v[i] for k, v in self._rows.items()}
 
-  def place(self, rows: dict) -> dict:
-    """One step's host rows (`host`) sharded over the mesh."""
-    return {k: shard_batch(self.run.mesh, v) for k, v in rows.items()}
-
   def get(self, step: int) -> dict:
-    return self.place(self.host(step))
+    return {k: shard_batch(self.run.mesh, v) for k, v in self.host(step).items()}
 
   def get_many(self, step: int, k: int) -> dict:
     rows = [self.host(s) for s in range(step, step + k)]
@@ -224,7 +220,8 @@ class StreamBatches:
     self._epoch, self._rows = None, None
 
   def host(self, step: int) -> dict:
-    """This process's rows of ``step``'s batch: ``image``, ``label``, ``id`` (host arrays)."""
+    """This process's rows of ``step``'s batch: ``image``, ``label``, ``id`` and the teacher's
+    host rows (a teacher cache's outputs), as host arrays."""
     epoch, i = divmod(step, self.run.steps_per_epoch)
     if step != self._next:
       self._reader = self.run.train_data.batches(
@@ -252,12 +249,8 @@ class StreamBatches:
     start = jax.process_index() * local
     return {k: np.asarray(v[i][start:start + local]) for k, v in self._rows.items()}
 
-  def place(self, rows: dict) -> dict:
-    """This process's rows of one step (`host`) as global arrays sharded over the mesh."""
-    return _from_process_local(self.run.mesh, rows)
-
   def get(self, step: int) -> dict:
-    return self.place(self.host(step))
+    return _from_process_local(self.run.mesh, self.host(step))
 
   def get_many(self, step: int, k: int) -> dict:
     rows = [self.host(s) for s in range(step, step + k)]
