@@ -17,6 +17,7 @@ the crops the host makes for the run. Written from one process.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -138,9 +139,10 @@ def _cache_teacher(config, directory, *, k, rest, datasets, teacher, progress) -
   # Streamed batches carry the images the host decoded and cropped, as the run's will.
   batches = (trainer_lib.StreamBatches if streamed else trainer_lib.Batches)(run)
   batch_size = run.config.train.batch_size
-  step_ids = lambda step: data_lib.batch_indices(
-      run.train_data.num_examples, batch_size, seed=run.config.seed,
-      epoch=step // run.steps_per_epoch)[step % run.steps_per_epoch]
+  # The ids of each step, as the run orders them: one permutation per epoch.
+  epoch_ids = functools.lru_cache(maxsize=1)(lambda epoch: data_lib.batch_indices(
+      run.train_data.num_examples, batch_size, seed=run.config.seed, epoch=epoch))
+  step_ids = lambda step: epoch_ids(step // run.steps_per_epoch)[step % run.steps_per_epoch]
   pending = (0, outputs(consts, teacher_consts, batches.get(0), jnp.int32(0)))
   first = pending[1][0]
   members = first.shape[1] if first.ndim == 3 else 0
