@@ -22,7 +22,8 @@ Commands:
 Needs CIFAR prepared for tensorflow-datasets under data.data_dir. Expected runtime: about
 1-2 GPU-hours per ResNet18 run (200 epochs).
 """
-from jaxkd.reporting import Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Row, Table, parse_arg
 
 METHODS = ("ce", "lsr", "alr", "ols")
 DATASETS = ("cifar100", "cifar10")

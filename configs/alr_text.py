@@ -10,7 +10,7 @@ cross-entropy, uniform label smoothing (e 0.1) and online label smoothing (OLS, 
 No published values are known for this setting, so the table has no targets. Networks (a
 2-block Transformer encoder, a fastText-style bag of words and bigrams, or Kim's CNN), the
 tokenizer (a 16k-piece sentencepiece unigram model trained on each training split) and the
-recipe (`jaxkd.reporting.recipes.text_classification`) are our choice.
+recipe (`jaxkd.config.recipes.text_classification`) are our choice.
 
 Rows (config arguments):
   method=ce | lsr | alr | ols                  (LSR: e 0.1, uniform convention)
@@ -34,7 +34,8 @@ Expected runtime (on one GPU, our estimate): minutes per fasttext_text run; abou
 (AG News) to an hour (Yahoo Answers) per transformer_text run; tokenizing Yahoo's 1.4M
 examples the first time takes a few more minutes on the host.
 """
-from jaxkd.reporting import Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Row, Table, parse_arg
 
 METHODS = ("ce", "lsr", "alr", "ols")
 DATASETS = ("ag_news_subset", "yahoo_answers", "yelp_review_full")

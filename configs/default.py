@@ -14,7 +14,7 @@ Expected (measured 2026-12-06, 30 epochs of 20 steps): best validation top-1 0.9
 16), test top-1 of that checkpoint 0.9859; 483 s on 2 CPU cores under a load average of 15-18
 from other jobs (36-39 s measured on the idle machine before the validation split, 660 steps).
 
-Every other config in this directory starts from `jaxkd.train.defaults.base_config()` (the
+Every other config in this directory starts from `jaxkd.config.defaults.base_config()` (the
 same keys, trained on train and evaluated on test) and overrides a few fields.
 Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <value>``):
   seed; method.name and method.<hparam> (see `jaxkd.objectives.defaults(name)`);
@@ -25,8 +25,9 @@ Config keys (all overridable as ``--config.<key>=<value>`` or ``--config.<key> <
   train.keep_checkpoints, train.log_every_steps, train.skip_nonfinite, train.keep_best,
   train.extend, train.steps_per_dispatch (K steps as one lax.scan dispatch; default 1);
   teacher.workdir, teacher.step, teacher.train_mode, teacher.torchvision_checkpoint,
-  teacher.torchvision_model; mesh.data; distributed, distributed_timeout_s.
+  teacher.torchvision_model, teacher.cache (`jaxkd cache-teacher`'s directory); mesh.data;
+  distributed, distributed_timeout_s.
 """
-from jaxkd.train.defaults import get_config  # defined in the package, so installs have it
+from jaxkd.config.defaults import get_config  # defined in the package, so installs have it
 
 __all__ = ["get_config"]

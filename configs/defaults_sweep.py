@@ -48,7 +48,8 @@ Published values: none; the report compares the settings with each other on the 
 split. Its "top-1" columns are validation top-1, never test.
 """
 from jaxkd.data import fashion_subset
-from jaxkd.reporting import Choice, Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Choice, Claim, Row, Table, parse_arg
 
 EPOCHS = 15
 PER_CLASS_TRAIN = 500

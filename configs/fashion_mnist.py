@@ -28,15 +28,17 @@ Setting (see REPORT.md for what ran at which budget):
   methods: every method with the library's defaults (the papers' CIFAR-100 settings where the
     papers give them, ours where they do not: LsrKD/TC/MrKD, ALR, RAS-KD, chosen on a
     validation split by configs/defaults_sweep.py); no tuning here.
-  teachers: `teacher_ce` (resnet20, CE) for `kd`, `dkd`, `dist` and `ctkd`; `teacher_self` (resnet8, CE) for `tfkd_self`
-    (a pretrained copy of the same network); `teacher_ce` and `teacher_ls` (resnet20, LSR 0.1)
-    for the LS-vs-KD students, which train with the KD term only (alpha 1, T^2 KL batchmean)
-    at T in {1, 2, 3, 64}.
+  teachers: `teacher_ce` (resnet20, CE) for `kd`, `kd_logit_std`, `dkd`, `dist` and `ctkd`;
+    `teacher_self` (resnet8, CE) for `tfkd_self` (a pretrained copy of the same network);
+    `teacher_ce` and `teacher_ls` (resnet20, LSR 0.1) for the LS-vs-KD students, which train
+    with the KD term only (alpha 1, T^2 KL batchmean) at T in {1, 2, 3, 64}; all three for
+    `kd_3_teachers` (`teacher.workdir` lists them: an ensemble).
 
 Rows (config arguments):
   method=NAME[,epochs=60]   NAME in jaxkd.objectives.names(), student resnet8
   model=resnet20,method=ce|lsr,epochs=60 | method=ce,epochs=60     the teacher stages
   method=kd,T=1|2|3|64[,epochs=60]   an LS-vs-KD student (pass the CE or the LS teacher's workdir)
+  method=kd,logit_std=1     KD + logit standardization (Sun et al.'s CIFAR setting)
   ...,smoke                 a few steps of a tiny MLP on mock data
 
 Commands:
@@ -58,7 +60,8 @@ each other and checks the papers' claims.
 """
 from jaxkd import objectives
 from jaxkd.data import fashion_subset
-from jaxkd.reporting import Choice, Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Choice, Claim, Row, Table, parse_arg
 
 EPOCHS = 10  # the short budget (rows no claim compares)
 CONVERGED_EPOCHS = 60  # the claims' rows and the teachers (measured: see the docstring)
@@ -70,16 +73,18 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
                "Sneaker", "Bag", "Ankle boot")
 
 _ALLOWED = {"method": objectives.names(), "model": ("resnet8", "resnet20"),
-            "T": ("",) + TEMPERATURES,
+            "T": ("",) + TEMPERATURES, "logit_std": ("", "1"),
             "epochs": (str(EPOCHS), str(CONVERGED_EPOCHS), str(2 * CONVERGED_EPOCHS))}
 
 
 def get_config(arg=None):
-  """One run; ``arg`` is ``method=NAME[,model=M][,T=t][,epochs=E][,smoke]``."""
+  """One run; ``arg`` is ``method=NAME[,model=M][,T=t][,logit_std=1][,epochs=E][,smoke]``."""
   values, smoke = parse_arg(arg, _ALLOWED)
   config = recipes.row_config(values)
   if recipes.only_with(values, "T", "", "kd"):
     recipes.kd_only(config, float(values["T"]))
+  if recipes.only_with(values, "logit_std", "", "kd"):
+    recipes.kd_logit_standardization(config)
   if smoke:
     return recipes.smoke(config)
   recipes.fashion_subset_cpu(
@@ -108,6 +113,10 @@ _CLAIMS = (
           "kd_T1_from_ls", "kd_T1_from_ce"),
     Claim("ICML'22 re-run: at T=64 KD from the LS teacher degrades (the CE teacher is "
           "better)", "kd_T64_from_ce", "kd_T64_from_ls"),
+    Claim("DKD (Zhao et al.): DKD beats KD", "dkd", "kd"),
+    Claim("DIST (Huang et al.): DIST beats KD", "dist", "kd"),
+    Claim("CTKD (Li et al.): a curriculum temperature beats KD's fixed one", "ctkd", "kd"),
+    Claim("Sun et al.: logit standardization improves KD", "kd_logit_std", "kd"),
 )
 # The reconstructed methods (their defaults are ours) and the baseline each must not lose to.
 RECONSTRUCTED = (("lsrkd", "lsr"), ("lsrkd_tc", "lsr"), ("mrkd", "ce"), ("mrkd_tc", "ce"),
@@ -136,6 +145,14 @@ def _rows():
   main = tuple(_row(name, f"method={name}", objectives.describe(name), teacher=_teacher(name),
                     group="Every method")
                for name in objectives.names())
+  logit_kd = (
+      _row("kd_logit_std", "method=kd,logit_std=1",
+           "KD + logit standardization, Sun et al.'s CIFAR setting (CE 0.1, KD 9, T 2)",
+           teacher="teacher_ce", group="Every method"),
+      _row("kd_3_teachers", "method=kd",
+           "KD from the mean of three teachers' tempered probabilities (resnet20 CE, resnet20 "
+           "LSR, resnet8 CE)", teacher=("teacher_ce", "teacher_ls", "teacher_self"),
+           group="Every method"))
   study = tuple(
       _row(f"kd_T{t}_from_{kind}", f"method=kd,T={t}",
            f"KD only (alpha 1), T={t}, {kind.upper()} teacher", teacher=f"teacher_{kind}",
@@ -146,7 +163,7 @@ def _rows():
               group="Convergence check",
               note=f"CE trained twice as long ({longer} epochs), one seed: how far the "
                    f"{CONVERGED_EPOCHS}-epoch runs are from converged")
-  return main + study + (check,)
+  return main + logit_kd + study + (check,)
 
 
 def table():

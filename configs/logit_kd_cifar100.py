@@ -23,7 +23,7 @@ Rows (config arguments; published best-epoch top-1 %, docs/METHODS.md section 12
   model=T,method=ce       the teachers resnet32x4, vgg13, wrn_40_2 (CE, the same recipe)
   ...,smoke               a few steps of a tiny MLP on mock data
 
-Recipe (`jaxkd.reporting.recipes.mdistiller_cifar`): SGD momentum 0.9, weight decay 5e-4, lr 0.05
+Recipe (`jaxkd.config.recipes.mdistiller_cifar`): SGD momentum 0.9, weight decay 5e-4, lr 0.05
 at batch 64, 240 epochs, x0.1 at epochs 150/180/210; crop 32 pad 4 and flip. mdistiller's
 teachers are RepDistiller's, trained with this schedule; ours are trained here.
 
@@ -38,7 +38,8 @@ Needs CIFAR-100 prepared for tensorflow-datasets under data.data_dir. Expected r
 estimate, not measured): about 1 GPU-hour per 240-epoch student on one A100-class GPU, 1-2 per
 teacher; 18 students per seed plus 3 teachers.
 """
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Claim, Row, Table, parse_arg
 
 PAIRS = {"resnet8x4": "resnet32x4", "vgg8": "vgg13", "wrn_40_1": "wrn_40_2"}
 METHODS = ("kd", "dkd", "dist", "kd_ls", "dkd_ls", "ctkd")
@@ -75,10 +76,9 @@ def _method(config, model: str, method: str) -> None:
   elif method == "dkd":
     m.alpha, m.beta, m.temperature, m.ce_weight, m.warmup_epochs = (
         1.0, DKD_BETA[model], 4.0, 1.0, 20)
-  elif method == "kd_ls":  # CE 0.1, KD w: alpha 0.9 and the KD term scaled by w / 0.9
+  elif method == "kd_ls":  # CE 0.1, KD w
     temperature, weight = KD_LS[model]
-    m.alpha, m.multiplier, m.temperature = 0.9, weight / 0.9, temperature
-    m.kl_reduction, m.logit_standardization = "batchmean", True
+    recipes.kd_logit_standardization(config, temperature=temperature, weight=weight)
   elif method == "dkd_ls":  # their train script multiplies alpha and beta by the KD weight
     temperature, weight, beta = DKD_LS[model]
     m.alpha, m.beta, m.temperature, m.ce_weight, m.warmup_epochs = (

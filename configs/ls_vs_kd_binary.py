@@ -49,7 +49,8 @@ estimate, not measured): about 40-60 A100-GPU-hours per ResNet-50 teacher and 40
 128-epoch student stage (with the teacher's forward pass); 2 teachers and 4 student stages
 per seed.
 """
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Claim, Row, Table, parse_arg
 
 _ALLOWED = {"method": ("ce", "lsr", "kd"), "stage": ("", "1", "2")}
 PUBLISHED_STUDENTS = {"ce": 63.002, "ls": 63.108}  # stage 2, Shen et al.

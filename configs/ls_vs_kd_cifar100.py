@@ -46,7 +46,8 @@ Needs CIFAR-100 prepared for tensorflow-datasets under data.data_dir. Expected r
 1.5-2 GPU-hours per ResNet50 teacher (90 epochs) and 1-2 per student (200 epochs); 3 teachers
 and 10 students per seed.
 """
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Claim, Row, Table, parse_arg
 
 TEMPERATURES = ("1", "2", "3", "64")
 _ALLOWED = {"protocol": ("",) + recipes.LS_KD_PROTOCOLS, "method": ("ce", "lsr", "kd"),

@@ -49,7 +49,8 @@ Expected runtime (an estimate, not measured): CUB is 1/200 of ImageNet's trainin
 about 0.5-1 A100-GPU-hour per ResNet-50 teacher (90 epochs) and 1-2 per 200-epoch student;
 3 teachers and 12 students per seed.
 """
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Claim, Row, Table, parse_arg
 
 STUDENTS = ("resnet18", "resnet50", "mobilenetv2")
 # torchvision's network names, as the ImageNet networks are registered (`<name>_imagenet`).

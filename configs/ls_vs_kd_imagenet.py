@@ -72,7 +72,8 @@ imagenet2012` writes it from image-net.org's tars) and the ImageNet networks. Ex
 60-100 per 200-epoch student (with the teacher's forward pass), if the host decodes fast
 enough (16+ cores per GPU); 3 teachers and 20 students per seed.
 """
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Claim, Row, Table, parse_arg
 
 TEMPERATURES = ("1", "2", "3", "64")
 STUDENTS = ("resnet18", "resnet50")

@@ -54,7 +54,8 @@ Expected runtime (an estimate, not measured): fairseq trains this model at about
 epoch on one V100; 50 epochs are a few GPU-hours per run, the students more (the teacher's
 forward pass), 4 runs per seed.
 """
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Claim, Row, Table, parse_arg
 
 _ALLOWED = {"method": ("ce", "lsr", "kd"), "size": ("full", "demo")}
 # Tan et al.'s code: DEFAULT_ALPHA 0.9, --distill-temp 0.6, --distill-topk 4 (its defaults),

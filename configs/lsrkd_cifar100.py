@@ -29,7 +29,8 @@ Commands:
 Needs CIFAR prepared for tensorflow-datasets under data.data_dir. Expected runtime: about
 1-2 GPU-hours per ResNet18 run (200 epochs; MrKD adds one frozen forward pass per step).
 """
-from jaxkd.reporting import Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Row, Table, parse_arg
 
 METHODS = ("ce", "lsr", "lsrkd", "lsrkd_tc", "mrkd", "mrkd_tc")
 _ALLOWED = {"method": METHODS, "correction": ("mix", "swap"),

@@ -20,7 +20,7 @@ docs/METHODS.md section 11; the methods: section 8):
   method=lsr                                       LSR (e 0.1, uniform), resnet18, Tf-KD recipe
   ...,smoke                                        a few steps of a tiny MLP on mock data
 
-Recipes: `jaxkd.reporting.recipes` (tfkd_cifar, cskd_cifar: 200 epochs, wd 1e-4, lr /10 at
+Recipes: `jaxkd.config.recipes` (tfkd_cifar, cskd_cifar: 200 epochs, wd 1e-4, lr /10 at
 100 and 150; pskd_cifar: 300 epochs, Nesterov, lr /10 at 150 and 225).
 
 Commands:
@@ -32,7 +32,8 @@ Needs CIFAR-100 prepared for tensorflow-datasets under data.data_dir. Expected r
 1-2 GPU-hours per ResNet18 run (200 epochs), 2-3 for PS-KD's 300 epochs; CS-KD doubles the
 batch (each sample with a same-class partner).
 """
-from jaxkd.reporting import Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Row, Table, parse_arg
 
 _RECIPES = {"tfkd": recipes.tfkd_cifar, "cskd": recipes.cskd_cifar, "pskd": recipes.pskd_cifar}
 _ALLOWED = {"method": ("ce", "lsr", "ras_kd", "cskd", "pskd", "zipf", "ols"),

@@ -21,7 +21,7 @@ Rows (config arguments; published best-epoch top-1 %, docs/METHODS.md section 11
 Hyperparameters: Tf-KD_self (a, T, m) and Tf-KD_reg (T, a, m) per network as in the official
 code (docs/METHODS.md section 3); KD, Re-KD and De-KD a = 0.6, T = 20, KL elementwise_mean,
 batch 64 for the ResNet50->ResNet18 and MobileNetV2->ResNeXt29 pairs, 128 otherwise (the repo's
-experiments/kd_experiments/*/params.json). Recipe: `jaxkd.reporting.recipes.tfkd_cifar`.
+experiments/kd_experiments/*/params.json). Recipe: `jaxkd.config.recipes.tfkd_cifar`.
 
 Commands:
   jaxkd report run configs/tfkd_cifar100.py --seeds 0,1,2
@@ -34,7 +34,8 @@ Needs CIFAR-100 prepared for tensorflow-datasets (array_record) under data.data_
 Expected runtime per run (200 epochs): about 1-2 GPU-hours for ResNet18 on one A100-class
 GPU, 3-6 for DenseNet121 / ResNeXt29; about 30 runs per seed plus 8 teacher stages.
 """
-from jaxkd.reporting import Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Row, Table, parse_arg
 
 MODELS = ("resnet18", "mobilenetv2", "shufflenetv2", "googlenet", "densenet121",
           "resnext29_8x64d")

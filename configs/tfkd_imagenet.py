@@ -40,7 +40,8 @@ imagenet2012`) and the ImageNet networks. Expected runtime (an estimate, not mea
 epochs on A100-class GPUs: about 20-30 GPU-hours for ResNet-18, 40-60 for ResNet-50, 50-80 for
 DenseNet121 and 150-250 for ResNeXt101-32x8d; 12 runs per seed.
 """
-from jaxkd.reporting import Claim, Row, Table, parse_arg, recipes
+from jaxkd.config import recipes
+from jaxkd.reporting import Claim, Row, Table, parse_arg
 
 MODELS = ("resnet18", "resnet50", "densenet121", "resnext101_32x8d")
 METHODS = ("ce", "lsr", "tfkd_reg")

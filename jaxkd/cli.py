@@ -5,6 +5,7 @@
     jaxkd compare DIR1 DIR2 ... [--out DIR]
     jaxkd methods
     jaxkd prepare imagenet2012 --manual_dir DIR --data_dir DATA_DIR
+    jaxkd cache-teacher --out DIR [--k K] [--config FILE] [--config.KEY=VALUE ...]
 
 Config files and overrides are `jaxkd.config`'s: ``--config.KEY=VALUE`` or ``--config.KEY
 VALUE`` sets a field. Bad input prints one line naming the key, the value and what is allowed,
@@ -27,7 +28,10 @@ __all__ = ["main", "methods_table"]
 # line and `main(args) -> int`; only the module of the command being run is imported.
 _COMMANDS = {"eval": "jaxkd.train.evaluate", "compare": "jaxkd.reporting.compare",
              "report": "jaxkd.reporting.cli", "bench": "jaxkd.bench",
-             "prepare": "jaxkd.data._prepare", "bench-pipeline": "jaxkd.bench._pipeline"}
+             "prepare": "jaxkd.data._prepare", "bench-pipeline": "jaxkd.bench._pipeline",
+             "cache-teacher": "jaxkd.train.cache"}
+# The commands that take a run's config and --config.KEY=VALUE overrides.
+_TAKES_OVERRIDES = ("train", "cache-teacher")
 
 _OVERRIDES = """\
 overrides:
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
   # The top-level parser has no options with values: its first positional is the command.
   command = next((a for a in argv if not a.startswith("-")), None)
   overrides = []
-  if command == "train":
+  if command in _TAKES_OVERRIDES:
     try:
       argv, overrides = config_lib.split_overrides(argv)
     except config_lib.UsageError as err:
@@ -229,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.command == "methods":
     print(methods_table())
     return 0
+  args.overrides = overrides
   return importlib.import_module(_COMMANDS[args.command]).main(args)
 
 

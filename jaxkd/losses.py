@@ -14,7 +14,6 @@ from typing import Optional
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 
 __all__ = [
     "KL_REDUCTIONS",
@@ -123,8 +122,13 @@ def kl_divergence(logits: chex.Array, targets: chex.Array, *,
   """
   check_kl_reduction(kl_reduction)
   log_probs = log_softmax(logits, temperature=temperature, where=where)
-  loss = _squared(optax.losses.kl_divergence(log_probs, targets, where=where), temperature,
-                  temperature_squared)
+  # optax.losses.kl_divergence's value, with the log of q = 0 entries taken at 1 rather than
+  # masked after: optax's masked log(0) makes the gradient to q NaN there, which a learned
+  # teacher temperature (CTKD) differentiates, whenever a tempered teacher probability is 0
+  # (a confident teacher in float32, a cached teacher's top-k renormalised).
+  log_targets = jnp.log(jnp.where(targets == 0, 1.0, targets))
+  loss = _squared(jnp.sum(targets * (log_targets - log_probs), axis=-1, where=where),
+                  temperature, temperature_squared)
   if kl_reduction == "elementwise_mean":
     if where is None:
       loss = loss / logits.shape[-1]

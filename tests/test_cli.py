@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxkd import cli, config as config_lib, data, models, objectives
-from jaxkd.train import defaults
+from jaxkd.config import defaults
 from jaxkd.train import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ def test_unknown_key_far_from_every_field_gets_no_suggestion(key):
 
 def test_config_file_with_an_unknown_key_suggests_the_closest(tmp_path, capsys):
   path = tmp_path / "mine.py"
-  path.write_text("from jaxkd.train.defaults import get_config as base\n\n"
+  path.write_text("from jaxkd.config.defaults import get_config as base\n\n"
                   "def get_config(arg=None):\n  config = base()\n"
                   "  config.train.learning_rate = 0.1\n  return config\n")
   assert cli.main(["train", "--config", str(path), "--workdir", str(tmp_path / "w")]) == 2
@@ -195,13 +195,15 @@ def test_version_and_every_commands_help_as_a_user_reads_them():
   import jaxkd  # pylint: disable=import-outside-toplevel
   assert _jaxkd("--version") == f"jaxkd {jaxkd.__version__}\n"
   helps = {c: _jaxkd(c, "--help") for c in ("train", "eval", "compare", "methods", "report",
-                                            "bench", "prepare", "bench-pipeline")}
+                                            "bench", "prepare", "bench-pipeline",
+                                            "cache-teacher")}
   helps.update({f"report {c}": _jaxkd("report", c, "--help") for c in ("run", "one", "render")})
   for command, text in helps.items():
     assert "``" not in text, command  # no reStructuredText marks from the docstrings
     description = text.split("\n\n")[1]
     assert description[:1].isalpha() or description.startswith("jaxkd"), (command, description)
   assert helps["prepare"].split("\n\n")[1].startswith("Write ImageNet's tars")
+  assert "--config.teacher.cache=DIR" in helps["cache-teacher"]
   bench = helps["bench"]
   assert "timed against plain cross-entropy" in bench.split("options:")[0]
   for flag, default in (("model", "resnet18"), ("batch-size", 128), ("steps", 10),

@@ -16,7 +16,8 @@ import pytest
 from jaxkd import cli
 from jaxkd import data as data_lib
 from jaxkd import models, objectives
-from jaxkd.reporting import Row, Table, parse_arg, recipes, runner
+from jaxkd.config import recipes
+from jaxkd.reporting import Row, Table, parse_arg, runner
 from jaxkd.train import build_run, train_and_evaluate
 
 from conftest import needs_fashion_mnist
@@ -279,6 +280,7 @@ def _smoke_key(config):
                  or isinstance(v, bool)}
   return json.dumps({"name": config.method.name, "set": sorted(config.method.keys()),
                      "data": config.data.name,  # images or token ids: different paths
+                     "teachers": config.teacher.workdir.count(","),  # an ensemble's path
                      **categorical}, sort_keys=True, default=str)
 
 
@@ -302,8 +304,8 @@ def test_every_smoke_variant_trains(name, tmp_path_factory):
     config = module.get_config(row.arg + ",smoke")
     assert config.data.name in ("mock", "mock_text", "mock_translation") and (
         config.train.num_steps <= 5), row.name
-    if row.teacher:
-      config.teacher.workdir = teacher_dirs[row.teacher]
+    if row.teacher:  # several stages: an ensemble
+      config.teacher.workdir = ",".join(teacher_dirs[t] for t in row.teacher_stages)
     build_run(config)  # every row: data, model, objective and teacher checks
     key = _smoke_key(config)
     if key not in _SMOKE_RUNS:

@@ -194,6 +194,38 @@ def test_missing_or_misshapen_inputs_are_rejected(name, kw, match):
     obj.loss(z, y, state, step=0, **kw)
 
 
+def test_methods_derive_their_run_hparams_from_the_run_info(monkeypatch):
+  """The engine passes one `RunInfo`; each method fills its own None hparams from it."""
+  run = objectives.RunInfo(num_examples=100, steps_per_epoch=7, total_steps=30, num_classes=5)
+  assert run.total_epochs == 5  # ceil(30 / 7): a last partial epoch counts
+  got = {name: {k: v for k, v in objectives.get(name, run_info=run).hparams.items()
+                if objectives.defaults(name)[k] is None}
+         for name in objectives.names()}
+  assert {name: hp for name, hp in got.items() if hp} == {
+      "mrkd": {"refresh_every": 7}, "mrkd_tc": {"refresh_every": 7},
+      "alr": {"steps_per_epoch": 7}, "ols": {"steps_per_epoch": 7},
+      "pskd": {"steps_per_epoch": 7, "total_epochs": 5}, "dkd": {"steps_per_epoch": 7},
+      "ctkd": {"steps_per_epoch": 7}}
+  # A value the config gives wins over the derived one; without run info nothing is derived.
+  assert objectives.get("mrkd", run_info=run, refresh_every=3).hparams["refresh_every"] == 3
+  assert objectives.get("pskd").hparams["total_epochs"] is None
+  # A user's Method: without derive it ignores the run info; with one, it reads it.
+  from jaxkd import targets
+  build = lambda hp: (objectives.Term("ce", targets.one_hot()),)
+  plain = objectives.Method({"weight": objectives.Spec(1.0, objectives.real(0.0))}, build)
+  epochs = objectives.Method(
+      {"epochs": objectives.Spec(None, objectives.integer(1, optional=True))}, build,
+      derive=lambda r: {"epochs": r.total_epochs})
+  wrong = epochs._replace(derive=lambda r: {"epoch": r.total_epochs})
+  for name, method in (("plain", plain), ("epochs", epochs), ("wrong", wrong)):
+    monkeypatch.setitem(objectives._REGISTRY, name, method)
+  assert objectives.get("plain", run_info=run).hparams == {"weight": 1.0}
+  assert objectives.get("epochs", run_info=run).hparams == {"epochs": 5}
+  with pytest.raises(ValueError, match=r"wrong: its derive\(\) gives hparam 'epoch'.*allowed: "
+                     "epochs"):
+    objectives.get("wrong", run_info=run)
+
+
 def test_pskd_needs_example_ids():
   z, y = logits_and_labels()
   obj = objectives.get("pskd", steps_per_epoch=2, total_epochs=3)

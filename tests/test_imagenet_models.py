@@ -21,7 +21,8 @@ torchvision = pytest.importorskip("torchvision")
 import jaxkd.models as models  # pylint: disable=wrong-import-position
 from jaxkd import data as data_lib  # pylint: disable=wrong-import-position
 from jaxkd import teachers  # pylint: disable=wrong-import-position
-from jaxkd.train import defaults, run as run_lib  # pylint: disable=wrong-import-position
+from jaxkd.config import defaults  # pylint: disable=wrong-import-position
+from jaxkd.train import run as run_lib  # pylint: disable=wrong-import-position
 
 
 def randomized(net):

@@ -398,7 +398,7 @@ def test_ensemble_teacher_stacks_its_members_logits():
 def test_ctkd_trains_its_temperature_in_the_step_and_logs_it():
   """Through the engine: theta is trained with the student, the metric is tau before the step."""
   from jaxkd import train  # pylint: disable=import-outside-toplevel
-  from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
+  from jaxkd.config import defaults  # pylint: disable=import-outside-toplevel
   config = defaults.get_config("smoke")
   config.mesh.data = 1
   config.method = {"name": "ctkd"}

@@ -143,7 +143,8 @@ def test_two_stages_train_on_a_small_batch():
 def test_conv_kernels_only_weight_decay_and_linear_schedule():
   """``decay_params="conv_kernels"`` (ReActNet's official Adam groups): only the 4-D kernels
   decay; ``schedule="linear"`` reaches 0 at the last step."""
-  from jaxkd.train import defaults, run as run_lib  # pylint: disable=import-outside-toplevel
+  from jaxkd.config import defaults  # pylint: disable=import-outside-toplevel
+  from jaxkd.train import run as run_lib  # pylint: disable=import-outside-toplevel
   opt = defaults.get_config().train.optimizer
   opt.name, opt.learning_rate, opt.weight_decay, opt.warmup_epochs = "adam", 1.0, 0.5, 0.0
   opt.schedule, opt.decay_params = "linear", "conv_kernels"

@@ -3,6 +3,7 @@
 Statistics are checked against numbers computed by hand here (means, sample standard
 deviations, Welch's t), not against the code under test.
 """
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxkd import cli
-from jaxkd.reporting import _stats, render, runner
+from jaxkd.reporting import Row, _stats, render, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = os.path.join(ROOT, "configs", "fashion_mnist.py")
@@ -177,6 +178,22 @@ def test_plan_trains_teachers_first_in_seed_major_order(tiny):
   assert keys == ["teacher/s100", "ce/s0", "kd/s0", "lsr/s0", "ce/s1", "kd/s1", "lsr/s1"]
   assert [j.key for j in runner.plan(table, [0], rows=["ce"])] == ["ce/s0"]
   assert runner.plan(table, [0], rows=["kd"])[1].needs == ("teacher/s100",)
+
+
+def test_a_row_of_several_teacher_stages_waits_for_all_and_distils_from_their_ensemble(tiny):
+  config, _ = tiny
+  module, table = runner.load_table(config)
+  table = dataclasses.replace(
+      table, teachers=table.teachers + (Row("teacher_b", "method=lsr"),),
+      rows=table.rows + (Row("kd_two", "method=kd", teacher=("teacher", "teacher_b")),))
+  jobs = runner.plan(table, [0], rows=["kd_two"])
+  assert [j.key for j in jobs] == ["teacher/s100", "teacher_b/s100", "kd_two/s0"]
+  assert jobs[-1].needs == ("teacher/s100", "teacher_b/s100")
+  run = runner.job_config(module, table, table.row("kd_two"), 3, workroot="/w", smoke=True)
+  assert run.seed == 3
+  assert run.teacher.workdir == "/w/tiny/teacher/s100,/w/tiny/teacher_b/s100"
+  with pytest.raises(ValueError, match="teacher='teacher_c' is not a teacher stage"):
+    dataclasses.replace(table, rows=(Row("kd_c", "method=kd", teacher=("teacher", "teacher_c")),))
 
 
 def _fake_command(fail: set):

@@ -14,7 +14,7 @@ from conftest import TINY_IMAGENET
 from references import assert_relative_close
 from jaxkd import data
 from jaxkd.train import checkpoint, loop, run as run_lib, trainer as trainer_lib
-from jaxkd.train import defaults
+from jaxkd.config import defaults
 
 SIZE = 16
 NUM_TRAIN = TINY_IMAGENET["classes"] * TINY_IMAGENET["per_class"]

@@ -113,7 +113,7 @@ def test_replay_learned_ensemble_is_a_linear_layer_over_the_backups():
 
 def test_mrkd_learned_ensemble_trains_its_combiner_in_the_step():
   from jaxkd import train
-  from jaxkd.train import defaults
+  from jaxkd.config import defaults
   config = defaults.get_config("smoke")
   config.mesh.data = 1
   config.method = {"name": "mrkd", "ensemble": "learned", "num_backups": 2,

@@ -100,7 +100,8 @@ def test_every_method_learns_from_the_command_line(method, teacher_workdir, tmp_
   overrides = [f"--config.method.name={method}", *LEARN]
   if "refresh_every" in objectives.defaults(method):  # MrKD: distil from step 10 on
     overrides.append("--config.method.refresh_every=10")
-  teacher = objectives.get(method, **_derived(method)).teacher
+  teacher = objectives.get(method, run_info=objectives.RunInfo(
+      num_examples=100, steps_per_epoch=10, total_steps=10)).teacher
   if teacher is not None and teacher.setup is not None:  # a frozen teacher, loaded from a run
     overrides.append(f"--config.teacher.workdir={teacher_workdir}")
   assert cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path), *overrides]) == 0
@@ -111,11 +112,6 @@ def test_every_method_learns_from_the_command_line(method, teacher_workdir, tmp_
   summary = json.load(open(tmp_path / "summary.json"))
   assert summary["method"] == method and summary["steps"] == 40
   assert summary["last"]["top1"] > 0.5, summary["last"]  # chance: 0.1
-
-
-def _derived(method):
-  values = {"steps_per_epoch": 10, "total_epochs": 1, "num_examples": 100, "refresh_every": 10}
-  return {k: v for k, v in values.items() if k in objectives.defaults(method)}
 
 
 USER_RECIPE = '''

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxkd import teachers, train
-from jaxkd.train import defaults
+from jaxkd.config import defaults
 from jaxkd.train import packed
 from references import assert_relative_close
 

@@ -172,7 +172,7 @@ def test_online_class_matrix_ignores_padding_tokens():
 
 
 def _config(method="ce", **method_kwargs):
-  from jaxkd.train import defaults
+  from jaxkd.config import defaults
   config = defaults.base_config()
   config.method = {"name": method, **method_kwargs}
   config.data.name = "mock_translation"

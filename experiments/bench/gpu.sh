@@ -6,7 +6,7 @@
 #   python experiments/bench/render_gpu_table.py OUT_DIR --readme README.md   # the table
 #
 # Stages (each under its own time limit, each writing OUT_DIR/<stage>.json as soon as it
-# ends, so a run cut short keeps what finished; the limits of the full run add up to 580 s,
+# ends, so a run cut short keeps what finished; the limits of the full run add up to 590 s,
 # guesses until a GPU run has measured the stages):
 #   1. bench_core (160 s): jaxkd bench, ResNet18 on CIFAR shapes, batch 128, bfloat16: the
 #      core methods against ce, images/s and MFU (datasheet peak of the device);
@@ -17,10 +17,11 @@
 #      the host's cores against ResNet-50's and ResNet-18's steps at 224;
 #   4. torch (60 s): compare_torch, the step of 1 in PyTorch on the same GPU (bfloat16
 #      autocast): ce, tfkd_reg, mrkd;
-#   5. kd_teacher (30 s, its programs mostly in the compilation cache from stage 1): the KD step from a frozen teacher against ce (and against a cached
-#      teacher once jaxkd has a cache; skipped, said so in its JSON, until then);
-#   6. packing_small_cnn, packing_mlp (30 s, 20 s): S = 2, 4, 8 seeds in one step;
-#   7. packed_loop (40 s): S = 1, 2, 4, 8 seeds of a Fashion-MNIST-study run (resnet8, 14x14,
+#   5. kd_teacher (60 s, its ce and kd programs in the compilation cache from stage 1): the
+#      KD step from a frozen teacher against ce, and from a cached teacher (`jaxkd
+#      cache-teacher`'s writer over 8 batches; one new step program and the teacher's forward);
+#   6. packing_small_cnn, packing_mlp (20 s, 20 s): S = 2, 4, 8 seeds in one step;
+#   7. packed_loop (30 s): S = 1, 2, 4 seeds of a Fashion-MNIST-study run (resnet8, 14x14,
 #      random images of the subset's sizes) through the packed training loop, wall time per seed;
 #   8. bench_rest (40 s): jaxkd bench of the remaining methods.
 # A package the machine lacks travels as a wheel in .whl/ (git-ignored), installed here
@@ -50,7 +51,7 @@ if [ "$mode" = smoke ]; then  # every stage's code path at the smallest sizes; l
             --models mlp --steps 2 --warmup 1"
 else
   model=resnet18 batch=128 steps=20 examples=50000 seeds=2,4,8 pack_steps=50 limit=
-  loop="--seeds 1,2,4,8 --steps 198"  # 6 epochs of the study's 33 steps
+  loop="--seeds 1,2,4 --steps 99"  # 3 epochs of the study's 33 steps
   pack_cnn=vmap,unroll pack_mlp=vmap,unroll
   core=ce,lsr,tfkd_reg,lsrkd,ols,pskd,mrkd,kd torch_model=resnet18
   torch_methods=ce,tfkd_reg,mrkd torch_warmup=3
@@ -90,14 +91,14 @@ stage imagenet_host 100 python3 $bench/imagenet_host.py $imagenet --out "$out/im
 stage torch 60 python3 $bench/compare_torch.py --model "$torch_model" \
   --batch-size "$batch" --methods "$torch_methods" --conv xla --dtype bfloat16 \
   --steps "$steps" --warmup "$torch_warmup" --num-examples "$examples" --out "$out/torch.json"
-stage kd_teacher 30 python3 $bench/kd_teacher.py --model "$model" --batch-size "$batch" \
+stage kd_teacher 60 python3 $bench/kd_teacher.py --model "$model" --batch-size "$batch" \
   --steps "$steps" --dtype bfloat16 --num-examples "$examples" --out "$out/kd_teacher.json"
-stage packing_small_cnn 30 python3 $bench/packing.py --model small_cnn --seeds "$seeds" \
+stage packing_small_cnn 20 python3 $bench/packing.py --model small_cnn --seeds "$seeds" \
   --steps "$pack_steps" --strategies "$pack_cnn" --out "$out/packing_small_cnn.json"
 stage packing_mlp 20 python3 $bench/packing.py --model mlp --seeds "$seeds" \
   --steps "$pack_steps" --strategies "$pack_mlp" --out "$out/packing_mlp.json"
 # shellcheck disable=SC2086
-stage packed_loop 40 python3 $bench/packed_loop.py $loop --synthetic --strategies vmap \
+stage packed_loop 30 python3 $bench/packed_loop.py $loop --synthetic --strategies vmap \
   --out "$out/packed_loop.json"
 stage bench_rest 40 python3 -m jaxkd.cli bench --model "$model" --batch-size "$batch" \
   --methods "ce,$rest" --steps "$steps" --dtype bfloat16 --num-examples "$examples" \

@@ -6,12 +6,14 @@ from typing import List, Tuple
 
 import numpy as np
 
+from jaxkd import rundir
+
 __all__ = ["load_metrics", "metric_series"]
 
 
 def _metrics_path(path):
   path = os.fspath(path)
-  return os.path.join(path, "metrics.jsonl") if os.path.isdir(path) else path
+  return rundir.RunDir(path).metrics if os.path.isdir(path) else path
 
 
 def _parse_line(line):
@@ -50,8 +52,8 @@ def load_metrics(path) -> List[dict]:
   """
   path = _metrics_path(path)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"path={path!r}: no metrics.jsonl there; pass a run's workdir or "
-                            "its metrics.jsonl.")
+    raise FileNotFoundError(f"path={path!r}: no {rundir.METRICS} there; pass a run's workdir "
+                            f"or its {rundir.METRICS}.")
   with open(path, encoding="utf-8") as f:
     lines = f.read().split("\n")
   records = []

@@ -31,14 +31,14 @@ import sys
 import jax
 
 from jaxkd import models
-from jaxkd.bench._cases import (AUGMENTS, Case, build_case, interleave, mock_cifar,
-                                paired_ratios, snapshot_cost, time_interleaved)
+from jaxkd.bench._cases import (AUGMENTS, Case, build_case, cache_case_teacher, interleave,
+                                mock_cifar, paired_ratios, snapshot_cost, time_interleaved)
 from jaxkd.bench._flops import model_flops_per_image, peak_flops
 from jaxkd.bench._report import (device_peak_bytes, format_table, machine, refresh_summary,
                                  rss_bytes, summarize)
 
-__all__ = ["HELP", "Case", "add_arguments", "build_case", "format_table", "interleave",
-           "machine", "main", "mock_cifar", "model_flops_per_image", "paired_ratios",
+__all__ = ["HELP", "Case", "add_arguments", "build_case", "cache_case_teacher", "format_table",
+           "interleave", "machine", "main", "mock_cifar", "model_flops_per_image", "paired_ratios",
            "peak_flops", "refresh_summary", "run_bench", "snapshot_cost", "summarize",
            "time_interleaved"]
 

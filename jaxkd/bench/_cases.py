@@ -8,13 +8,16 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-__all__ = ["AUGMENTS", "Case", "bench_config", "build_case", "interleave", "mock_cifar",
-           "paired_ratios", "snapshot_cost", "time_interleaved"]
+__all__ = ["AUGMENTS", "Case", "bench_config", "build_case", "cache_case_teacher", "interleave",
+           "mock_cifar", "paired_ratios", "random_frozen_teacher", "snapshot_cost",
+           "time_interleaved"]
 
 # CIFAR-100 normalisation constants of the Tf-KD code; any positive values would do.
 _MEAN, _STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 AUGMENTS = {"cifar": dict(crop_padding=4, flip=True, rotation_degrees=15.0),
             "none": dict(crop_padding=0, flip=False, rotation_degrees=0.0)}
+# The batches a case cycles through.
+_CASE_BATCHES = 8
 _HOST_OPS = ("outfeed", "infeed", " send(", " recv(", "callback", "host_compute")
 
 
@@ -116,7 +119,7 @@ def bench_config(method: str, *, model_name: str, batch_size: int, augment: str 
   return config
 
 
-def _random_frozen_teacher(config, dataset, seed: int):
+def random_frozen_teacher(config, dataset, seed: int):
   """A frozen teacher of the student's architecture from another seed's initialisation."""
   from jaxkd import models, teachers
   from jaxkd.train import DTYPES
@@ -128,27 +131,31 @@ def _random_frozen_teacher(config, dataset, seed: int):
 
 def build_case(label: str, method: str, *, model_name: str, dataset, batch_size: int,
                augment: str = "cifar", dtype: str = "float32", cpu_conv: str = "xla",
-               seed: int = 0, overrides: dict | None = None, share: Case | None = None) -> Case:
+               seed: int = 0, overrides: dict | None = None, share: Case | None = None,
+               num_steps: int = 0, teacher_cache: str = "") -> Case:
   """Builds (`jaxkd.train.build`), compiles and initialises one method's train step.
 
   Methods whose teacher loads a finished run (kd, tfkd_self) get a randomly initialised
-  frozen teacher of the same model instead. ``share``: a `Case` whose dataset on the device
-  this case reuses.
+  frozen teacher of the same model instead (`random_frozen_teacher`), or, with
+  ``teacher_cache``, read its outputs from that cache (`cache_case_teacher`). ``share``: a
+  `Case` whose dataset on the device this case reuses. ``num_steps``: the run's length (0:
+  `bench_config`'s 200 epochs; the schedule's constants only).
   """
   from jaxkd import objectives
   from jaxkd.train import build
   config = bench_config(method, model_name=model_name, batch_size=batch_size, augment=augment,
                         dtype=dtype, cpu_conv=cpu_conv, seed=seed, overrides=overrides)
+  config.train.num_steps, config.teacher.cache = num_steps, teacher_cache
   method_hparams = {k: v for k, v in config.method.items() if k != "name"}
   teacher = objectives.get(method, **method_hparams).teacher
   frozen = None
-  if teacher is not None and teacher.setup is not None:
-    frozen = _random_frozen_teacher(config, dataset, seed + 1)
+  if teacher is not None and teacher.setup is not None and not teacher_cache:
+    frozen = random_frozen_teacher(config, dataset, seed + 1)
   trainer = build(config, datasets=(dataset, dataset), teacher=frozen,
                   share_data_with=None if share is None else share.trainer)
   state = trainer.init_state()
   batches = trainer.batches()
-  inputs = (trainer.consts, [batches.get(i) for i in range(8)])
+  inputs = (trainer.consts, [batches.get(i) for i in range(_CASE_BATCHES)])
   start = time.perf_counter()
   compiled = trainer.steps.train.lower(state, inputs[0], inputs[1][0]).compile()
   compile_s = time.perf_counter() - start
@@ -156,6 +163,20 @@ def build_case(label: str, method: str, *, model_name: str, dataset, batch_size:
               compile_s=compile_s, memory=_memory(compiled), host_ops=_host_ops(compiled),
               hparams=_jsonable(trainer.run.objective.hparams), cost=_cost(compiled),
               trainer=trainer)
+
+
+def cache_case_teacher(directory: str, *, model_name: str, dataset, batch_size: int,
+                       steps: int = _CASE_BATCHES, augment: str = "cifar",
+                       dtype: str = "float32", cpu_conv: str = "xla", seed: int = 0) -> dict:
+  """Writes the cache (`jaxkd.train.cache_teacher`, k = K) of the randomly initialised frozen
+  teacher a ``kd`` case of ``steps`` steps would run; its manifest. ``build_case(...,
+  num_steps=steps, teacher_cache=directory)`` reads it."""
+  from jaxkd.train import cache_teacher
+  config = bench_config("kd", model_name=model_name, batch_size=batch_size, augment=augment,
+                        dtype=dtype, cpu_conv=cpu_conv, seed=seed)
+  config.train.num_steps = steps
+  return cache_teacher(config, directory, datasets=(dataset, dataset),
+                       teacher=random_frozen_teacher(config, dataset, seed + 1))
 
 
 def _jsonable(hparams: dict) -> dict:

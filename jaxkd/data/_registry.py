@@ -9,7 +9,7 @@ from jaxkd.data import _tfds
 from jaxkd.data import _translation
 from jaxkd.data._dataset import ArrayDataset, DatasetNotFoundError, mock
 
-__all__ = ["DatasetSpec", "names", "spec", "load", "parse_split", "SPLITS"]
+__all__ = ["DatasetSpec", "names", "spec", "load", "parse_split", "SPLITS", "token_settings"]
 
 SPLITS = ("train", "validation", "test")  # "validation": translation corpora only
 
@@ -91,6 +91,19 @@ def spec(name: str) -> DatasetSpec:
   if name not in _SPECS:
     raise ValueError(f"Unknown dataset name {name!r}; known: {', '.join(_SPECS)}.")
   return _SPECS[name]
+
+
+def token_settings(name: str) -> tuple[str, ...]:
+  """The ``data`` config keys that set text dataset ``name``'s token ids.
+
+  ``("vocab_size", "max_length")``: the tokenizer (its cache is kept per dataset and
+  vocabulary size, so equal settings on the same data give the same ids) and the length. None
+  for ``mock_text``, whose vocabulary and length are fixed, and for the translation corpora,
+  whose vocabularies are their training files' words whatever the config.
+  """
+  if name == "mock_text" or spec(name).kind == "translation":
+    return ()
+  return ("vocab_size", "max_length")
 
 
 def _load_fashion_mnist(split: str, data_dir: Optional[str]) -> ArrayDataset:

@@ -23,7 +23,7 @@ import numpy as np
 from jaxkd.data._dataset import DatasetNotFoundError
 
 __all__ = ["TokenDataset", "TextSource", "TEXT_SOURCES", "DEFAULT_VOCAB_SIZE",
-           "DEFAULT_MAX_LENGTH", "encode", "load_text", "mock_text", "read_csv", "token_settings",
+           "DEFAULT_MAX_LENGTH", "encode", "load_text", "mock_text", "read_csv",
            "tokenizer", "text_cache_dir"]
 
 # Ours: ALR's abstract gives no preprocessing. 16k unigram pieces cover these corpora well;
@@ -157,20 +157,6 @@ def mock_text(num_examples: int = 256, num_classes: int = 4, seed: int = 0, *,
     row[where] = 2 + 3 * label + rng.integers(0, 3, where.size)
     tokens[i, :n] = row
   return TokenDataset("mock_text", split, tokens, labels, num_classes, MOCK_VOCAB_SIZE)
-
-
-def token_settings(name: str) -> tuple[str, ...]:
-  """The ``data`` config keys that set text dataset ``name``'s token ids.
-
-  ``("vocab_size", "max_length")``: the tokenizer (its cache is kept per dataset and
-  vocabulary size, so equal settings on the same data give the same ids) and the length. None
-  for ``mock_text``, whose vocabulary and length are fixed, and for the translation corpora,
-  whose vocabularies are their training files' words whatever the config.
-  """
-  from jaxkd.data import _registry  # pylint: disable=import-outside-toplevel
-  if name == "mock_text" or _registry.spec(name).kind == "translation":
-    return ()
-  return ("vocab_size", "max_length")
 
 
 def _csv_text(fields: Sequence[str]) -> str:

@@ -27,6 +27,10 @@ A recipe of your own is a `Method`: hyperparameter specs and a function building
   smooth_kd = Method({"alpha": Spec(0.5, real(0.0, 1.0))}, build,
                      teacher=lambda hp: teachers.from_run(), requires=("teacher_logits",))
   objectives.register("smooth_kd", smooth_kd)   # or train it as --config.method.name=pkg.mod:smooth_kd
+
+A method whose hyperparameters follow from the run (steps per epoch, the run's length) derives
+them from the `RunInfo` the engine passes at build time, ``Method(..., derive=lambda run:
+{"steps_per_epoch": run.steps_per_epoch})``; the engine itself knows no method's names.
 """
 import importlib
 import os
@@ -34,13 +38,14 @@ import sys
 from typing import Any
 
 from jaxkd.objectives._core import INPUTS, Objective, Term, with_teacher_fallback
-from jaxkd.objectives._hparams import Spec, boolean, choice, integer, real
+from jaxkd.objectives._hparams import RunInfo, Spec, boolean, choice, integer, real
 from jaxkd.objectives._hparams import validate as _validate
 from jaxkd.objectives._methods import METHODS as _BUILT_IN
 from jaxkd.objectives._methods import Method
 
-__all__ = ["INPUTS", "Method", "Objective", "Spec", "Term", "boolean", "choice", "defaults",
-           "describe", "get", "integer", "names", "real", "register", "with_teacher_fallback"]
+__all__ = ["INPUTS", "Method", "Objective", "RunInfo", "Spec", "Term", "boolean", "choice",
+           "defaults", "describe", "get", "integer", "names", "real", "register",
+           "with_teacher_fallback"]
 
 _REGISTRY: dict[str, Method] = dict(_BUILT_IN)
 
@@ -97,10 +102,24 @@ def _method(name: str) -> Method:
 def defaults(name: str) -> dict[str, Any]:
   """Hyperparameter name -> default value of method ``name``.
 
-  A default of None marks a value the training engine or the config must supply
-  (``steps_per_epoch``, ``total_epochs``; MrKD's ``refresh_every``, where None means one epoch).
+  A default of None marks a value the config must supply or the method derives from the run
+  (`Method.derive`, given a `RunInfo`: ``steps_per_epoch``, ``total_epochs``; MrKD's
+  ``refresh_every``, where None means one epoch).
   """
   return {field: spec.default for field, spec in _method(name).specs.items()}
+
+
+def _derived(name: str, method: Method, run_info: RunInfo) -> dict[str, Any]:
+  """``method.derive(run_info)``, each key one of the method's hyperparameters."""
+  if not isinstance(run_info, RunInfo):
+    raise ValueError(f"{name}: run_info={run_info!r} is not allowed; allowed: a "
+                     "jaxkd.objectives.RunInfo or None.")
+  derived = dict(method.derive(run_info))
+  unknown = sorted(set(derived) - set(method.specs))
+  if unknown:
+    raise ValueError(f"{name}: its derive() gives hparam {unknown[0]!r}, which it does not "
+                     f"have; allowed: {', '.join(sorted(method.specs)) or 'none'}.")
+  return derived
 
 
 def describe(name: str) -> str:
@@ -108,11 +127,13 @@ def describe(name: str) -> str:
   return _method(name).doc
 
 
-def get(name: str, **hparams: Any) -> Objective:
+def get(name: str, *, run_info: RunInfo | None = None, **hparams: Any) -> Objective:
   """Builds the objective of method ``name``.
 
   Args:
     name: one of `names`, or ``"package.module:attribute"`` naming a `Method`.
+    run_info: the run the objective trains in; the method's `Method.derive` fills the
+      hyperparameters that follow from it (those left None). None: nothing is derived.
     **hparams: hyperparameters (see `defaults`); float ones may be schedules.
 
   Returns:
@@ -123,6 +144,9 @@ def get(name: str, **hparams: Any) -> Objective:
       field, the value and what is allowed).
   """
   method = _method(name)
+  if run_info is not None and method.derive is not None:
+    derived = _derived(name, method, run_info)
+    hparams = {**hparams, **{k: v for k, v in derived.items() if hparams.get(k) is None}}
   hp = _validate(name, method.specs, hparams)
   required = {field: spec.doc for field, spec in method.specs.items()
               if spec.default is None and spec.doc}

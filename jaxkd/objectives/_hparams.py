@@ -1,4 +1,5 @@
 """Hyperparameter specifications: a default and a check that names field, value and range."""
+import dataclasses
 import numbers
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -6,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Spec", "boolean", "choice", "integer", "real", "validate", "weights"]
+__all__ = ["RunInfo", "Spec", "boolean", "choice", "integer", "real", "validate", "weights"]
 
 
 class Spec(NamedTuple):
@@ -20,6 +21,28 @@ class Spec(NamedTuple):
   default: Any
   check: Callable[[str, Any], None]
   doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+  """What a run knows before it builds its objective: the facts a method may derive its
+  hyperparameters from (`Method.derive`), so that the training engine needs to know no method.
+
+  Attributes:
+    num_examples: the training split's examples.
+    steps_per_epoch: optimizer steps per epoch.
+    total_steps: the run's optimizer steps.
+    num_classes: the number of classes K (None: not known).
+  """
+  num_examples: int
+  steps_per_epoch: int
+  total_steps: int
+  num_classes: Optional[int] = None
+
+  @property
+  def total_epochs(self) -> int:
+    """The run's length in epochs, a last partial epoch counted (at least 1)."""
+    return max(1, -(-self.total_steps // self.steps_per_epoch))
 
 
 def _fail(field, value, allowed):

@@ -32,6 +32,10 @@ class Method(NamedTuple):
     check: ``check(hp, num_classes)`` raising ValueError for hparams that do not suit the
       number of classes (called by `Objective.init`); None: no such check.
     doc: one line naming the paper and the formula, with provenance.
+    derive: ``run_info -> {hparam: value}``, the hyperparameters that follow from the run
+      (`RunInfo`: steps per epoch, the run's length, ...); they fill the ones the caller leaves
+      None when `jaxkd.objectives.get` is given a ``run_info``. None: the method needs nothing
+      from the run.
   """
   specs: dict
   build: Callable[[dict], tuple]
@@ -39,6 +43,7 @@ class Method(NamedTuple):
   requires: tuple = ()
   check: Optional[Callable[[dict, int], None]] = None
   doc: str = ""
+  derive: Optional[Callable[[H.RunInfo], dict]] = None
 
 
 def _product(*factors: T.Hyperparam) -> T.Hyperparam:
@@ -274,6 +279,21 @@ _NONNEG = H.real(0.0)
 _STEPS = H.Spec(None, H.integer(1, optional=True),
                 "optimizer steps per epoch, for the epoch-boundary update")
 _KL = H.choice(losses.KL_REDUCTIONS)
+
+
+def _per_epoch(run: H.RunInfo) -> dict:
+  """An epoch-boundary method's ``steps_per_epoch``, the run's."""
+  return {"steps_per_epoch": run.steps_per_epoch}
+
+
+def _pskd_run(run: H.RunInfo) -> dict:
+  """PS-KD's epochs: the run's steps per epoch and its length in epochs."""
+  return {"steps_per_epoch": run.steps_per_epoch, "total_epochs": run.total_epochs}
+
+
+def _refresh_each_epoch(run: H.RunInfo) -> dict:
+  """MrKD's default refresh: one backup per epoch."""
+  return {"refresh_every": run.steps_per_epoch}
 _LS = {"logit_standardization": H.Spec(False, H.boolean(), "standardize the student's and the "
                                        "teacher's logits inside the distillation term")}
 _ENSEMBLE = {"ensemble": H.Spec("probs", H.choice(ENSEMBLES), "several teachers: KL to the "
@@ -349,26 +369,28 @@ METHODS = {
                        _lsrkd("correct_prob"), check=_share_beats_uniform("correct_prob"),
                        doc="LsrKD + TC [abs, reconstructed; defaults ours]: teacher u_TC."),
     "mrkd": Method(_mrkd_specs(), _mrkd, teacher=_replay_teacher,
-                   requires=("teacher_logits",),
+                   requires=("teacher_logits",), derive=_refresh_each_epoch,
                    doc="MrKD [abs, reconstructed; defaults ours]: KD from replay backups."),
     "mrkd_tc": Method(
         _mrkd_specs(correction=H.Spec("mix", H.choice(("mix", "swap"))),
                     correct_weight=H.Spec(0.5, _PROB)),
         _mrkd_tc, teacher=_replay_teacher, requires=("teacher_logits",),
+        derive=_refresh_each_epoch,
         doc="MrKD + TC [abs, reconstructed; defaults ours]: corrected replay teacher."),
     "alr": Method(
         {"alpha": H.Spec(0.05, _NONNEG), "momentum": H.Spec(0.9, _PROB),
          "steps_per_epoch": _STEPS},
         lambda hp: (_ce(), Term("residual", T.adaptive_label_regularization(
             momentum=hp["momentum"], steps_per_epoch=hp["steps_per_epoch"]), hp["alpha"])),
-        doc="ALR [abs, reconstructed; defaults ours]: CE + a CE(z, R[y])."),
+        doc="ALR [abs, reconstructed; defaults ours]: CE + a CE(z, R[y]).", derive=_per_epoch),
     "ols": Method(
         {"hard_weight": H.Spec(0.5, _NONNEG), "soft_weight": H.Spec(0.5, _NONNEG),
          "steps_per_epoch": _STEPS},
         lambda hp: (_ce(hp["hard_weight"]), Term(
             "soft_ce", T.online_label_smoothing(steps_per_epoch=hp["steps_per_epoch"]),
             hp["soft_weight"])),
-        doc="Online label smoothing [code: CIFAR script]: 0.5 CE + 0.5 CE(z, S[y])."),
+        doc="Online label smoothing [code: CIFAR script]: 0.5 CE + 0.5 CE(z, S[y]).",
+        derive=_per_epoch),
     "pskd": Method(
         {"alpha_final": H.Spec(0.8, _PROB),
          "total_epochs": H.Spec(None, H.integer(1, optional=True), "the run's length in epochs"),
@@ -378,7 +400,8 @@ METHODS = {
             alpha_final=hp["alpha_final"], total_epochs=hp["total_epochs"],
             steps_per_epoch=hp["steps_per_epoch"], table_dtype=hp["table_dtype"])),),
         requires=("example_ids",),
-        doc="PS-KD [code: lgcnsai/PS-KD-Pytorch main.py]: CE(z, (1-a_t) e_y + a_t P[id])."),
+        doc="PS-KD [code: lgcnsai/PS-KD-Pytorch main.py]: CE(z, (1-a_t) e_y + a_t P[id]).",
+        derive=_pskd_run),
     "cskd": Method({"weight": H.Spec(1.0, _NONNEG), "temperature": H.Spec(4.0, _POS)}, _cskd,
                    teacher=lambda hp: teachers.partner(), requires=("teacher_logits",),
                    doc="CS-KD [code: alinlab/cs-kd]: CE + lam T^2 KL_batchmean(partner || s)."),
@@ -408,7 +431,8 @@ METHODS = {
                                  "warmup_epochs, 1) of the DKD terms; 0: no ramp"),
          "steps_per_epoch": H.Spec(None, H.integer(1, optional=True)), **_LS, **_ENSEMBLE},
         _dkd, teacher=_frozen_teacher, requires=("teacher_logits",),
-        doc="DKD [code: mdistiller DKD.py]: w CE + min(epoch/warm-up, 1) (a TCKD + b NCKD)."),
+        doc="DKD [code: mdistiller DKD.py]: w CE + min(epoch/warm-up, 1) (a TCKD + b NCKD).",
+        derive=_per_epoch),
     # DIST's loss defaults (beta = gamma = 1, tau = 1: its ImageNet setting).
     "dist": Method(
         {"beta": H.Spec(1.0, _NONNEG), "gamma": H.Spec(1.0, _NONNEG),
@@ -426,7 +450,7 @@ METHODS = {
                                    "schedule"), **_LS},
         _ctkd, teacher=_ctkd_teacher, requires=("teacher_logits", "teacher_temperature"),
         doc="CTKD [code: zhengli97/CTKD]: (1-a) CE + a tau^2 KL at a learned, gradient-reversed "
-            "tau."),
+            "tau.", derive=_per_epoch),
     "ras_kd": Method(
         {"smoothing": H.Spec(0.1, _SMOOTHING), "relation_temperature": H.Spec(0.5, _POS),
          "temperature": H.Spec(4.0, _POS), "weight": H.Spec(1.0, _NONNEG),

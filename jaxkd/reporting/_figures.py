@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxkd import analysis
+from jaxkd import rundir
 from jaxkd.reporting import _stats
 
 __all__ = ["curves", "projections", "reliability", "stability_bars"]
@@ -45,7 +46,7 @@ def curves(records_by_row: dict, rows: Sequence[str], path: str, *, title: str) 
                   for i, (e, v) in enumerate(zip(epochs, mean))]
       runs[row] = os.path.join(tmp, row)
       os.makedirs(runs[row])
-      with open(os.path.join(runs[row], "metrics.jsonl"), "w") as f:
+      with open(rundir.RunDir(runs[row]).metrics, "w") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
     return analysis.plot_training_curves(runs, path, keys=keys, x="epoch", title=title)
 

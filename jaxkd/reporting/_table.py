@@ -19,7 +19,8 @@ class Row:
   Attributes:
     name: the row's label, unique in its table and usable as a directory name.
     arg: the config argument that builds the row, e.g. ``"model=resnet18,method=kd"``.
-    teacher: the name of the teacher stage whose run is this row's frozen teacher.
+    teacher: the name of the teacher stage whose run is this row's frozen teacher, or a
+      tuple of names: an ensemble of those stages' runs (``teacher.workdir`` lists them).
     published: the published top-1 in percent (None where no number is published).
     group: the report section the row belongs to.
     note: a short remark printed beside the row (teacher, reconstructed method, ...).
@@ -31,12 +32,19 @@ class Row:
   """
   name: str
   arg: str
-  teacher: Optional[str] = None
+  teacher: Optional[str | tuple[str, ...]] = None
   published: Optional[float] = None
   group: str = ""
   note: str = ""
   seeds: Optional[tuple[int, ...]] = None
   init_from: Optional[str] = None
+
+  @property
+  def teacher_stages(self) -> tuple[str, ...]:
+    """The teacher stages this row distils from (empty: none)."""
+    if not self.teacher:
+      return ()
+    return (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +135,10 @@ class Table:
       raise ValueError(f"table {self.name!r}: row names {duplicates} are not unique")
     stages = {t.name for t in self.teachers}
     for row in self.rows + self.teachers:
-      if row.teacher is not None and row.teacher not in stages:
-        raise ValueError(f"table {self.name!r}, row {row.name!r}: teacher={row.teacher!r} is "
-                         f"not a teacher stage; allowed: {', '.join(sorted(stages)) or 'none'}")
+      for teacher in row.teacher_stages:
+        if teacher not in stages:
+          raise ValueError(f"table {self.name!r}, row {row.name!r}: teacher={teacher!r} is "
+                           f"not a teacher stage; allowed: {', '.join(sorted(stages)) or 'none'}")
     students = {r.name for r in self.rows} - stages
     for row in self.rows:
       if row.init_from is not None and (row.init_from not in students

@@ -12,11 +12,11 @@ and epochs trained, best and last top-1 / NLL / ECE, wall time), writes it to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Optional, Sequence
 
+from jaxkd import rundir
 from jaxkd.config import UsageError
 
 # jaxkd.analysis imports jax: imported where a run is read, so `import jaxkd.reporting` stays
@@ -27,13 +27,6 @@ __all__ = ["HELP", "add_arguments", "compare_runs", "main", "plot_curves"]
 HELP = "compare runs: one markdown table (compare.md) and their curves in one PNG"
 
 _CURVE_KEYS = ("eval/top1", "train/loss")
-
-
-def _read_json(path: str) -> Optional[dict]:
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
 
 
 def _from_history(workdir: str) -> dict:
@@ -48,12 +41,13 @@ def _from_history(workdir: str) -> dict:
 
 
 def _record(workdir: str) -> dict:
-  config = _read_json(os.path.join(workdir, "config.json"))
+  run_dir = rundir.RunDir(workdir)
+  config = run_dir.read(rundir.CONFIG)
   if not os.path.isdir(workdir) or config is None:
-    raise UsageError(f"workdir={workdir!r}: no config.json there; allowed: workdirs of "
+    raise UsageError(f"workdir={workdir!r}: no {rundir.CONFIG} there; allowed: workdirs of "
                      "`jaxkd train` runs")
-  summary = _read_json(os.path.join(workdir, "summary.json"))
-  provenance = summary or _read_json(os.path.join(workdir, "run.json")) or {}
+  summary = run_dir.read(rundir.SUMMARY)
+  provenance = summary or run_dir.read(rundir.RUN) or {}
   results = summary if summary is not None else _from_history(workdir)
   return dict(workdir=workdir, method=provenance.get("method", config["method"]["name"]),
               hparams=provenance.get("hparams") or {k: v for k, v in config["method"].items()

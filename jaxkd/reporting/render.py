@@ -327,7 +327,8 @@ def render_markdown(table: Table, by_row, figure_lines: Sequence[str]) -> str:
   notes = [r for r in table.teachers + table.rows if r.note]
   if notes:
     lines += ["Row notes:", ""] + [f"- `{r.name}` (`{r.arg}`"
-                                   + (f", teacher `{r.teacher}`" if r.teacher else "")
+                                   + (", teacher " + ", ".join(f"`{t}`" for t in r.teacher_stages)
+                                      if r.teacher else "")
                                    + f"): {r.note}" for r in notes] + [""]
   if table.claims:
     lines += ["## The papers' claims against these numbers", ""]

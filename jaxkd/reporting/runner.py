@@ -21,10 +21,11 @@ import time
 from typing import Callable, Optional, Sequence
 
 from jaxkd import config as config_lib
+from jaxkd import rundir
 from jaxkd.reporting._table import Row, Table
 
-__all__ = ["Job", "load_table", "pack_jobs", "plan", "result_path", "run_one", "run_seeds",
-           "run_table", "workdir"]
+__all__ = ["Job", "job_config", "load_table", "pack_jobs", "plan", "result_path", "run_one",
+           "run_seeds", "run_table", "workdir"]
 
 
 def load_table(config_path: str):
@@ -48,7 +49,7 @@ def _claim_path(run_dir: str) -> str:
 
 def _trained_for_elsewhere(run_dir: str, record: str) -> bool:
   """Whether ``run_dir`` holds a finished run whose record belongs to another results dir."""
-  if not os.path.isfile(os.path.join(run_dir, "summary.json")):
+  if not os.path.isfile(rundir.RunDir(run_dir).summary):
     return False  # nothing there, or an interrupted run: resuming it is the same training
   try:
     with open(_claim_path(run_dir)) as f:
@@ -90,20 +91,37 @@ def plan(table: Table, seeds: Sequence[int], rows: Optional[Sequence[str]] = Non
   while starts - {r.name for r in chosen}:
     chosen = [table.row(n) for n in sorted(starts - {r.name for r in chosen})] + chosen
     starts = {r.init_from for r in chosen if r.init_from}
-  needed = {r.teacher for r in chosen if r.teacher}
-  needed |= {table.row(t).teacher for t in needed if table.row(t).teacher}
-  jobs = [Job(t, table.teacher_seed,
-              (f"{t.teacher}/s{table.teacher_seed}",) if t.teacher else ())
+  needed = {t for r in chosen for t in r.teacher_stages}
+  needed |= {t for n in needed for t in table.row(n).teacher_stages}
+  jobs = [Job(t, table.teacher_seed, _teacher_needs(t, table))
           for t in table.teachers if t.name in needed or t in chosen]
   # Seed-major order: a partial table already has every row once.
   students = [row for row in chosen if row not in table.teachers]
   for seed in sorted({s for row in students for s in (row.seeds or seeds)}):
     for row in students:
       if seed in (row.seeds or seeds):
-        needs = (f"{row.teacher}/s{table.teacher_seed}",) if row.teacher else ()
+        needs = _teacher_needs(row, table)
         needs += (f"{row.init_from}/s{seed}",) if row.init_from else ()
         jobs.append(Job(row, seed, needs))
   return jobs
+
+
+def _teacher_needs(row: Row, table: Table) -> tuple[str, ...]:
+  return tuple(f"{t}/s{table.teacher_seed}" for t in row.teacher_stages)
+
+
+def job_config(module, table: Table, row: Row, seed: int, *, workroot: str, smoke: bool = False):
+  """The config of one run of ``row``: its argument's config with ``seed``, the teacher
+  stages' workdirs (several: an ensemble, ``teacher.workdir`` a comma-separated list) and the
+  ``init_from`` row's workdir."""
+  config = module.get_config(row.arg + (",smoke" if smoke else ""))
+  config.seed = seed
+  if row.teacher:
+    config.teacher.workdir = ",".join(workdir(workroot, table, t, table.teacher_seed)
+                                      for t in row.teacher_stages)
+  if row.init_from:
+    config.model.init_from = workdir(workroot, table, row.init_from, seed)
+  return config
 
 
 def pack_jobs(jobs: Sequence[Job], pack: int, table: Table) -> list[Job]:
@@ -148,12 +166,7 @@ def run_seeds(config_path: str, row_name: str, seeds: Sequence[int], *, workroot
     raise run_lib.ConfigError(
         f"row {row.name!r} starts each seed from its own run of row {row.init_from!r} "
         "(model.init_from), which packed seeds cannot; allowed: its seeds one by one (--pack 1)")
-  config = module.get_config(row.arg + (",smoke" if smoke else ""))
-  config.seed = seeds[0]
-  if row.teacher:
-    config.teacher.workdir = workdir(workroot, table, row.teacher, table.teacher_seed)
-  if row.init_from:
-    config.model.init_from = workdir(workroot, table, row.init_from, seeds[0])
+  config = job_config(module, table, row, seeds[0], workroot=workroot, smoke=smoke)
   run_dirs = [workdir(workroot, table, row.name, seed) for seed in seeds]
   paths = [result_path(results_dir, table, row.name, seed) for seed in seeds]
   for run_dir, path in zip(run_dirs, paths):
@@ -280,7 +293,7 @@ def run_table(config_path: str, *, seeds: Sequence[int], workroot: str, results_
         pending.remove(job)
         failed.extend(job.keys)
         log(f"skip {job.key}: its teacher failed; {steps(job, False)}"
-            if job.row.teacher and f"{job.row.teacher}/s{table.teacher_seed}" in failed else
+            if set(_teacher_needs(job.row, table)) & set(failed) else
             f"skip {job.key}: its init_from run failed; {steps(job, False)}")
       elif all(n in done for n in job.needs):
         pending.remove(job)

@@ -32,7 +32,7 @@ __all__ = ["Task", "check"]
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
   """Raises ``ValueError("config.<key>=<value>: <allowed>")`` unless ``ok`` (the engine
-  passes it on as a `jaxkd.train.ConfigError`, as a teacher's ``setup`` errors)."""
+  passes it on as a `jaxkd.config.ConfigError`, as a teacher's ``setup`` errors)."""
   if not ok:
     raise ValueError(f"config.{key}={value!r}: {allowed}")
 

@@ -87,12 +87,14 @@ def _setup(config, dataset) -> None:
         "generate.max_len_b", gen.max_len_b, "must be an int >= 1 (and max_len_a >= 0)")
 
 
+# A one-step run: placeholders for the hparams a method derives from its run.
+_PLACEHOLDER_RUN = objectives.RunInfo(num_examples=1, steps_per_epoch=1, total_steps=1)
+
+
 def _as_listed(name: str):
-  """Method ``name`` with placeholders for the hparams a run derives (steps per epoch, ...):
-  only the kinds of its terms, its inputs and its teacher are read."""
-  derived = {k: 1 for k, v in objectives.defaults(name).items()
-             if v is None and k in ("steps_per_epoch", "num_examples", "total_epochs")}
-  return objectives.get(name, **derived)
+  """Method ``name`` built for a placeholder run (`objectives.RunInfo`): only the kinds of its
+  terms, its inputs and its teacher are read."""
+  return objectives.get(name, run_info=_PLACEHOLDER_RUN)
 
 
 def _check_objective(config, objective) -> None:

@@ -7,6 +7,7 @@ file. Built in:
 
 * `frozen` / `from_run`: a fixed network (Hinton KD, Tf-KD_self, Re-KD, De-KD, DKD, DIST);
   `from_torchvision`: torchvision's weights of an ImageNet network; `ensemble`: several;
+  `bind_cache`: their outputs read from a cache of ``jaxkd cache-teacher`` (``teacher.cache``);
 * `learned_temperature`: a teacher with CTKD's trainable temperature;
 * `replay`: MrKD's ring of the model's own backups (`ReplayRing`);
 * `partner`: CS-KD's same-class partner, the student itself on another example;
@@ -15,7 +16,9 @@ file. Built in:
 """
 from jaxkd.teachers._aux_head import aux_head, head_logits, init_head
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
-                                  TeacherState, apply_model, keep_state)
+                                  TeacherState, apply_model, keep_state, no_state)
+from jaxkd.teachers._cached import (CACHE_KEYS, RESTS, bind_cache, expand, fingerprint,
+                                    teacher_key)
 from jaxkd.teachers._ema import ema, ema_update
 from jaxkd.teachers._frozen import (IMAGENET_MEAN, IMAGENET_STD, checkpoint_steps, ensemble,
                                     from_run, from_torchvision, frozen, load_variables,
@@ -26,6 +29,7 @@ from jaxkd.teachers._replay import (COMBINES, ReplayRing, init_ring, refresh_rin
                                     ring_logits)
 
 __all__ = [
+    "CACHE_KEYS", "RESTS", "bind_cache", "expand", "fingerprint", "no_state", "teacher_key",
     "COMBINES", "IMAGENET_MEAN", "IMAGENET_STD", "ReplayRing", "Teacher", "TeacherEnv",
     "TeacherInputs", "TeacherOutput", "TeacherState", "apply_model", "aux_head",
     "checkpoint_steps", "ema", "ema_update", "ensemble", "from_run", "from_torchvision",

@@ -27,7 +27,7 @@ import flax.linen as nn
 import flax.struct
 
 __all__ = ["Teacher", "TeacherEnv", "TeacherInputs", "TeacherOutput", "TeacherState",
-           "apply_model", "keep_state"]
+           "apply_model", "keep_state", "no_state"]
 
 
 @flax.struct.dataclass
@@ -102,6 +102,10 @@ class TeacherEnv(NamedTuple):
       images.
     data: the run's ``data`` config section (a text teacher run's ``data.vocab_size`` and
       ``data.max_length`` must be these); None: unknown.
+    config: the run's whole config, the data's task defaults filled in (a teacher cache must
+      have been made for its seed, batch size and augmentation); None: unknown.
+    steps_per_epoch: the run's steps per epoch (0: unknown).
+    total_steps: the run's number of steps (0: unknown).
   """
   settings: Any
   data_name: str
@@ -111,6 +115,15 @@ class TeacherEnv(NamedTuple):
   std: tuple = ()
   vocab_size: Optional[int] = None
   data: Any = None
+  config: Any = None
+  steps_per_epoch: int = 0
+  total_steps: int = 0
+
+
+def no_state(student: dict, **sizes) -> TeacherState:
+  """The ``init`` of a teacher that keeps nothing on the device."""
+  del student, sizes
+  return TeacherState()
 
 
 def keep_state(state: TeacherState, student: dict, step: chex.Numeric) -> TeacherState:
@@ -132,13 +145,17 @@ class Teacher(NamedTuple):
       never checkpointed with the student.
     setup: ``setup(env) -> Teacher`` binds the teacher to a run before anything compiles
       (`TeacherEnv`); raises ValueError naming the setting when it cannot. None: ready.
-    host_batch: ``host_batch(labels, order, *, seed, epoch) -> {name: int [steps, B]}`` adds
-      rows of example indices to every batch of an epoch; None: nothing.
+    host_batch: ``host_batch(labels, order, *, seed, epoch) -> {name: [steps, B, ...]}`` adds
+      per-example rows to every batch of an epoch (partner indices, a cache's outputs);
+      ``order``: the epoch's example ids ``[steps, B]``, ``labels`` the split's (None when
+      streamed); None: nothing.
     name: a short name for messages and logs.
     inactive_steps: how many steps from the start of a run the teacher has no valid member
       (its ``mask`` all False), so that the objective's teacher terms are off; the training
       loop warns when that is a large share of the run. 0: valid from the first step.
     doc: what the teacher is, in one line for ``jaxkd methods``' legend.
+    loads_examples: ``logits`` reads other training examples through ``TeacherInputs.load``
+      (CS-KD's partners), which streamed data does not offer (refused there).
   """
   init: Callable[..., TeacherState]
   logits: Callable[[TeacherState, Any, TeacherInputs], TeacherOutput]
@@ -149,6 +166,7 @@ class Teacher(NamedTuple):
   name: str = "teacher"
   inactive_steps: int = 0
   doc: str = ""
+  loads_examples: bool = False
 
 
 def apply_model(model: nn.Module, variables: dict, x: chex.Array, *, train: bool,

@@ -11,18 +11,17 @@ checkpoints.
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from jaxkd import _quiet
+# A finished run's checkpoints are read by `jaxkd.rundir`; re-exported as teachers' own names.
+from jaxkd.rundir import CONFIG, RunDir, checkpoint_steps, load_variables
+from jaxkd.teachers._cached import bind_cache
 from jaxkd.teachers._base import (Teacher, TeacherEnv, TeacherInputs, TeacherOutput,
-                                  TeacherState, apply_model)
+                                  TeacherState, apply_model, no_state)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "checkpoint_steps", "ensemble", "frozen",
            "from_run", "from_torchvision", "load_variables", "renormalize", "workdirs"]
@@ -35,12 +34,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 FROZEN_DOC = ("a fixed network: a finished run (--config.teacher.workdir) or torchvision's "
               "weights (--config.teacher.torchvision_checkpoint=FILE "
-              "--config.teacher.torchvision_model=NAME)")
-
-
-def _no_state(student, **_) -> TeacherState:
-  del student
-  return TeacherState()
+              "--config.teacher.torchvision_model=NAME); its outputs may be stored once by "
+              "`jaxkd cache-teacher` and read with --config.teacher.cache=DIR")
 
 
 def frozen(model, variables: dict, *, train_mode: bool = False,
@@ -63,7 +58,7 @@ def frozen(model, variables: dict, *, train_mode: bool = False,
     out, _ = apply_model(model, consts, x, train=train_mode)
     return TeacherOutput(jax.lax.stop_gradient(out["logits"]))
 
-  return Teacher(init=_no_state, logits=logits, consts=variables, name="frozen", doc=FROZEN_DOC)
+  return Teacher(init=no_state, logits=logits, consts=variables, name="frozen", doc=FROZEN_DOC)
 
 
 def ensemble(members: Sequence[Teacher]) -> Teacher:
@@ -75,7 +70,7 @@ def ensemble(members: Sequence[Teacher]) -> Teacher:
     outs = [m.logits(state, c, inputs).logits for m, c in zip(members, consts)]
     return TeacherOutput(jnp.stack([jnp.asarray(o, jnp.float32) for o in outs]))
 
-  return Teacher(init=_no_state, logits=logits, consts=tuple(m.consts for m in members),
+  return Teacher(init=no_state, logits=logits, consts=tuple(m.consts for m in members),
                  name=f"ensemble of {len(members)} frozen")
 
 
@@ -97,10 +92,18 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
   student's dataset (text: with its ``data.vocab_size``, ``data.max_length`` and tokenizer; see
   `_check_run`). A ``torchvision_checkpoint`` in the section is a teacher too
   (`from_torchvision`): alone, or one more member beside the runs. ``members``: the number of
-  teachers the method's ``teacher_weights`` give weights for (None: any number).
+  teachers the method's ``teacher_weights`` give weights for (None: any number). With
+  ``teacher.cache=DIR`` the teacher's outputs are read from a cache made for this run by
+  ``jaxkd cache-teacher`` (`bind_cache`) and its forward pass is not run.
   """
 
   def setup(env: TeacherEnv) -> Teacher:
+    cache = (env.settings.get("cache") or "") if workdir is None else ""
+    if cache:  # the teacher's outputs were stored: its forward pass leaves the step
+      return bind_cache(cache, env, load=lambda: load(env), members=members)
+    return load(env)
+
+  def load(env: TeacherEnv) -> Teacher:
     settings = env.settings
     checkpoint = (settings.get("torchvision_checkpoint") or "") if workdir is None else ""
     paths = workdirs(settings.workdir if workdir is None else workdir)
@@ -128,7 +131,7 @@ def from_run(workdir: Optional[str] = None, step: Optional[int] = None,
     raise ValueError("teachers.from_run(): the teacher is not loaded yet; call its setup(env) "
                      "first (jaxkd.train does), or use teachers.frozen(model, variables)")
 
-  return Teacher(init=_no_state, logits=unbound, setup=setup, name="frozen", doc=FROZEN_DOC)
+  return Teacher(init=no_state, logits=unbound, setup=setup, name="frozen", doc=FROZEN_DOC)
 
 
 def renormalize(mean: Sequence[float], std: Sequence[float], to_mean: Sequence[float],
@@ -221,11 +224,10 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
     _fail("teacher.workdir", workdir, "this method needs a teacher: the workdir of a finished "
           "run (or teacher.torchvision_checkpoint with teacher.torchvision_model, torchvision's "
           "weights of an ImageNet network)")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    _fail("teacher.workdir", workdir, "must be the workdir of a jaxkd run (no config.json there)")
-  with open(path) as f:
-    teacher = json.load(f)
+  teacher = RunDir(workdir).read(CONFIG)
+  if teacher is None:
+    _fail("teacher.workdir", workdir, f"must be the workdir of a jaxkd run (no {CONFIG} "
+          "there)")
   if teacher["data"]["name"] != env.data_name:
     _fail("teacher.workdir", workdir, f"the teacher was trained on {teacher['data']['name']!r} "
           f"(its classes), the student on {env.data_name!r}")
@@ -267,57 +269,8 @@ def _check_run(workdir: str, step: int, env: TeacherEnv):
 def _embedding_rows(workdir: str, step: int) -> Optional[int]:
   """The rows of a text model's ``params/embed/embedding`` in checkpoint ``step``'s metadata
   (shapes only, no array is read); None when it has no such table."""
-  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
-  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
-  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
-      _quiet.ORBAX_NO_METADATA):
-    tree = checkpointer.metadata(path).item_metadata
+  tree = RunDir(workdir).state_metadata(step)
   try:
     return int(tree["params"]["embed"]["embedding"].shape[0])
   except (KeyError, TypeError, AttributeError):
     return None
-
-
-def checkpoint_steps(workdir: str, name: str = "checkpoints") -> list[int]:
-  """The steps of a run's complete checkpoints under ``<workdir>/<name>``, ascending."""
-  # orbax renames a step's temporary directory to its plain number only once it is complete.
-  directory = os.path.join(os.path.abspath(workdir), name)
-  return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) \
-      if os.path.isdir(directory) else []
-
-
-def load_variables(workdir: str, *, step: int | None = None,
-                   name: str = "checkpoints") -> tuple[dict, int]:
-  """A finished run's model variables (``params``, ``batch_stats``) for use as a frozen teacher.
-
-  Args:
-    workdir: the teacher run's workdir (the one holding ``checkpoints/``).
-    step: which checkpoint; ``None`` takes the latest (De-KD uses an early one).
-    name: the checkpoint folder: ``checkpoints``, or ``checkpoints_best`` (the state of the
-      best evaluation, kept by ``train.keep_best``).
-
-  Returns:
-    ``({"params": ..., "batch_stats": ...}, step)`` as host arrays.
-  """
-  directory = os.path.join(os.path.abspath(workdir), name)
-  steps = checkpoint_steps(workdir, name)
-  if not steps:
-    raise FileNotFoundError(f"teacher.workdir={workdir!r} holds no checkpoint under {directory}; "
-                            "train the teacher there first (jaxkd train --workdir ...)")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise ValueError(f"teacher.step={step} is not among the checkpoints of {workdir!r}: {steps}")
-  # The teacher may have run on another topology (one GPU, a pod slice): restore onto this
-  # process's first device, with shapes and dtypes from the checkpoint's own metadata.
-  path = os.path.join(directory, str(step), "state")
-  # orbax warns of the optional metadata file our checkpoints do not write: not a problem.
-  with ocp.StandardCheckpointer() as checkpointer, _quiet.without_absl_lines(
-      _quiet.ORBAX_NO_METADATA):
-    tree = checkpointer.metadata(path).item_metadata
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-    state = checkpointer.restore(path, target)
-  variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
-  return jax.device_get(variables), step

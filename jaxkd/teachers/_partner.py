@@ -42,5 +42,6 @@ def partner() -> Teacher:
   Every batch carries ``partners`` (int ``[B]``), drawn on the host from (seed, epoch) by
   `jaxkd.data.partner_indices`, so a resumed run sees the same pairs.
   """
-  return Teacher(init=_init, logits=_logits, host_batch=_partner_rows, name="partner",
+  return Teacher(init=_init, logits=_logits, host_batch=_partner_rows, loads_examples=True,
+                 name="partner",
                  doc="the student itself on another example of the same class in the batch")

@@ -64,7 +64,8 @@ def learned_temperature(base: Teacher, *, t_start: float = 1.0, t_end: float = 2
 
     setup = None if inner.setup is None else (lambda env: bind(inner.setup(env)))
     return Teacher(init=init_fn, logits=logits, update=update, consts=inner.consts,
-                   setup=setup, host_batch=inner.host_batch, name=f"{inner.name}+T",
+                   setup=setup, host_batch=inner.host_batch,
+                   loads_examples=inner.loads_examples, name=f"{inner.name}+T",
                    inactive_steps=inner.inactive_steps,
                    doc=f"{inner.doc}, with a global temperature learned through gradient "
                    "reversal (CTKD)")

@@ -18,12 +18,11 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-# A finished run's model variables and its complete checkpoint steps.
-from jaxkd.teachers import checkpoint_steps, load_variables
+# The workdir's layout, a finished run's model variables and its complete checkpoint steps.
+from jaxkd.rundir import (BEST, CHECKPOINTS, UNREADABLE, RunDir, checkpoint_steps,
+                          load_variables)
 
 __all__ = ["BEST", "CheckpointStore", "checkpoint_steps", "load_variables"]
-
-BEST = "checkpoints_best"
 
 _log = logging.getLogger(__name__)
 
@@ -31,8 +30,9 @@ _log = logging.getLogger(__name__)
 class CheckpointStore:
   """The ``<workdir>/<name>`` directory of one run (``checkpoints``, or `BEST`)."""
 
-  def __init__(self, workdir: str, *, max_to_keep: int, name: str = "checkpoints"):
-    self.directory = os.path.join(os.path.abspath(workdir), name)
+  def __init__(self, workdir: str, *, max_to_keep: int, name: str = CHECKPOINTS):
+    self._rundir = RunDir(workdir)
+    self.directory = self._rundir.checkpoints(name)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
 
@@ -79,8 +79,7 @@ class CheckpointStore:
 
   def _quarantine(self, step: int) -> str:
     """Moves an unreadable step aside (kept for inspection, never overwritten or reused)."""
-    target = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable",
-                          f"{step}-{int(time.time())}")
+    target = os.path.join(self._rundir.checkpoints(UNREADABLE), f"{step}-{int(time.time())}")
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(target), exist_ok=True)
       os.replace(os.path.join(self.directory, str(step)), target)

@@ -24,9 +24,9 @@ import ml_collections
 
 from jaxkd import analysis
 from jaxkd import data as data_lib
+from jaxkd import rundir
 from jaxkd import tasks
 from jaxkd.config import UsageError
-from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd.train import trainer as trainer_lib
 
 __all__ = ["HELP", "add_arguments", "evaluate_checkpoint", "format_table", "main",
@@ -35,11 +35,6 @@ __all__ = ["HELP", "add_arguments", "evaluate_checkpoint", "format_table", "main
 HELP = ("evaluate a run's checkpoint on a split: top-1, top-5, NLL, ECE, stability "
         "(translation: per target token, and BLEU)")
 
-
-
-def _read_json(path: str):
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
 
 
 def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
@@ -52,13 +47,14 @@ def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
   Raises:
     jaxkd.config.UsageError: no checkpoint there, or none that matches.
   """
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
-    raise UsageError(f"--workdir={workdir!r}: no config.json there; allowed: the workdir of a "
-                     "`jaxkd train` run")
-  steps = ckpt_lib.checkpoint_steps(workdir)
+  run_dir = rundir.RunDir(workdir)
+  if not os.path.isfile(run_dir.config):
+    raise UsageError(f"--workdir={workdir!r}: no {rundir.CONFIG} there; allowed: the workdir of "
+                     "a `jaxkd train` run")
+  steps = run_dir.checkpoint_steps()
   if not steps:
     raise UsageError(f"--workdir={workdir!r}: holds no checkpoint under "
-                     f"{os.path.join(workdir, 'checkpoints')}; allowed: a workdir that "
+                     f"{os.path.join(workdir, rundir.CHECKPOINTS)}; allowed: a workdir that "
                      "`jaxkd train` has checkpointed")
   best = _best_step(workdir)
   kept_best = best is not None and (best in steps or _in_best_store(workdir, best))
@@ -68,10 +64,10 @@ def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
     return steps[-1]
   if checkpoint == "best":
     if best is None:
-      raise UsageError(f"--checkpoint=best: {workdir!r} has no summary.json (the run has not "
+      raise UsageError(f"--checkpoint=best: {workdir!r} has no {rundir.SUMMARY} (the run has not "
                        f"finished), so no best step is known; allowed: {allowed}")
     if not kept_best:
-      top1 = _read_json(os.path.join(workdir, "summary.json"))["best"]["top1"]
+      top1 = run_dir.read(rundir.SUMMARY)["best"]["top1"]
       raise UsageError(f"--checkpoint=best: the best evaluation (step {best}, top-1 {top1:.4f}) "
                        "was not kept: the run had train.keep_best=False, so only its latest "
                        f"train.keep_checkpoints remain; allowed: {allowed} (train with "
@@ -83,16 +79,16 @@ def resolve_checkpoint(workdir: str, checkpoint: str = "last") -> int:
 
 
 def _best_step(workdir: str) -> int | None:
-  path = os.path.join(workdir, "summary.json")
-  return _read_json(path)["best"]["step"] if os.path.isfile(path) else None
+  summary = rundir.RunDir(workdir).read(rundir.SUMMARY)
+  return None if summary is None else summary["best"]["step"]
 
 
 def _in_best_store(workdir: str, step: int) -> bool:
-  return step in ckpt_lib.checkpoint_steps(workdir, ckpt_lib.BEST)
+  return step in rundir.checkpoint_steps(workdir, rundir.BEST)
 
 
 def _config(workdir: str, split: str | None, data_dir: str | None):
-  config = ml_collections.ConfigDict(_read_json(os.path.join(workdir, "config.json")))
+  config = ml_collections.ConfigDict(rundir.RunDir(workdir).read(rundir.CONFIG))
   if split is not None:
     try:
       data_lib.parse_split(split)
@@ -138,7 +134,7 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
 
   Raises:
     jaxkd.config.UsageError: no such workdir, checkpoint or split.
-    jaxkd.train.ConfigError: the saved config no longer builds.
+    jaxkd.config.ConfigError: the saved config no longer builds.
   """
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
@@ -148,9 +144,9 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
   config = _config(workdir, split, data_dir)
   trainer = _build(config, split)
   run = trainer.run
-  variables, _ = ckpt_lib.load_variables(
-      workdir, step=step, name="checkpoints" if step in ckpt_lib.checkpoint_steps(workdir)
-      else ckpt_lib.BEST)
+  run_dir = rundir.RunDir(workdir)
+  variables, _ = run_dir.load_variables(
+      step=step, name=rundir.CHECKPOINTS if step in run_dir.checkpoint_steps() else rundir.BEST)
   variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
   evaluators = run.task.task.evaluators(run, "checkpoint")
   metrics, totals = trainer.evaluate(variables, evaluators)

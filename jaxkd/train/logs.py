@@ -23,6 +23,7 @@ import tensorboardX
 import tqdm
 
 import jaxkd
+from jaxkd import rundir
 
 __all__ = ["Console", "MetricsLog", "format_epoch", "provenance", "write_json"]
 
@@ -55,7 +56,7 @@ class MetricsLog:
   """
 
   def __init__(self, workdir: str, resume_step: int):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = rundir.RunDir(workdir).metrics
     self.active = jax.process_index() == 0
     self._events = None
     if not self.active:
@@ -69,7 +70,7 @@ class MetricsLog:
     # The suffix keeps two starts within one second (file names hold seconds) apart and in
     # order.
     self._events = tensorboardX.SummaryWriter(
-        os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1,
+        rundir.RunDir(workdir).tensorboard, purge_step=resume_step + 1,
         filename_suffix=f".start{resume_step:010d}")
 
   def write(self, record: dict) -> None:

@@ -25,6 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxkd import rundir
 from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd.train import logs
 from jaxkd.train import run as run_lib
@@ -77,7 +78,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
                    changes: dict, console: logs.Console) -> list[dict]:
   """Writes ``config.json``; the workdir's config history, with ``changes`` at ``start``."""
   history = []
-  path = os.path.join(workdir, "run.json")
+  path = rundir.RunDir(workdir).run
   if changes and os.path.exists(path):
     with open(path) as f:
       history = json.load(f).get("config_changes", [])
@@ -85,7 +86,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int,
     history = history + [{"step": start, "changes": changes}]
     console.line(f"config changed at step {start}: " + ", ".join(
         f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items()))
-  logs.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  logs.write_json(rundir.RunDir(workdir).config, json.loads(config.to_json()))
   return history
 
 
@@ -242,7 +243,7 @@ def train_runs(config: ml_collections.ConfigDict, workdirs: Sequence[str],
     console.line(f"resumed from step {start} of {run.total_steps}")
   for lane in lanes:
     history = _record_config(lane.config, lane.workdir, start, lane.changes, console)
-    logs.write_json(os.path.join(lane.workdir, "run.json"), dict(
+    logs.write_json(rundir.RunDir(lane.workdir).run, dict(
         info, model=lane.config.model.name, data=lane.config.data.name,
         workdir=os.path.abspath(lane.workdir), start_step=start, total_steps=run.total_steps,
         config_changes=history, started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -283,7 +284,7 @@ def train_runs(config: ml_collections.ConfigDict, workdirs: Sequence[str],
   summaries = []
   for i, lane in enumerate(lanes):
     summaries.append(_summary(run, prog.run_state(state, i), lane.meta, info))
-    logs.write_json(os.path.join(lane.workdir, "summary.json"), summaries[-1])
+    logs.write_json(rundir.RunDir(lane.workdir).summary, summaries[-1])
   return summaries
 
 
@@ -349,7 +350,7 @@ def _watchdog(config, workdir: str):
 
 def _finished(workdir: str, run: run_lib.Run, state, meta: dict, info: dict) -> dict:
   """The summary of a complete run: its file, or rebuilt when a kill came before it."""
-  path = os.path.join(workdir, "summary.json")
+  path = rundir.RunDir(workdir).summary
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)

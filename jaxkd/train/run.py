@@ -22,21 +22,17 @@ from jaxkd import models
 from jaxkd import objectives
 from jaxkd import tasks
 from jaxkd import teachers
-from jaxkd.train import defaults
+from jaxkd.config import ConfigError
 
-__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "build_run", "derived_hparams",
-           "make_mesh", "make_optimizer", "make_schedule", "precision", "streams", "warmup_note"]
+__all__ = ["ConfigError", "DTYPES", "SCHEDULES", "Run", "bind_teacher", "build_run",
+           "make_mesh", "make_optimizer", "make_schedule", "precision", "streams",
+           "warmup_note"]
 
 # float64: the verification mode, under JAX's x64 switch (`precision`).
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 SCHEDULES = ("constant", "cosine", "multistep", "linear", "inverse_sqrt")
 # The longest warm-up, as a fraction of the run's steps (`make_schedule`).
 _MAX_WARMUP_FRACTION = 0.1
-
-
-
-class ConfigError(ValueError):
-  """A config value that cannot run; the message names the key, the value and what is allowed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,68 +172,46 @@ def make_optimizer(opt: ml_collections.ConfigDict, *, steps_per_epoch: int, tota
                      mask=mask)
 
 
-def derived_hparams(method: str, *, num_examples: int, steps_per_epoch: int,
-                    total_steps: int) -> dict:
-  """The hyperparameters of ``method`` that follow from the data and the schedule of a run.
-
-  Only those the method has: ``steps_per_epoch``, ``num_examples``, ``total_epochs`` and
-  ``refresh_every`` (one epoch).
-  """
-  derived = {"steps_per_epoch": steps_per_epoch, "num_examples": num_examples,
-             "total_epochs": max(1, -(-total_steps // steps_per_epoch)),
-             "refresh_every": steps_per_epoch}
-  return {k: v for k, v in derived.items() if k in objectives.defaults(method)}
-
-
-def _objective(config, *, num_examples: int, steps_per_epoch: int, total_steps: int):
+def _objective(config, run_info: objectives.RunInfo):
+  """The config's objective, its run-derived hyperparameters (`jaxkd.objectives.Method.derive`)
+  filled from ``run_info``."""
   method = config.method.to_dict()
   name = method.pop("name", None)
   try:
-    derived = derived_hparams(name, num_examples=num_examples, steps_per_epoch=steps_per_epoch,
-                              total_steps=total_steps)
+    objectives.describe(name)  # a registered method or an importable `module:attr`
   except ValueError as err:
     raise ConfigError(f"config.method.name={name!r}: {err}") from None
-  for key, value in derived.items():
-    if method.get(key) is None:
-      method[key] = value
   try:
-    return objectives.get(name, **method)
+    return objectives.get(name, run_info=run_info, **method)
   except ValueError as err:
     raise ConfigError(f"method: {err}") from None
 
 
-def _bind_teacher(objective, config, dataset):
-  """The objective's teacher bound to this run (``Teacher.setup``), or None."""
-  teacher = objective.teacher
+def bind_teacher(teacher, config, dataset, *, steps_per_epoch: int, total_steps: int):
+  """``teacher`` bound to the run of ``config`` on ``dataset`` (``Teacher.setup``; a frozen
+  teacher loads its checkpoint, or reads ``teacher.cache``), or None; its refusals as
+  `ConfigError`."""
+  cache = config.teacher.get("cache") or ""
+  _require(isinstance(cache, str), "teacher.cache", cache,
+           "allowed: a directory written by `jaxkd cache-teacher`, or \"\" (run the teacher)")
+  _require(not cache or (teacher is not None and teacher.setup is not None), "teacher.cache",
+           cache, f"method {config.method.name!r} has "
+           + ("no teacher" if teacher is None else f"a {teacher.name} teacher, made from the "
+              "student during the run") + "; allowed: a method with a frozen teacher (kd, "
+           "dkd, dist, ctkd, ...), or \"\"")
   if teacher is None or teacher.setup is None:
     return teacher
   env = teachers.TeacherEnv(settings=config.teacher, data_name=config.data.name,
                             num_classes=dataset.num_classes, cpu_conv=config.model.cpu_conv,
                             mean=tuple(getattr(dataset, "mean", ())),
                             std=tuple(getattr(dataset, "std", ())),
-                            vocab_size=getattr(dataset, "vocab_size", None), data=config.data)
+                            vocab_size=getattr(dataset, "vocab_size", None), data=config.data,
+                            config=config, steps_per_epoch=steps_per_epoch,
+                            total_steps=total_steps)
   try:
     return teacher.setup(env)
   except ValueError as err:
     raise ConfigError(str(err)) from None
-
-
-def _schema() -> dict:
-  """The keys of the default config, which every config file extends."""
-  return defaults.base_config().to_dict()
-
-
-def _check_keys(config: dict, schema: dict, prefix: str = "", root: dict | None = None) -> None:
-  root = schema if root is None else root
-  for key, value in config.items():
-    if prefix == "method.":  # method hyperparameters are checked by jaxkd.objectives
-      continue
-    if key not in schema:
-      raise ConfigError(f"config.{prefix}{key}={value!r}: unknown key"
-                        f"{config_lib.did_you_mean(prefix + key, root)}; "
-                        f"allowed here: {', '.join(sorted(schema))}")
-    if isinstance(value, dict) and isinstance(schema[key], dict):
-      _check_keys(value, schema[key], f"{prefix}{key}.", root)
 
 
 def _check_train(config, mesh) -> None:
@@ -394,7 +368,7 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
     datasets: ``(train, eval)`` `jaxkd.data.ArrayDataset` replacing ``config.data.name``.
     teacher: a bound `jaxkd.teachers.Teacher` replacing the objective's own.
   """
-  _check_keys(config.to_dict(), _schema())
+  config_lib.check_keys(config.to_dict())
   train_cfg = config.train
   _require(config.data.name in data_lib.names(), "data.name", config.data.name,
            f"allowed: {', '.join(data_lib.names())}")
@@ -458,13 +432,15 @@ def build_run(config: ml_collections.ConfigDict, *, datasets: Any = None,
   model = models.get(config.model.name, num_classes=train_data.num_classes,
                      dtype=DTYPES[config.model.dtype], cpu_conv=config.model.cpu_conv,
                      vocab_size=vocab_size)
-  objective = _objective(config, num_examples=train_data.num_examples,
-                         steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  objective = _objective(config, objectives.RunInfo(
+      num_examples=train_data.num_examples, steps_per_epoch=steps_per_epoch,
+      total_steps=total_steps, num_classes=train_data.num_classes))
   _task_call(task.check_objective, config, objective)
   if teacher is None:
-    teacher = _bind_teacher(objective, config, train_data)
+    teacher = bind_teacher(objective.teacher, config, train_data,
+                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   _require(not isinstance(train_data, data_lib.StreamingSplit) or teacher is None
-           or teacher.host_batch is None, "method.name", config.method.name,
+           or not teacher.loads_examples, "method.name", config.method.name,
            f"its {getattr(teacher, 'name', '')} teacher reads other examples' images (partner "
            "rows), which streamed data (data.in_memory=False) does not hold on the device; "
            "allowed with streaming: every method without partner rows")

@@ -26,7 +26,16 @@ from jaxkd import tasks
 from jaxkd import teachers
 from jaxkd.train import state as state_lib
 
-__all__ = ["StepFns", "inputs", "make_steps"]
+__all__ = ["StepFns", "inputs", "make_steps", "step_keys"]
+
+
+def step_keys(rng: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The PRNG keys of train step ``step`` from the state's ``rng``: ``(augmentation, teacher,
+  dropout)``. A pure function of (seed, step), so the augmented batch of any step can be made
+  again outside the step (`jaxkd.train.cache_teacher`)."""
+  rng = jax.random.fold_in(rng, step)
+  aug, teacher, dropout = jax.random.split(rng, 3)
+  return aug, teacher, dropout
 
 
 def inputs(consts: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
@@ -84,8 +93,7 @@ def make_steps(*, model: nn.Module, objective, optimizer: optax.GradientTransfor
   requires = objective.requires
 
   def train_step(state, consts, batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    aug_rng, teacher_rng, dropout_rng = jax.random.split(rng, 3)
+    aug_rng, teacher_rng, dropout_rng = step_keys(state.rng, state.step)
     indices = batch["indices"]
     raw, labels = inputs(consts, batch)
     x = task.model_input(aug_rng, raw, labels)

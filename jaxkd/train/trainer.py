@@ -29,7 +29,7 @@ from jaxkd.train import state as state_lib
 from jaxkd.train import step as step_lib
 
 __all__ = ["Batches", "StreamBatches", "Trainer", "build", "example_rows", "finalize",
-           "init_state", "replicate", "shard_batch", "state_sharding"]
+           "init_state", "replicate", "shard_batch", "state_key", "state_sharding"]
 
 
 def replicate(mesh: jax.sharding.Mesh, array: np.ndarray) -> jax.Array:
@@ -60,9 +60,21 @@ def example_rows(run: run_lib.Run) -> int:
   return -(-run.train_data.num_examples // devices) * devices
 
 
+def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """``(init, state)``: the key of the model's initialisation and the train state's ``rng``,
+  from which every step draws its augmentation (`jaxkd.train.step_keys`)."""
+  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+  return init_key, state_key
+
+
+def state_key(seed: int) -> jax.Array:
+  """The train state's initial ``rng`` of a run with ``seed``."""
+  return _keys(seed)[1]
+
+
 def _initializer(run: run_lib.Run, optimizer: optax.GradientTransformation, seed: int):
   """``(init, sizes)``: the function building the initial state, and the sizes it passes."""
-  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+  init_key, state_key = _keys(seed)  # pylint: disable=redefined-outer-name
   zeros = jnp.zeros((1,) + run.train_data.input_shape, run.train_data.input_dtype)
   sample = run.task.model_input(None, zeros, zeros)
   feature_dim = jax.eval_shape(
@@ -178,7 +190,7 @@ _STREAM_KEYS = {"image": "inputs", "label": "labels", "id": "indices", "mask": "
 def _from_process_local(mesh: jax.sharding.Mesh, local: dict, *, axis: int = 0) -> dict:
   """This process's rows of a global batch (`StreamingSplit.batches`; ``axis``: the batch
   axis, after K stacked steps) as global arrays sharded over ``data``: ``inputs``, ``labels``,
-  ``indices`` (example ids) and ``mask``."""
+  ``indices`` (example ids) and ``mask``, and the teacher's rows under their own names."""
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*(None,) * axis, "data"))
 
   def place(rows):
@@ -186,7 +198,7 @@ def _from_process_local(mesh: jax.sharding.Mesh, local: dict, *, axis: int = 0) 
     shape[axis] *= jax.process_count()
     return jax.make_array_from_process_local_data(sharding, rows, tuple(shape))
 
-  return {name: place(local[key]) for key, name in _STREAM_KEYS.items() if key in local}
+  return {_STREAM_KEYS.get(key, key): place(rows) for key, rows in local.items()}
 
 
 class StreamBatches:
@@ -205,9 +217,11 @@ class StreamBatches:
     self.run = run
     self.seed = run.config.seed if seed is None else seed
     self._next, self._reader = None, None
+    self._epoch, self._rows = None, None
 
   def host(self, step: int) -> dict:
-    """This process's rows of ``step``'s batch: ``image``, ``label``, ``id`` (host arrays)."""
+    """This process's rows of ``step``'s batch: ``image``, ``label``, ``id`` and the teacher's
+    host rows (a teacher cache's outputs), as host arrays."""
     epoch, i = divmod(step, self.run.steps_per_epoch)
     if step != self._next:
       self._reader = self.run.train_data.batches(
@@ -218,7 +232,22 @@ class StreamBatches:
     if self._next % self.run.steps_per_epoch == 0:
       self._next = None  # the next epoch starts a new reader
     del local["mask"]  # every training row is real
-    return local
+    return {**local, **self._teacher_rows(epoch, i, len(local["id"]))}
+
+  def _teacher_rows(self, epoch: int, i: int, local: int) -> dict:
+    """This process's part of the teacher's ``host_batch`` rows of step ``i`` of ``epoch`` (a
+    teacher cache's outputs), for the epoch's global order (`jaxkd.data.epoch_order`)."""
+    teacher = self.run.teacher
+    if teacher is None or teacher.host_batch is None:
+      return {}
+    if epoch != self._epoch:
+      order, _ = data_lib.epoch_order(self.run.train_data.num_examples,
+                                      self.run.config.train.batch_size, train=True,
+                                      seed=self.seed, epoch=epoch)
+      self._epoch, self._rows = epoch, teacher.host_batch(None, order, seed=self.seed,
+                                                          epoch=epoch)
+    start = jax.process_index() * local
+    return {k: np.asarray(v[i][start:start + local]) for k, v in self._rows.items()}
 
   def get(self, step: int) -> dict:
     return _from_process_local(self.run.mesh, self.host(step))

@@ -17,8 +17,8 @@ from typing import Any
 
 import ml_collections
 
-from jaxkd.train import defaults
-from jaxkd.train import run as run_lib
+from jaxkd import rundir
+from jaxkd.config import ConfigError, defaults
 
 __all__ = ["OPERATIONAL", "check_config", "diff_keys"]
 
@@ -75,7 +75,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str, *, steps_per_e
     ConfigError: a change of a key outside `OPERATIONAL`, or a change of the run's length
       that is not the extension of a finished run with ``train.extend=True``.
   """
-  path = os.path.join(workdir, "config.json")
+  path = rundir.RunDir(workdir).config
   if not os.path.exists(path):
     return {}
   with open(path) as f:
@@ -84,7 +84,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str, *, steps_per_e
   changed = diff_keys(old, new)
   refused = [k for k in changed if k not in OPERATIONAL + _LENGTH]
   if refused:
-    raise run_lib.ConfigError(
+    raise ConfigError(
         f"workdir={workdir!r} holds a run of another config (differs in {', '.join(refused)}); "
         "use a new workdir, or the same config to resume (a resume may change only "
         f"{', '.join(OPERATIONAL)}, and extend a finished run's length)")
@@ -104,16 +104,16 @@ def _check_extension(old: dict, new: dict, workdir: str, *, steps_per_epoch: int
                     if _get(old, k) != _get(new, k))
   where = f"the {before}-step run in workdir={workdir!r}"
   if after < before:
-    raise run_lib.ConfigError(
+    raise ConfigError(
         f"{asked}: {after} steps, fewer than {where}; a run cannot be shortened: use a new "
         "workdir (a finished run's earlier checkpoints are teacher.step's to choose)")
   if latest_step is None or latest_step < before:
-    raise run_lib.ConfigError(
+    raise ConfigError(
         f"{asked}: {after} steps, more than {where}, which stopped at step {latest_step or 0}; "
         "only a finished run can be extended: finish it with its own config first, then "
         "rerun with train.extend=True, or use a new workdir")
   if not new["train"]["extend"]:
-    raise run_lib.ConfigError(
+    raise ConfigError(
         f"{asked}: {after} steps, more than {where}, which finished; set train.extend=True "
         f"to continue it from step {before} to {after} (the learning-rate schedule is rebuilt "
         "for the new length), or use a new workdir")

@@ -1,10 +1,11 @@
-"""Config files and command-line overrides, for ``jaxkd train``, ``jaxkd report`` and your code.
+"""Config files, command-line overrides and the key check, for ``jaxkd train``, ``jaxkd report``
+and your code.
 
 A config file defines ``get_config(arg=None)`` returning an `ml_collections.ConfigDict`;
 ``load("path.py:arg")`` passes the part after ``:`` as ``arg`` (big_vision style: rows of a
 table, ``smoke``). A table config (``jaxkd report``) also defines ``table()``. Every config
-extends `default` (`jaxkd.train.defaults.base_config`); without a file, ``jaxkd train`` runs
-``configs/default.py`` (`jaxkd.train.defaults.get_config`).
+extends `default` (`jaxkd.config.defaults.base_config`); without a file, ``jaxkd train`` runs
+``configs/default.py`` (`jaxkd.config.defaults.get_config`).
 
 Overrides are ``--config.KEY=VALUE`` or ``--config.KEY VALUE`` (absl's form, as typed for flax
 and big_vision); a value is a Python literal or a plain string. An unknown key names the closest
@@ -20,8 +21,10 @@ from types import ModuleType
 
 import ml_collections
 
-__all__ = ["UsageError", "default", "did_you_mean", "load", "load_module", "override",
-           "split_overrides"]
+from jaxkd.config import defaults
+
+__all__ = ["ConfigError", "UsageError", "check_keys", "default", "did_you_mean", "load",
+           "load_module", "override", "split_overrides"]
 
 _PREFIX = "--config."
 
@@ -30,9 +33,12 @@ class UsageError(ValueError):
   """Bad command-line input (exit status 2)."""
 
 
+class ConfigError(ValueError):
+  """A config value that cannot run; the message names the key, the value and what is allowed."""
+
+
 def default() -> ml_collections.ConfigDict:
-  """The base config every config file extends (`jaxkd.train.defaults.base_config`)."""
-  from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
+  """The base config every config file extends (`jaxkd.config.defaults.base_config`)."""
   return defaults.base_config()
 
 
@@ -52,7 +58,6 @@ def load(spec: str | None) -> ml_collections.ConfigDict:
   """``get_config(arg)`` of ``path/to/config.py[:arg]``; None or "": the default run
   (``configs/default.py``)."""
   if not spec:
-    from jaxkd.train import defaults  # pylint: disable=import-outside-toplevel
     return defaults.get_config()
   path, _, arg = spec.partition(":")
   return load_module(path).get_config(arg or None)
@@ -81,6 +86,23 @@ def did_you_mean(key: str, schema: dict) -> str:
             for p in _leaves(schema) if p != key]
   best = max(scored, default=(0.0, 0, 0.0, ""))
   return f" (did you mean {best[-1]}?)" if best[0] >= 0.75 else ""
+
+
+def check_keys(config: dict, schema: dict | None = None, prefix: str = "",
+               root: dict | None = None) -> None:
+  """Raises `ConfigError` for a key of ``config`` (a dict) that ``schema`` (default: `default`'s
+  keys) lacks, naming the closest valid one; ``method``'s keys are left to `jaxkd.objectives`."""
+  schema = default().to_dict() if schema is None else schema
+  root = schema if root is None else root
+  for key, value in config.items():
+    if prefix == "method.":  # method hyperparameters are checked by jaxkd.objectives
+      continue
+    if key not in schema:
+      raise ConfigError(f"config.{prefix}{key}={value!r}: unknown key"
+                        f"{did_you_mean(prefix + key, root)}; "
+                        f"allowed here: {', '.join(sorted(schema))}")
+    if isinstance(value, dict) and isinstance(schema[key], dict):
+      check_keys(value, schema[key], f"{prefix}{key}.", root)
 
 
 def _parse_value(text: str):
