@@ -98,10 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   run.add_argument("--pack", type=int, default=1, metavar="S",
                    help="train up to S seeds of a row in one subprocess and one vmapped "
                    "program (jaxkd.train.packed), each seed with the workdir and record its "
-                   "separate run would write (float64: equal to 1e-12); teacher stages and rows "
-                   "with init_from run one seed a job; refused by name for what cannot be "
-                   "packed (streamed data, several processes, steps_per_dispatch > 1). Default "
-                   "1: every seed its own run")
+                   "separate run would write (equal to it: 4.4e-16 in float64 in the tests); "
+                   "teacher stages and rows with init_from run one seed a job; refused by "
+                   "name for what cannot be packed (streamed data, several processes, "
+                   "steps_per_dispatch > 1). Default 1: every seed its own run")
   run.add_argument("--rows", default="", help="only these rows (comma-separated names)")
   run.add_argument("--rerun", action="store_true",
                    help="train the chosen rows (all without --rows) and seeds again even where "
