@@ -19,7 +19,6 @@ trains on random images of the subset's shapes and sizes (a GPU machine has no F
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -35,18 +34,18 @@ from jaxkd.train import packed
 
 
 def _synthetic_subset(root: str) -> None:
-  """Random images and balanced labels in the study subset's files, under ``JAXKD_CACHE=root``
-  (where configs/fashion_mnist.py finds its subset)."""
+  """The study's subset (`fashion_subset.prepare`) drawn from random 28x28 images with balanced
+  labels, under ``JAXKD_CACHE=root`` (where configs/fashion_mnist.py looks for it)."""
   os.environ["JAXKD_CACHE"] = root
-  directory = fashion_subset.default_directory(per_class_train=500, per_class_test=300, pool=2)
-  os.makedirs(directory)
+  source = os.path.join(root, "random_fashion_mnist")
+  os.makedirs(source)
   rng = np.random.default_rng(0)
-  for (images, labels), per_class in zip(fashion_subset._STEMS.values(), (500, 300)):  # pylint: disable=protected-access
-    fashion_subset.write_idx(os.path.join(directory, labels), np.repeat(np.arange(10), per_class))
-    fashion_subset.write_idx(os.path.join(directory, images),
-                             rng.integers(0, 256, (10 * per_class, 14, 14), np.uint8))
-  with open(os.path.join(directory, fashion_subset._MANIFEST), "w") as f:  # pylint: disable=protected-access
-    json.dump({"per_class_train": 500, "per_class_test": 300, "pool": 2, "seed": 0}, f)
+  for prefix, count in (("train", 5000), ("t10k", 3000)):
+    fashion_subset.write_idx(os.path.join(source, f"{prefix}-labels-idx1-ubyte"),
+                             np.arange(count) % 10)
+    fashion_subset.write_idx(os.path.join(source, f"{prefix}-images-idx3-ubyte"),
+                             rng.integers(0, 256, (count, 28, 28), np.uint8))
+  fashion_subset.prepare(per_class_train=500, per_class_test=300, source_dir=source)
 
 
 def _config(args):

@@ -27,6 +27,7 @@ from jaxkd import data as data_lib
 from jaxkd import rundir
 from jaxkd import tasks
 from jaxkd.config import UsageError
+from jaxkd.train import run as run_lib
 from jaxkd.train import trainer as trainer_lib
 
 __all__ = ["HELP", "add_arguments", "evaluate_checkpoint", "format_table", "main",
@@ -142,19 +143,20 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = "last", split: str | 
                      "`jaxkd train` run")
   step = resolve_checkpoint(workdir, checkpoint)
   config = _config(workdir, split, data_dir)
-  trainer = _build(config, split)
-  run = trainer.run
-  run_dir = rundir.RunDir(workdir)
-  variables, _ = run_dir.load_variables(
-      step=step, name=rundir.CHECKPOINTS if step in run_dir.checkpoint_steps() else rundir.BEST)
-  variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
-  evaluators = run.task.task.evaluators(run, "checkpoint")
-  metrics, totals = trainer.evaluate(variables, evaluators)
-  return dict(workdir=workdir, checkpoint=str(checkpoint), step=step,
-              epoch=step / run.steps_per_epoch, split=config.data.eval_split,
-              num_examples=run.eval_data.num_examples, method=config.method.name,
-              model=config.model.name, task=run.task.task.name, metrics=metrics,
-              sums=totals["metrics"])
+  with run_lib.precision(config):  # a float64 run is read back in float64
+    trainer = _build(config, split)
+    run = trainer.run
+    run_dir = rundir.RunDir(workdir)
+    name = rundir.CHECKPOINTS if step in run_dir.checkpoint_steps() else rundir.BEST
+    variables, _ = run_dir.load_variables(step=step, name=name)
+    variables = jax.tree_util.tree_map(lambda x: trainer_lib.replicate(run.mesh, x), variables)
+    evaluators = run.task.task.evaluators(run, "checkpoint")
+    metrics, totals = trainer.evaluate(variables, evaluators)
+    return dict(workdir=workdir, checkpoint=str(checkpoint), step=step,
+                epoch=step / run.steps_per_epoch, split=config.data.eval_split,
+                num_examples=run.eval_data.num_examples, method=config.method.name,
+                model=config.model.name, task=run.task.task.name, metrics=metrics,
+                sums=totals["metrics"])
 
 
 def _slug(split: str) -> str:
