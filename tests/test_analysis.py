@@ -245,6 +245,7 @@ def _train_on_digits(smoothing, x, y, *, steps=300, batch=128, seed=0):
   return lambda images: model.apply(params, images)["logits"]
 
 
+@pytest.mark.slow
 def test_label_smoothed_model_has_lower_intra_class_variance_on_digits():
   """Shen et al.'s Table 1 pattern: a model trained with LS has the lower 1 - S.
 
@@ -388,6 +389,7 @@ def test_load_metrics_resumed_run(tmp_path):
   np.testing.assert_array_equal(xs, [1]) and np.testing.assert_array_equal(ys, [0.5])
 
 
+@pytest.mark.slow
 def test_plots_write_png(tmp_path):
   logits, labels = _random_problem(7)
   sums = analysis.classification_metrics(logits, labels)

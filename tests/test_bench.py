@@ -22,6 +22,7 @@ def result(tmp_path_factory):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_json_structure(result):
   for key in ("command", "machine", "load_average", "ratio_to_ce", "methods", "mrkd_refresh",
               "transfer_guard", "device_to_host_bytes", "max_rss_bytes"):

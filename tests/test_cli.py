@@ -191,6 +191,7 @@ def _jaxkd(*argv):
   return proc.stdout
 
 
+@pytest.mark.slow
 def test_version_and_every_commands_help_as_a_user_reads_them():
   import jaxkd  # pylint: disable=import-outside-toplevel
   assert _jaxkd("--version") == f"jaxkd {jaxkd.__version__}\n"
@@ -212,6 +213,7 @@ def test_version_and_every_commands_help_as_a_user_reads_them():
     assert f"(default: {default})" in after, flag
 
 
+@pytest.mark.slow
 def test_methods_legend_explains_every_teacher_named_in_the_table():
   out = _jaxkd("methods")
   legend = out.split("teacher: where the teacher logits come from (- = none):\n")[1]

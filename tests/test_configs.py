@@ -86,6 +86,7 @@ def test_full_configs_resolve(name, tmp_path, monkeypatch):
     assert loads_a_run == (row.teacher is not None), row.name
 
 
+@pytest.mark.slow
 def test_without_fashion_mnist_its_tests_skip_saying_why(tmp_path):
   """A machine without Debian's package, simulated: the guard and the library look in a missing
   directory, with an empty subset cache. The tests that read Fashion-MNIST skip, naming the

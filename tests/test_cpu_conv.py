@@ -67,6 +67,7 @@ def _assert_same_logits_and_grads(got, want):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5 * scale)
 
 
+@pytest.mark.slow
 def test_resnet_training_gradients_match_on_cifar_maps():
   """A training-mode step's gradients under "fast" equal XLA's on 32x32 input, where no map
   is small: every convolution takes the taps kernel gradient."""
@@ -126,6 +127,7 @@ def test_families_cover_every_zoo_class():
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.slow
 def test_the_choice_reaches_every_convolution_of_every_family(family):
   """Traced only: "xla" leaves none of the fast forms in the program, "fast" has the taps
   custom VJP (every family has a full-size ungrouped convolution) and, where the last maps
@@ -143,6 +145,7 @@ def test_the_choice_reaches_every_convolution_of_every_family(family):
 
 
 @pytest.mark.parametrize("family", NUMERIC_FAMILIES)
+@pytest.mark.slow
 def test_fast_and_xla_give_the_same_logits_and_gradients(family):
   # Inference-mode BatchNorm: in training mode a 1x1 map normalised over 4 examples amplifies
   # the rounding differences of the two summation orders beyond float tolerance.

@@ -46,6 +46,7 @@ def test_missing_tfds_dataset_says_how_to_prepare_it(tmp_path):
   assert not os.listdir(tmp_path), "nothing may be downloaded or written"
 
 
+@pytest.mark.slow
 def test_a_missing_tfds_dataset_is_one_line_on_the_console(tmp_path):
   """What `jaxkd train` prints: our line only, not tfds's "Variant folder ... has no
   dataset_info.json" before it (a version folder without its files, as a failed prepare leaves)."""
@@ -147,6 +148,7 @@ def test_fashion_mnist_idx_parser_on_hand_made_files(tmp_path):
 
 
 @needs_fashion_mnist
+@pytest.mark.slow
 def test_fashion_mnist_from_debian_files():
   train, test = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
   assert (train.num_examples, test.num_examples) == (60000, 10000)

@@ -2,6 +2,8 @@
 import os
 import re
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = os.path.join(ROOT, "docs", "METHODS.md")
 _SKIP_DIRS = {".git", "workdirs", "build", "dist", "__pycache__", ".pytest_cache"}
@@ -79,6 +81,7 @@ def _readme_example() -> str:
   return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_readme_training_loop_example_runs():
   """The README's own-loop example, run as printed: finite losses, state fed back, ring full."""
   import jax  # pylint: disable=import-outside-toplevel

@@ -41,6 +41,7 @@ def _config(workdir):
     return ml_collections.ConfigDict(json.load(f))
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_loops_last_evaluation(runs, capsys):
   workdir = runs["mrkd"]
   assert cli.main(["eval", "--workdir", workdir]) == 0
@@ -133,6 +134,7 @@ def test_best_checkpoint_not_kept_is_a_clear_error(tmp_path):
     evaluate.resolve_checkpoint(str(tmp_path), "5")
 
 
+@pytest.mark.slow
 def test_the_default_run_selects_on_validation_and_eval_best_loads_it(tmp_path):
   """The README's commands: `jaxkd train --workdir W` (shortened), then `jaxkd eval --workdir W
   --checkpoint best --split test`: the best epoch is chosen on train[90%:], said in the last
@@ -200,6 +202,7 @@ def test_compare_prints_both_runs_and_draws_their_curves(runs, tmp_path, capsys)
     assert f.read(8) == PNG
 
 
+@pytest.mark.slow
 def test_compare_writes_its_table_with_steps_and_epochs_beside_the_png(runs, tmp_path):
   """`jaxkd compare A B --out DIR` as a user runs it: DIR/compare.md holds the printed table,
   whose steps and epochs columns are each run's (its last evaluation: the end of the run)."""

@@ -73,6 +73,7 @@ def _nhwc(x):
 
 @pytest.mark.parametrize("network", ["resnet18", "resnet50", "resnext50_32x4d",
                                      "wide_resnet50_2", "mobilenet_v2", "densenet121"])
+@pytest.mark.slow
 def test_converted_weights_give_torchvisions_logits(network):
   x = _images()
   expected = _torch_logits(network, x)
@@ -198,6 +199,7 @@ def _datasets(num_classes=1000, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)):
                                     mean=mean, std=std) for split in ("train", "test"))
 
 
+@pytest.mark.slow
 def test_kd_run_distils_from_a_torchvision_checkpoint(tmp_path):
   path = str(tmp_path / "resnet18.pth")
   torch.save(_torch_net("resnet18").state_dict(), path)

@@ -395,6 +395,7 @@ def test_ensemble_teacher_stacks_its_members_logits():
   np.testing.assert_array_equal(out.logits[:, 0, 0], [1.0, 2.0])
 
 
+@pytest.mark.slow
 def test_ctkd_trains_its_temperature_in_the_step_and_logs_it():
   """Through the engine: theta is trained with the student, the metric is tau before the step."""
   from jaxkd import train  # pylint: disable=import-outside-toplevel

@@ -114,6 +114,7 @@ def test_names_cover_the_table():
 
 
 @pytest.mark.parametrize("name", sorted(IMAGENET_PARAM_COUNTS))
+@pytest.mark.slow
 def test_imagenet_parameter_count_equals_torchvisions(name):
   # Counts do not depend on the input size; 64x64 leaves every map >= 2x2. Only params
   # count (torchvision's excludes the BatchNorm running statistics).
@@ -135,6 +136,7 @@ def test_binary_parameter_count_and_outputs(name):
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
+@pytest.mark.slow
 def test_parameter_count_matches_original(name):
   variables, _ = _abstract(name)
   assert _count(variables["params"]) == PARAM_COUNTS[name]
@@ -148,6 +150,7 @@ def test_output_shapes_on_cifar_batch(name):
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
+@pytest.mark.slow
 def test_bfloat16_on_digit_sized_input(name):
   # The default data is 8x8 digits: every net must reach a (>= 1x1) final map. The
   # float32 variables plug into the bfloat16 model unchanged (params stay float32)
@@ -220,6 +223,7 @@ def test_train_mode_updates_batch_stats_with_torch_momentum():
   assert not np.allclose(out["logits"], eval_out["logits"])
 
 
+@pytest.mark.slow
 def test_googlenet_dropout_only_in_training_with_a_dropout_rng():
   # Traced only (a GoogLeNet forward is too slow for CI): dropout draws random bits
   # exactly when train=True and a "dropout" rng is given.
@@ -271,6 +275,7 @@ def test_conv_model_rejects_flat_input():
     model.init(jax.random.PRNGKey(0), jnp.zeros((2, 64)), train=False)
 
 
+@pytest.mark.slow
 def test_float64_model_keeps_parameters_statistics_and_outputs_in_float64():
   """``dtype=float64`` (under JAX's x64 switch): float64 variables, BatchNorm statistics reduced
   in float64 (to 1e-12 of numpy's float64 mean and variance of the stem convolution, where a

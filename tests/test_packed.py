@@ -71,6 +71,7 @@ def _assert_close(packed_tree, separate_tree, index):
 @pytest.mark.parametrize("method,hparams,strategy,model", [
     ("mrkd", {"refresh_every": 2}, "unroll", "small_cnn"),
     ("mrkd", {"refresh_every": 2}, "vmap", "mlp"), ("ols", {}, "vmap", "mlp")])
+@pytest.mark.slow
 def test_packed_seeds_equal_separate_runs(method, hparams, strategy, model):
   trainer = _trainer(method, model, **hparams)
   states = packed.init_states(trainer, seeds=SEEDS)
@@ -103,6 +104,7 @@ def test_packed_refresh_stays_a_conditional():
   assert " conditional(" in hlo
 
 
+@pytest.mark.slow
 def test_packed_settings_equal_separate_runs():
   alphas = np.asarray([0.0, 0.9], np.float64)
   trainer = _trainer("mrkd", refresh_every=1, start_from_init=True)
@@ -200,6 +202,7 @@ def _compare_runs(packed_dir, separate_dir) -> float:
   return worst
 
 
+@pytest.mark.slow
 def test_packed_table_runs_write_the_records_and_workdirs_of_separate_runs(tmp_path):
   """`jaxkd report one ROW --seed 0,1` (packed) against `--seed 0` and `--seed 1`: the same
   checkpoints (last and best), metrics.jsonl and result records, in float64 to 1e-9; an

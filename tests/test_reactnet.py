@@ -121,6 +121,7 @@ def _train(model, variables, x, y, steps, lr=2e-3):
   return {"params": params, "batch_stats": stats}, losses
 
 
+@pytest.mark.slow
 def test_two_stages_train_on_a_small_batch():
   """Stage 1 (real weights) starts fitting 16 random 32x32 images; stage 2 (binary weights) starts from
   stage 1's variables and keeps lowering the loss."""

@@ -174,6 +174,7 @@ EXPLODE = ("--config.train.num_steps=8", "--config.train.optimizer.schedule=mult
            "--config.train.optimizer.milestones=(0.05,)", "--config.train.optimizer.gamma=1e30")
 
 
+@pytest.mark.slow
 def test_nonfinite_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
   assert _run(tmp_path, "run", *EXPLODE) == 3
   err = capsys.readouterr().err
@@ -185,6 +186,7 @@ def test_nonfinite_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pa
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(variables))
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_keeps_the_parameters_finite(tmp_path):
   assert _run(tmp_path, "run", *EXPLODE, "--config.train.skip_nonfinite=True") == 0
   records = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
@@ -194,6 +196,7 @@ def test_skip_nonfinite_keeps_the_parameters_finite(tmp_path):
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(variables))
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back_and_resumes_exactly(tmp_path, caplog):
   assert _run(tmp_path, "ref") == 0
   assert _run(tmp_path, "run") == 0
@@ -213,6 +216,7 @@ def test_corrupted_latest_checkpoint_falls_back_and_resumes_exactly(tmp_path, ca
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_workdir_of_another_config_is_refused_and_untouched(tmp_path, capsys):
   assert _run(tmp_path, "run") == 0
   before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}

@@ -108,6 +108,7 @@ def test_stats_against_hand_computed_values():
   assert _stats.check_claim(np.asarray([0.9]), values)["verdict"] == "single runs"
 
 
+@pytest.mark.slow
 def test_report_numbers_published_difference_and_claims(tiny):
   config, results = tiny
   path = render.render(config, results_dir=results)
@@ -132,6 +133,7 @@ def test_report_numbers_published_difference_and_claims(tiny):
     assert f"figures/{figure}" in text
 
 
+@pytest.mark.slow
 def test_render_twice_gives_the_same_bytes(tiny):
   config, results = tiny
   first = open(render.render(config, results_dir=results), "rb").read()
@@ -141,6 +143,7 @@ def test_render_twice_gives_the_same_bytes(tiny):
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(COMMITTED, "fashion_mnist", "REPORT.md")),
                     reason="the Fashion-MNIST study's results are not committed")
+@pytest.mark.slow
 def test_committed_fashion_mnist_report_is_reproduced_from_its_json(tmp_path):
   import shutil
   shutil.copytree(os.path.join(COMMITTED, "fashion_mnist", "runs"),
@@ -233,6 +236,7 @@ def test_run_table_skips_done_runs_and_dependants_of_failures(tiny, tmp_path, mo
   assert order[5:] == ["teacher/s100", "kd/s0", "kd/s1"]
 
 
+@pytest.mark.slow
 def test_run_one_collects_what_the_engine_measured(tmp_path):
   """One smoke run through the engine: the record's final sums agree with its summary."""
   record = runner.run_one(FASHION, "lsr", 0, workroot=str(tmp_path / "w"),
@@ -307,6 +311,7 @@ def test_default_directories_are_under_the_current_directory(in_tmp, capsys):
     assert "./experiments/results under the current directory" in text, command
 
 
+@pytest.mark.slow
 def test_smoke_results_are_kept_apart_and_render_finds_them(in_tmp, monkeypatch, capsys):
   config, cwd = in_tmp
   monkeypatch.setattr(runner, "_command", _writing_command(0.5))
@@ -349,6 +354,7 @@ def test_smoke_run_through_the_real_subprocess_renders(in_tmp, capsys):
   assert not (cwd / "experiments").exists()
 
 
+@pytest.mark.slow
 def test_rerun_trains_chosen_runs_again_and_overwrites_their_records(tiny, tmp_path,
                                                                       monkeypatch):
   config, results = tiny

@@ -35,6 +35,7 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_resume_may_change_logging_and_checkpointing_only(tmp_path, capsys):
   workdir = tmp_path / "run"
   assert _train(workdir) == 0
@@ -68,6 +69,7 @@ def test_resume_may_change_logging_and_checkpointing_only(tmp_path, capsys):
   assert _files(workdir) == before
 
 
+@pytest.mark.slow
 def test_extend_a_finished_run(tmp_path, capsys):
   workdir = tmp_path / "run"
   assert _train(workdir) == 0
@@ -150,6 +152,7 @@ def test_keep_best_needs_a_validation_split(tmp_path, capsys):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_keep_best_keeps_the_best_evaluation_outside_the_rotation(tmp_path):
   workdir = tmp_path / "run"
   # 1297 training examples in batches of 256: 5 steps an epoch, evaluations at 5, 10 and 15.

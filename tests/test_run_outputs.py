@@ -70,6 +70,7 @@ def _git_head():
   return out.stdout.strip() if out.returncode == 0 else None
 
 
+@pytest.mark.slow
 def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path, capsys, caplog):
   workdir = tmp_path / "run"
   args = ["train", "--workdir", str(workdir), *SHORT]
@@ -149,6 +150,7 @@ def test_console_tensorboard_and_provenance_of_a_run_resumed_and_rerun(tmp_path,
 
 
 @pytest.mark.parametrize("start_from_init,share", [(False, 0.0), (True, 1.0)])
+@pytest.mark.slow
 def test_teacher_share_and_the_warning_when_it_is_never_active(start_from_init, share, tmp_path,
                                                                capsys, caplog):
   """4 steps of 16 examples: MrKD's first snapshot would come after 90 steps (one epoch)."""

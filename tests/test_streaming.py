@@ -40,6 +40,7 @@ def test_prepare_writes_tfds_layout_and_labels(imagenet_dir):
     assert valid.dataset_info.features["label"].int2str(example["label"]) == labels[k - 1]
 
 
+@pytest.mark.slow
 def test_prepare_demo_writes_a_tiny_imagenet_and_a_train_command_that_builds(tmp_path):
   """`jaxkd prepare imagenet2012 --demo DIR`, as the README gives it: the tests' tars (this
   file's `imagenet_dir`), prepared; its printed train command is a valid streamed run."""
@@ -223,6 +224,7 @@ def _per_example_rows(objective_state):
           if a.ndim and a.shape[0] == NUM_TRAIN]
 
 
+@pytest.mark.slow
 def test_pskd_table_is_sharded_on_streamed_data(imagenet_dir):
   trainer = trainer_lib.build(_config(imagenet_dir, **{"method.name": "pskd", "mesh.data": 8}))
   state = trainer.init_state()
@@ -252,6 +254,7 @@ def test_streaming_config_errors(imagenet_dir, overrides, match):
     run_lib.build_run(_config(imagenet_dir, **overrides))
 
 
+@pytest.mark.slow
 def test_streamed_batches_stack_for_steps_per_dispatch(imagenet_dir):
   """`get_many(step, K)` stacks the batches `get` reads: K steps in one dispatch train alike."""
   trainer = trainer_lib.build(_config(imagenet_dir, **{"mesh.data": 2}))

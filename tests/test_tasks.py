@@ -14,6 +14,7 @@ def _config(devices):
   return config
 
 
+@pytest.mark.slow
 def test_predict_pads_masks_and_sums_over_devices():
   """Top-1, NLL, S and the rows of three classes on 1 and 8 devices agree with one numpy pass
   over the whole split: the padded rows of the last batch count nowhere."""

@@ -68,6 +68,7 @@ def _flops(trainer):
   return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
 
 
+@pytest.mark.slow
 def test_kd_from_a_full_cache_equals_kd_from_the_online_teacher_and_costs_what_ce_costs(
     teacher_run, full_cache):
   directory, manifest = full_cache
@@ -93,6 +94,7 @@ def test_kd_from_a_full_cache_equals_kd_from_the_online_teacher_and_costs_what_c
   assert kd_online / ce > 1.15
 
 
+@pytest.mark.slow
 def test_an_ensembles_full_cache_gives_the_online_ensembles_run_bit_for_bit(teacher_run,
                                                                             tmp_path):
   """Two teachers (``teacher.workdir`` a list): the cache stacks them per example, ``[B, M,
@@ -237,6 +239,7 @@ def test_a_renormalised_top_k_teacher_has_the_finite_difference_temperature_grad
   np.testing.assert_allclose(float(grad), (kl(2.0 + 1e-6) - kl(2.0 - 1e-6)) / 2e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_streamed_run_reads_its_cache_and_ends_as_the_online_run(imagenet_dir, tmp_path):
   """Streamed data (the tests' tiny ImageNet, read and cropped on host threads): the cache is
   written through the run's own reader, each process's rows of it ride with the batch, and the

@@ -78,6 +78,7 @@ def test_aux_head_logits_are_a_linear_map_of_stop_gradient_features():
   np.testing.assert_array_equal(grad, 0.0)  # the head never trains the student's features
 
 
+@pytest.mark.slow
 def test_replay_learned_ensemble_is_a_linear_layer_over_the_backups():
   """MrKD's learned combiner starts as the logit average and is trained by CE on its output."""
   model = models.get("mlp", num_classes=10)
@@ -111,6 +112,7 @@ def test_replay_learned_ensemble_is_a_linear_layer_over_the_backups():
     teachers.replay(combine="vote")
 
 
+@pytest.mark.slow
 def test_mrkd_learned_ensemble_trains_its_combiner_in_the_step():
   from jaxkd import train
   from jaxkd.config import defaults

@@ -149,6 +149,7 @@ def test_tfds_ag_news_and_yelp_polarity_through_mock_data(tmp_path):
   assert ag_train.vocab_size == ag_test.vocab_size and (ag_train.tokens[:, 0] != 0).all()
 
 
+@pytest.mark.slow
 def test_a_text_run_needs_no_image_key(tmp_path):
   """The default config on prepared text data with a text model: the task turns the image
   augmentation off by itself (config.json holds the values it ran with)."""
@@ -191,6 +192,7 @@ def test_text_models_ignore_padding(name):
   np.testing.assert_allclose(changed["logits"], out["logits"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cnn_text_matches_a_numpy_forward():
   """Kim's CNN by hand: embedding lookup, each width's convolution as explicit sums over the
   window (zero words past the row's end), ReLU, max over the windows starting at real tokens,
@@ -290,6 +292,7 @@ def test_methods_beyond_the_logits_train_on_text(method):
   assert np.isfinite(float(metrics["loss"]))
 
 
+@pytest.mark.slow
 def test_alr_text_smoke_row_through_the_cli(tmp_path, capsys):
   workdir = tmp_path / "run"
   config = os.path.join(ROOT, "configs", "alr_text.py") + ":method=alr,smoke"
@@ -304,6 +307,7 @@ def test_alr_text_smoke_row_through_the_cli(tmp_path, capsys):
   assert " examples/s\n" in captured.err and "images/s" not in captured.err  # not images
 
 
+@pytest.mark.slow
 def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
   """`jaxkd report run`'s record of a text run: the final metrics from token ids."""
   from jaxkd.reporting import _collect  # pylint: disable=import-outside-toplevel
@@ -314,6 +318,7 @@ def test_alr_text_smoke_report_collects_the_text_run(tmp_path):
   assert record["final"]["count"] == 64 and len(record["projection"]["labels"]) > 0
 
 
+@pytest.mark.slow
 def test_kd_from_a_text_teacher_run(tmp_path):
   """A frozen teacher read from a text run's checkpoint: its model is rebuilt with the
   student's vocabulary. mock_text ignores data.vocab_size, so a teacher run with another fits."""
@@ -361,6 +366,7 @@ def test_text_teacher_of_other_tokens_fails_before_loading(tmp_path, monkeypatch
     build(config)
 
 
+@pytest.mark.slow
 def test_text_teacher_needs_the_students_tokenizer(tmp_path, monkeypatch):
   """Equal settings on the same data bind; another corpus's tokenizer, with the same settings
   but fewer pieces (76 of 80), fails on the checkpoint's metadata before it is restored."""

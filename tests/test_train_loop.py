@@ -128,6 +128,7 @@ smoothed = objectives.Method(
 '''
 
 
+@pytest.mark.slow
 def test_a_recipe_module_in_the_current_directory_is_found_by_the_jaxkd_script(tmp_path):
   """The `jaxkd` script (unlike `python -m`) does not put the current directory on sys.path;
   jaxkd does, so ``my_recipes.py`` there is found without PYTHONPATH=."""
@@ -194,6 +195,7 @@ def _dispatches(config, steps_per_epoch, total_steps):
   return lengths
 
 
+@pytest.mark.slow
 def test_steps_per_dispatch_logs_every_step_and_resumes_like_single_steps(tmp_path):
   """``train.steps_per_dispatch=3``: one record per step in metrics.jsonl, the records and the
   parameters of single steps, and the same after a resume from the middle checkpoint."""
@@ -228,6 +230,7 @@ def test_steps_per_dispatch_logs_every_step_and_resumes_like_single_steps(tmp_pa
   _assert_trees_equal(_params(tmp_path / "k3")[0], final)
 
 
+@pytest.mark.slow
 def test_model_init_from_starts_from_a_runs_latest_checkpoint(tmp_path):
   """``model.init_from``: the params and batch_stats of another run's latest checkpoint
   initialise the model (fine-tuning, ReActNet's stage 2); a workdir without checkpoints or of

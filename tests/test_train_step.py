@@ -121,6 +121,7 @@ def test_replay_ring_is_fifo():
 
 
 @pytest.mark.parametrize("train_mode", [False, True])
+@pytest.mark.slow
 def test_replay_logits_are_each_backups_own_forward(train_mode):
   """Three different backups (one forward each on CPU, a vmap elsewhere) and an empty ring."""
   from jaxkd import models
@@ -180,6 +181,7 @@ def test_pskd_table_rows_are_split_over_the_devices_and_match_one_device():
   assert half.objective["targets"]["soft_ce"].table.dtype == np.dtype("bfloat16")
 
 
+@pytest.mark.slow
 def test_steps_per_dispatch_trains_like_single_steps():
   """8 steps as two `train_many` dispatches of 4 give the state and metrics of 8 `train` calls.
 

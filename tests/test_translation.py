@@ -231,6 +231,7 @@ def test_translation_config_errors_name_the_key():
     ("tfkd_reg", {}),
     ("ols", {}),  # an online class matrix over the target vocabulary, padding excluded
 ])
+@pytest.mark.slow
 def test_per_token_objectives_train(method, kwargs, tmp_path):
   from jaxkd.train import train_and_evaluate
   config = _config(method, **kwargs)
@@ -300,6 +301,7 @@ def test_transformer_learns_to_reverse_and_beam_search_agrees_with_greedy(tmp_pa
 REVERSE_EPOCHS = 4  # BLEU 93.3 on the test split (2 CPU cores: about 20 s)
 
 
+@pytest.mark.slow
 def test_every_method_trains_per_token_or_is_refused_by_name():
   """No method is silently wrong on sentence pairs: each builds, or says why it cannot."""
   from jaxkd.train import build_run

@@ -71,6 +71,7 @@ def test_registry_names_and_vocab_size():
   assert model.share_decoder_input_output_embed
 
 
+@pytest.mark.slow
 def test_iwslt_parameter_count_equals_the_formula():
   # fairseq's IWSLT'14 de-en dictionaries (prepare-iwslt14.sh, then fairseq-preprocess without
   # --joined-dictionary): "[de] Dictionary: 8848 types", "[en] Dictionary: 6632 types".
@@ -87,6 +88,7 @@ def test_iwslt_parameter_count_equals_the_formula():
   assert _count(_abstract_params(unshared)) == _formula(V_SRC, V_TGT, 64, 128, 2, 2, False)
 
 
+@pytest.mark.slow
 def test_init_follows_fairseq(tiny):
   model, variables, _, _ = tiny
   params = variables["params"]
@@ -119,6 +121,7 @@ def test_prev_output_tokens_shift_right_with_eos_first():
                                 [[EOS, 5, 6, PAD, PAD], [EOS, 7, 8, 9, 4]])
 
 
+@pytest.mark.slow
 def test_outputs_shapes_and_dropout(tiny):
   model, variables, source, target = tiny
   batch = {"source": source, "target": target}
@@ -140,6 +143,7 @@ def test_outputs_shapes_and_dropout(tiny):
     model.clone(max_positions=4).apply(variables, batch)
 
 
+@pytest.mark.slow
 def test_bfloat16_computes_with_float32_params_and_outputs(tiny):
   model, variables, source, target = tiny
   batch = {"source": source, "target": target}
@@ -180,6 +184,7 @@ def test_incremental_decoding_equals_teacher_forcing(tiny):
   np.testing.assert_allclose(np.asarray(steps)[real], np.asarray(full)[real], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_padding_does_not_change_real_positions(tiny):
   model, variables, source, target = tiny
   apply = jax.jit(model.apply)
@@ -231,6 +236,7 @@ def _check_hypotheses(tokens, max_len):
     assert not np.isin(row[:ends[0]], (PAD, BOS)).any() and (row[ends[0] + 1:] == PAD).all()
 
 
+@pytest.mark.slow
 def test_beam_of_one_is_greedy_and_wider_beams_score_higher(tiny):
   model, variables, source, _ = tiny
   max_len = 8
@@ -249,6 +255,7 @@ def test_beam_of_one_is_greedy_and_wider_beams_score_higher(tiny):
 
 
 @pytest.mark.parametrize("len_penalty", [1.0, 0.0])
+@pytest.mark.slow
 def test_wide_beam_equals_exhaustive_search(len_penalty):
   # 7 tokens: PAD, BOS, EOS and 4 words (UNK included, fairseq generates it). With max_len 3
   # (EOS included) and min_len 1 the outputs are w EOS and w w EOS: 4 + 16 = 20 sequences, so a
