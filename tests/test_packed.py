@@ -142,7 +142,7 @@ TABLE = textwrap.dedent('''
     """A one-row float64 table on digits for the packing tests: MrKD (its replay teacher's
     state is vmapped too), best epoch kept on a validation split."""
     from jaxkd.reporting import Row, Table
-    from jaxkd.train import defaults
+    from jaxkd.config import defaults
 
     def get_config(arg=None):
       config = defaults.base_config()

@@ -23,7 +23,8 @@ COMMITTED = os.path.join(ROOT, "experiments", "results")
 
 TINY_TABLE = textwrap.dedent('''
     """A two-row table for the tests."""
-    from jaxkd.reporting import Claim, Row, Table, recipes
+    from jaxkd.config import recipes
+    from jaxkd.reporting import Claim, Row, Table
 
     def get_config(arg=None):
       config = recipes.base_config()
