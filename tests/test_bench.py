@@ -38,6 +38,7 @@ def test_json_structure(result):
     assert entry["p25_s"] <= entry["median_s"] <= entry["p75_s"]
 
 
+@pytest.mark.slow
 def test_ratios_are_ratios_of_the_reported_medians(result):
   methods = result["methods"]
   ce = methods["ce"]["median_s"]

@@ -15,6 +15,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 1, 2)])
+@pytest.mark.slow
 def test_taps_kernel_gradient_equals_xla(kernel, stride, padding):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 9, 9, 3))
   w = jax.random.normal(jax.random.PRNGKey(1), (2, kernel, kernel, 3, 5))
@@ -185,6 +186,7 @@ SHAPES = [(2, 3, 1, 1), (4, 3, 2, 1), (3, 5, 1, 2), (1, 3, 1, 1), (5, 3, 1, 1), 
 
 
 @pytest.mark.parametrize("size,kernel,stride,padding", SHAPES)
+@pytest.mark.slow
 def test_fast_small_maps_run_as_one_matrix_product_and_equal_the_convolution(
     size, kernel, stride, padding):
   x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3)))

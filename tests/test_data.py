@@ -364,7 +364,8 @@ def test_sliced_splits_follow_tensorflow_datasets_slicing():
 
 
 def test_a_validation_split_carved_from_the_training_set_is_what_the_run_evaluates():
-  from jaxkd.train import build_run, defaults
+  from jaxkd.config import defaults
+  from jaxkd.train import build_run
   config = defaults.get_config("smoke")
   config.mesh.data = 1
   config.data.train_split, config.data.eval_split = "train[:80%]", "train[80%:]"

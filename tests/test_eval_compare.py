@@ -79,6 +79,7 @@ def test_eval_reproduces_the_loops_last_evaluation(runs, capsys):
   assert analysis.finalize_metrics(result["sums"])["top1"] == last["top1"]
 
 
+@pytest.mark.slow
 def test_eval_of_the_best_checkpoint_on_a_validation_slice(runs, tmp_path):
   workdir = runs["ce"]
   best = _summary(workdir)["best"]

@@ -171,6 +171,7 @@ def test_bfloat16_on_digit_sized_input(name):
     ("mlp", (2, 8, 8, 1)), ("resnet8", (2, 8, 8, 1)), ("resnet8", (2, 32, 32, 3)),
     ("wrn_16_1", (2, 32, 32, 3)),
 ])
+@pytest.mark.slow
 def test_forward_dense_logits_average_to_logits(name, shape):
   # Every head is linear after global average pooling, so the mean over positions of
   # the per-position logits equals the logits, and the features are the mean of the
@@ -188,6 +189,7 @@ def test_forward_dense_logits_average_to_logits(name, shape):
       out["features"], out["feature_map"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_model_gives_float32_outputs_and_params():
   model = models.get("small_cnn", num_classes=10, dtype=jnp.bfloat16)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
@@ -201,6 +203,7 @@ def test_bfloat16_model_gives_float32_outputs_and_params():
       np.abs(ref["logits"]).max()) + 1e-3)
 
 
+@pytest.mark.slow
 def test_train_mode_updates_batch_stats_with_torch_momentum():
   model = models.get("small_cnn", num_classes=10)
   x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))

@@ -16,7 +16,8 @@ import pytest
 
 from jaxkd import objectives
 from jaxkd.reporting import runner
-from jaxkd.train import ConfigError, build, checkpoint, defaults, make_steps, packed
+from jaxkd.config import defaults
+from jaxkd.train import ConfigError, build, checkpoint, make_steps, packed
 
 SEEDS = (0, 1)
 STEPS = 3
@@ -94,6 +95,7 @@ def test_packed_seeds_equal_separate_runs(method, hparams, strategy, model):
   assert seeds_differ > 1e-3, "every packed run must start from its own seed"
 
 
+@pytest.mark.slow
 def test_packed_refresh_stays_a_conditional():
   """The shared step is unbatched, so vmap keeps MrKD's refresh a conditional, not a select."""
   trainer = _trainer("mrkd", refresh_every=2)

@@ -38,6 +38,7 @@ def test_binary_weight_is_scaled_sign_with_clipped_straight_through_gradient():
 
 
 @pytest.mark.parametrize("binary_weights", [False, True])
+@pytest.mark.slow
 def test_binarised_layers_forward_values(binary_weights):
   """Every binary conv sees activations in {-1, +1}; its weights are {-a_k, +a_k} per output
   channel k with a_k = mean |W_k| (stage 2), or W itself (stage 1)."""

@@ -11,7 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxkd import cli
-from jaxkd.train import checkpoint, defaults, run as run_lib, workdir as workdir_lib
+from jaxkd.config import defaults
+from jaxkd.train import checkpoint, run as run_lib, workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config", os.path.join(ROOT, "configs", "default.py") + ":smoke",

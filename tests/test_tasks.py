@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from jaxkd import data, models, tasks, teachers
-from jaxkd.train import build, defaults
+from jaxkd.config import defaults
+from jaxkd.train import build
 
 
 def _config(devices):

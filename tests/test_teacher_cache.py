@@ -10,7 +10,8 @@ import pytest
 
 from jaxkd import cli, teachers
 from jaxkd import config as config_lib
-from jaxkd.train import ConfigError, build, cache_teacher, defaults, precision
+from jaxkd.config import defaults
+from jaxkd.train import ConfigError, build, cache_teacher, precision
 
 SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                      "default.py") + ":smoke"

@@ -283,6 +283,7 @@ def test_text_models_learn_the_class_words(name, steps):
 
 
 @pytest.mark.parametrize("method", ["cskd", "pskd", "ras_kd"])
+@pytest.mark.slow
 def test_methods_beyond_the_logits_train_on_text(method):
   """Partner rows gathered by index (CS-KD), example ids (PS-KD), pooled features (RAS-KD)."""
   trainer = build(_config(method=method, steps=2))

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from jaxkd import cli, objectives
-from jaxkd.train import checkpoint, defaults, loop
+from jaxkd.config import defaults
+from jaxkd.train import checkpoint, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "default.py") + ":smoke"
@@ -156,6 +157,7 @@ def test_a_recipe_module_in_the_current_directory_is_found_by_the_jaxkd_script(t
   assert not (work / "w").exists()
 
 
+@pytest.mark.slow
 def test_user_recipe_trains_from_the_command_line(tmp_path, monkeypatch, capsys):
   """``--config.method.name=module:attribute`` trains a Method of the user's own module."""
   (tmp_path / "my_recipes.py").write_text(USER_RECIPE)

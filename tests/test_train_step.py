@@ -30,6 +30,7 @@ def _build(config):
   return trainer.steps, trainer.init_state(), trainer.consts, [batches.get(i) for i in range(8)]
 
 
+@pytest.mark.slow
 def test_mrkd_refresh_stays_on_device_and_snapshots_current_params():
   steps, state, consts, order = _build(_config(refresh_every=2))
   assert int(state.teacher.state.refreshes) == 0

@@ -176,6 +176,7 @@ def _incremental_logits(model, variables, source, prev):
   return run(variables, source, prev)
 
 
+@pytest.mark.slow
 def test_incremental_decoding_equals_teacher_forcing(tiny):
   model, variables, source, target = tiny
   full = model.apply(variables, {"source": source, "target": target})["logits"]
