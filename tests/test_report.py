@@ -237,7 +237,6 @@ def test_run_table_skips_done_runs_and_dependants_of_failures(tiny, tmp_path, mo
   assert order[5:] == ["teacher/s100", "kd/s0", "kd/s1"]
 
 
-@pytest.mark.slow
 def test_run_one_collects_what_the_engine_measured(tmp_path):
   """One smoke run through the engine: the record's final sums agree with its summary."""
   record = runner.run_one(FASHION, "lsr", 0, workroot=str(tmp_path / "w"),
