@@ -146,7 +146,7 @@ def test_replay_logits_are_each_backups_own_forward(train_mode):
 def _pskd_run(devices, steps_to_run=3, dtype="float64", **hparams):
   """PS-KD's state after ``steps_to_run`` steps, fetched to the host (with the table's
   shards)."""
-  config = _config("pskd", devices=devices, batch=32, model="small_cnn", **hparams)
+  config = _config("pskd", devices=devices, batch=32, **hparams)
   config.model.dtype = dtype
   with train.precision(config):
     steps, state, consts, order = _build(config)
