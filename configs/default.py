@@ -11,8 +11,8 @@ It trains on train[:90%] of the training split and selects its best epoch on tra
 (validation), keeping that checkpoint (train.keep_best); the test split chooses nothing, and
 `jaxkd eval --checkpoint best --split test` gives the selected checkpoint's test top-1.
 Expected (measured 2026-12-06, 30 epochs of 20 steps): best validation top-1 0.9861 (epoch
-16), test top-1 of that checkpoint 0.9859; 483 s on 2 CPU cores under a load average of 15-18
-from other jobs (36-39 s measured on the idle machine before the validation split, 660 steps).
+16), test top-1 of that checkpoint 0.9859; 28 s of training and 8 s of eval on 2 idle CPU
+cores (483 s under a load average of 15-18 from other jobs).
 
 Every other config in this directory starts from `jaxkd.config.defaults.base_config()` (the
 same keys, trained on train and evaluated on test) and overrides a few fields.
