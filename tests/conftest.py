@@ -32,6 +32,19 @@ def pytest_configure(config):
       'left out of the fast lane, pytest -m "not slow"')
 
 
+def pytest_sessionfinish(session):  # pylint: disable=unused-argument
+  """In a pytest-xdist worker, free JAX's compiled programs and collect garbage before the
+  worker reports that it finished. After the report, execnet gives the worker 5 s to exit and
+  then sends it SIGINT; pytest's exit collects garbage several times, each one slow with the
+  session's programs alive (5-6 s measured), and the SIGINT then landed in jax's gc callback,
+  printed as an unraisable KeyboardInterrupt at the end of a passing run."""
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    import gc  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.clear_caches()
+    gc.collect()
+
+
 from jaxkd.data import _offline  # pylint: disable=wrong-import-position
 # The tiny ImageNet of `imagenet_dir`, in image-net.org's tars: what `jaxkd prepare imagenet2012
 # --demo` writes (TINY_IMAGENET: its classes, images per class, validation images).
