@@ -188,10 +188,10 @@ def _only(obj, paths):
 
 
 # The smoke run of the GPU call, recorded: `bash experiments/bench/gpu.sh DIR smoke` (every
-# stage at tiny sizes, on the CPU; about two minutes, too long for the suite) wrote this
-# directory. Re-record it after changing what a stage writes, and run the smoke before a device
-# call (experiments/bench/README.md); the tests below check the record against the schema the
-# table reads and the renderer against the record.
+# stage at tiny sizes, on the CPU; 3.5 minutes beside two training runs, too long for the
+# suite) wrote this directory. Re-record it after changing what a stage writes, and run the
+# smoke before a device call (experiments/bench/README.md); the tests below check the record
+# against the schema the table reads and the renderer against the record.
 GPU_SMOKE = os.path.join(ROOT, "experiments", "results", "bench", "gpu_smoke_cpu")
 
 

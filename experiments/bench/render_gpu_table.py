@@ -6,8 +6,9 @@
 
 ``SCHEMA`` names every stage's JSON file and the fields this table reads from it; `check`
 reports what a stage's JSON lacks (the suite checks a recorded `gpu.sh DIR smoke` run,
-experiments/results/bench/gpu_smoke_cpu, with this), and the table is rendered from exactly those fields. With ``--readme`` the text between
-``BEGIN`` and ``END`` (marker comments) is replaced, so a rerun replaces the last table. A
+experiments/results/bench/gpu_smoke_cpu, with this), and the table is rendered from exactly
+those fields. With ``--readme`` the text between ``BEGIN`` and ``END`` (marker comments) is
+replaced, so a rerun replaces the last table. A
 stage whose JSON is absent (cut short by its time limit, or failed: see ``gpu_log.txt``) gets
 a line saying so.
 """
